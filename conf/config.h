@@ -38,6 +38,16 @@ struct conf_cidr {
 enum conf_mode { CONF_MODE_HTTP = 0, CONF_MODE_TCP };
 enum conf_hc_type { CONF_HC_NONE = 0, CONF_HC_TCP, CONF_HC_HTTP };
 
+/* conf_pool.balance: the index of the name in the YAML, in this order. */
+enum conf_balance {
+    CONF_BALANCE_ROUNDROBIN = 0,
+    CONF_BALANCE_LEASTCONN,
+    CONF_BALANCE_RANDOM2,
+    CONF_BALANCE_SOURCE_HASH,
+    CONF_BALANCE_URI_HASH,
+    CONF_BALANCE_MAGLEV,
+};
+
 struct conf_global {
     int workers;              /* resolved: "auto" becomes the number of online CPUs */
     uint32_t max_connections; /* per process, client side */
@@ -126,8 +136,8 @@ struct conf_pool {
     uint32_t queue_size; /* requests waiting for a server slot per pool */
     uint64_t drain_timeout;
     uint64_t slow_start;
-    bool tls;           /* connect to servers over TLS */
-    char *tls_ca;       /* verify against this CA file */
+    bool tls;     /* connect to servers over TLS */
+    char *tls_ca; /* verify against this CA file */
     char *tls_sni;
     int line, col;
 };
@@ -173,7 +183,7 @@ struct conf_alarm {
 struct conf_email {
     bool enabled;
     struct conf_addr server_addr;
-    char *server; /* host:port as written */
+    char *server;   /* host:port as written */
     char *starttls; /* required|optional|off; YAML true/false map to required/off */
     char *user;
     char *password_file;
@@ -252,6 +262,10 @@ struct conf {
  * On failure returns the number of errors (> 0) after writing each one, as
  * "FILE:LINE:COL: key.path: message", to err (which may be NULL); *out is
  * left NULL. Every error in the file is reported, not just the first.
+ * Errors are sorted by file (in reading order), line and column; one without
+ * a position (a file that cannot be opened) reads "FILE: message". Files
+ * named by "include:" are read too (see conf/REFERENCE.md). Uses no global
+ * state and may run on any thread; reads the environment for ${VAR}.
  */
 int conf_load(const char *path, FILE *err, struct conf **out);
 
@@ -268,7 +282,9 @@ void conf_write_reference(FILE *out);
 int conf_parse_duration(const char *s, uint64_t *ms);
 
 /* Parses "host:port", "[v6]:port", "*:port" or ":port". host is numeric or
- * "localhost". Returns 0 or -1 with *why set to a static message. */
+ * "localhost". Returns 0 or -1 with *why set to a static message.
+ * Fills out->sa and out->salen only ("*" and "" give 0.0.0.0, "localhost"
+ * 127.0.0.1); out->text is left to the caller, who owns the string. */
 int conf_parse_addr(const char *s, struct conf_addr *out, const char **why);
 
 #endif
