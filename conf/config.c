@@ -83,6 +83,20 @@ resolve_pool(struct xref *x, const struct conf_node *map, const char *key, const
     return i;
 }
 
+/* "line 7" when `there` is in the same file as `here`, else "other.yaml:7",
+ * for messages that point back at a first definition. */
+static const char *
+where(char *buf, size_t size, const struct conf_node *here, const struct conf_node *there)
+{
+    if (there == NULL)
+        snprintf(buf, size, "?");
+    else if (here == NULL || strcmp(here->file, there->file) == 0)
+        snprintf(buf, size, "line %d", there->line);
+    else
+        snprintf(buf, size, "%s:%d", there->file, there->line);
+    return buf;
+}
+
 /* Names in an array of structs must be unique: the second one is the error. */
 static void
 unique_names(struct xref *x, const struct conf_node *list, const void *base, size_t n,
@@ -93,18 +107,16 @@ unique_names(struct xref *x, const struct conf_node *list, const void *base, siz
 
         for (size_t i = 0; nj != NULL && i < j; i++) {
             const char *ni = *(char *const *)((const char *)base + i * stride + name_off);
-            const struct conf_node *first = nth(list, i), *dup = nth(list, j);
-            const struct conf_pair *fp = conf_node_pair(first, "name");
+            const struct conf_node *first = conf_node_get(nth(list, i), "name");
+            const struct conf_node *dup = nth(list, j);
+            char at[300];
             size_t old;
 
             if (ni == NULL || strcmp(ni, nj) != 0)
                 continue;
             old = conf_ctx_push_index(x->ctx, j);
-            conf_key_error(x->ctx, dup, "name", "duplicate %s name '%s' (first at line %d)", what,
-                           nj,
-                           fp != NULL      ? fp->value->line
-                           : first != NULL ? first->line
-                                           : 0);
+            conf_key_error(x->ctx, dup, "name", "duplicate %s name '%s' (first at %s)", what, nj,
+                           where(at, sizeof(at), conf_node_get(dup, "name"), first));
             conf_ctx_pop(x->ctx, old);
             break;
         }
@@ -131,6 +143,7 @@ check_listeners(struct xref *x)
         const struct conf_node *n = nth(list, i);
         const struct conf_node *routes = conf_node_get(n, "routes");
         size_t old = conf_ctx_push_index(x->ctx, i);
+        char at[300];
 
         l->pool_index = resolve_pool(x, n, "pool", l->pool);
         for (size_t r = 0; r < l->nroutes; r++) {
@@ -144,9 +157,10 @@ check_listeners(struct xref *x)
             if (!same_sockaddr(&l->bind, &c->listeners[j].bind))
                 continue;
             conf_key_error(x->ctx, n, "bind",
-                           "conflicting bind: %s is already bound by listener '%s' (line %d)",
+                           "conflicting bind: %s is already bound by listener '%s' (at %s)",
                            l->bind.text, c->listeners[j].name ? c->listeners[j].name : "?",
-                           c->listeners[j].line);
+                           where(at, sizeof(at), conf_node_get(n, "bind"),
+                                 conf_node_get(nth(list, j), "bind")));
             break;
         }
         conf_ctx_pop(x->ctx, old);

@@ -73,7 +73,7 @@ struct sbuf {
 static void
 sbuf_add(struct sbuf *b, const char *s, size_t n)
 {
-    if (b->over)
+    if (b->over || n == 0)
         return;
     if (b->len + n + 1 > NODE_MAX_SCALAR) {
         b->over = true;

@@ -1,6 +1,7 @@
 /*
  * The schema engine (see schema.h): one walk over a YAML node tree guided by
- * a table, and the markdown reference generated from the same table.
+ * a table (the reference page generated from the same tables is in
+ * reference.c).
  *
  * Every kind has one parser, used both for user input and for the defaults
  * written in the tables, so a default can never mean something a user could
@@ -213,8 +214,8 @@ fmt_size(char *buf, size_t size, uint64_t b)
         snprintf(buf, size, "%" PRIu64, b);
 }
 
-static void
-fmt_bound(char *buf, size_t size, enum conf_kind kind, int64_t v)
+void
+conf__fmt_bound(char *buf, size_t size, enum conf_kind kind, int64_t v)
 {
     if (kind == CONF_DURATION)
         fmt_duration(buf, size, (uint64_t)v);
@@ -301,8 +302,8 @@ check_range_u(struct conf_ctx *ctx, const struct conf_field *f, enum conf_kind k
 
     if (x >= lo && x <= hi)
         return 0;
-    fmt_bound(a, sizeof(a), kind, (int64_t)lo);
-    fmt_bound(b, sizeof(b), kind, (int64_t)hi);
+    conf__fmt_bound(a, sizeof(a), kind, (int64_t)lo);
+    conf__fmt_bound(b, sizeof(b), kind, (int64_t)hi);
     if (f->max > 0 || hi != UINT64_MAX)
         conf_error(ctx, v, NULL, "%s is out of range: must be %s..%s", v->str, a, b);
     else
@@ -786,143 +787,67 @@ conf_schema_apply(struct conf_ctx *ctx, const struct conf_schema *schema,
     apply_struct(ctx, schema, map, obj, true);
 }
 
-/* ---- The reference page ---- */
+/* ---- Checking the tables themselves ---- */
 
 static void
-md_cell(FILE *out, const char *s)
+selftest(struct conf_ctx *ctx, const struct conf_schema *s, void *obj)
 {
-    for (; *s != '\0'; s++) {
-        if (*s == '|')
-            fputs("\\|", out);
-        else if (*s == '\n')
-            fputc(' ', out);
-        else
-            fputc(*s, out);
-    }
-}
+    for (const struct conf_field *f = s->fields; f->key != NULL; f++) {
+        size_t old = conf_ctx_push_key(ctx, f->key);
+        const char *why = NULL;
 
-static void
-type_text(char *buf, size_t size, const struct conf_field *f, enum conf_kind kind, bool in_list)
-{
-    char lo[32], hi[32];
-    size_t len;
-
-    if (f->type_doc != NULL && !in_list) {
-        snprintf(buf, size, "%s", f->type_doc);
-        return;
-    }
-    switch (kind) {
-    case CONF_STRING:
-        snprintf(buf, size, in_list ? "strings" : "string");
-        return;
-    case CONF_BOOL:
-        snprintf(buf, size, "bool");
-        return;
-    case CONF_DOUBLE:
-        snprintf(buf, size, "number");
-        return;
-    case CONF_ENUM:
-    case CONF_CHOICE:
-        snprintf(buf, size, "one of ");
-        len = strlen(buf);
-        for (size_t i = 0; f->names[i] != NULL && len < size; i++) {
-            int n = snprintf(buf + len, size - len, "%s`%s`", i ? ", " : "", f->names[i]);
-
-            if (n < 0)
-                break;
-            len += (size_t)n;
+        for (const struct conf_field *g = s->fields; g < f && why == NULL; g++) {
+            if (strcmp(g->key, f->key) == 0)
+                why = "key declared twice";
         }
-        return;
-    case CONF_ADDR:
-        snprintf(buf, size, in_list ? "host:port addresses" : "address (host:port)");
-        return;
-    case CONF_IP:
-        snprintf(buf, size, in_list ? "IP addresses" : "IP address");
-        return;
-    case CONF_CIDR:
-        snprintf(buf, size, in_list ? "CIDRs (address/prefix)" : "CIDR (address/prefix)");
-        return;
-    case CONF_LIST:
-        snprintf(buf, size, "list of ");
-        len = strlen(buf);
-        type_text(buf + len, size - len, f, f->elem, true);
-        len = strlen(buf);
-        if (f->min > 0)
-            snprintf(buf + len, size - len, ", at least %" PRId64, f->min);
-        return;
-    case CONF_STRUCT:
-        snprintf(buf, size, "mapping");
-        return;
-    case CONF_SEQ:
-        snprintf(buf, size, "list of mappings");
-        return;
-    case CONF_MAP:
-        snprintf(buf, size, "mapping of name to mapping");
-        return;
-    case CONF_CUSTOM:
-        snprintf(buf, size, "value");
-        return;
-    case CONF_INT:
-    case CONF_UINT:
-        snprintf(buf, size, "integer");
-        break;
-    case CONF_DURATION:
-        snprintf(buf, size, "duration");
-        break;
-    case CONF_SIZE:
-        snprintf(buf, size, "size");
-        break;
-    }
-    len = strlen(buf);
-    fmt_bound(lo, sizeof(lo), kind, f->min);
-    fmt_bound(hi, sizeof(hi), kind, f->max);
-    if (f->max != 0)
-        snprintf(buf + len, size - len, ", %s..%s", lo, hi);
-    else if (f->min != 0)
-        snprintf(buf + len, size - len, ", at least %s", lo);
-}
+        if (why == NULL && f->doc == NULL)
+            why = "no doc line";
+        if (why == NULL && f->kind == CONF_CUSTOM && (f->parse == NULL || f->type_doc == NULL))
+            why = "CUSTOM needs .parse and .type_doc";
+        if (why == NULL && (f->kind == CONF_ENUM || f->kind == CONF_CHOICE) && f->names == NULL)
+            why = "ENUM/CHOICE needs .names";
+        if (why == NULL && (f->kind == CONF_STRUCT || f->kind == CONF_SEQ || f->kind == CONF_MAP) &&
+            f->sub == NULL)
+            why = "STRUCT/SEQ/MAP needs .sub";
+        if (why == NULL && (f->kind == CONF_SEQ || f->kind == CONF_MAP) && f->sub->size == 0)
+            why = "SEQ/MAP needs .sub->size";
+        if (why == NULL && f->kind == CONF_LIST && f->elem != CONF_STRING && f->elem != CONF_ADDR &&
+            f->elem != CONF_IP && f->elem != CONF_CIDR)
+            why = "LIST elements must be STRING, ADDR, IP or CIDR";
+        if (why != NULL) {
+            conf_diag_add(ctx->diag, s->name != NULL ? s->name : "schema", 0, 0, ctx->path, "%s",
+                          why);
+        } else if (f->kind == CONF_STRUCT) {
+            selftest(ctx, f->sub, (char *)obj + f->offset);
+        } else if (f->kind == CONF_SEQ || f->kind == CONF_MAP) {
+            void *elem = conf_arena_alloc(ctx->tmp, f->sub->size);
 
-static void
-write_rows(FILE *out, const struct conf_field *f, const char *prefix)
-{
-    char path[256], type[512];
-    const char *suffix = f->kind == CONF_SEQ ? "[]" : f->kind == CONF_MAP ? ".<name>" : "";
-
-    snprintf(path, sizeof(path), "%s%s%s", prefix, f->key, suffix);
-    type_text(type, sizeof(type), f, f->kind, false);
-    fprintf(out, "| `%s` | ", path);
-    md_cell(out, type);
-    fputs(" | ", out);
-    if (f->def_doc != NULL)
-        md_cell(out, f->def_doc);
-    else if (f->flags & CONF_F_REQUIRED)
-        fputs("required", out);
-    else if (f->def != NULL)
-        fprintf(out, "`%s`", f->def);
-    else
-        fputs("-", out);
-    fprintf(out, " | %s | ", (f->flags & CONF_F_RESTART) ? "restart" : "yes");
-    md_cell(out, f->doc != NULL ? f->doc : "");
-    fputs(" |\n", out);
-    if (f->sub != NULL) {
-        char child[sizeof(path) + 1];
-
-        snprintf(child, sizeof(child), "%s.", path);
-        for (const struct conf_field *c = f->sub->fields; c->key != NULL; c++)
-            write_rows(out, c, child);
+            if (elem != NULL)
+                selftest(ctx, f->sub, elem);
+        } else if (f->def != NULL) {
+            apply_default(ctx, f, obj); /* reports a default that does not parse */
+        }
+        conf_ctx_pop(ctx, old);
     }
 }
 
-void
-conf_schema_write_reference(FILE *out, const struct conf_schema *root)
+int
+conf_schema_selftest(const struct conf_schema *root, FILE *err)
 {
-    for (const struct conf_field *f = root->fields; f->key != NULL; f++) {
-        fprintf(out, "## `%s`\n\n", f->key);
-        if (f->sub != NULL && f->sub->doc != NULL)
-            fprintf(out, "%s\n\n", f->sub->doc);
-        fputs("| key | type | default | reload | meaning |\n", out);
-        fputs("| --- | --- | --- | --- | --- |\n", out);
-        write_rows(out, f, "");
-        fputs("\n", out);
-    }
+    struct conf_arena *arena = conf_arena_new(), *tmp = conf_arena_new();
+    struct conf_diag *d = tmp != NULL ? conf_diag_new(tmp) : NULL;
+    void *obj = arena != NULL ? conf_arena_alloc(arena, root->size ? root->size : 1) : NULL;
+    struct conf_ctx ctx;
+    int bad = 1;
+
+    if (d == NULL || obj == NULL)
+        goto out;
+    conf_ctx_init(&ctx, arena, tmp, d);
+    selftest(&ctx, root, obj);
+    conf_diag_print(d, err);
+    bad = (int)conf_diag_count(d);
+out:
+    conf_arena_free(tmp);
+    conf_arena_free(arena);
+    return bad;
 }

@@ -160,7 +160,18 @@ void conf_schema_apply(struct conf_ctx *ctx, const struct conf_schema *schema,
 const char *conf_did_you_mean(const char *word, const char *const *cands);
 
 /* Writes the markdown reference for a schema: one "##" section per top-level
- * key, each a table of key path, type, default, reload and meaning. */
+ * key, each a table of key path, type, default, reload and meaning
+ * (conf/reference.c). */
 void conf_schema_write_reference(FILE *out, const struct conf_schema *root);
+
+/* Checks a schema's tables (recursively) for mistakes a compiler cannot
+ * see: defaults that do not parse, keys declared twice, missing doc lines,
+ * CUSTOM rows without a parser, ENUM rows without names. root->size must be
+ * set. Writes each problem to err (may be NULL) and returns their number.
+ * Unit tests call it on every schema. */
+int conf_schema_selftest(const struct conf_schema *root, FILE *err);
+
+/* For conf/ itself: formats a bound of a number kind ("30s", "32k", "5"). */
+void conf__fmt_bound(char *buf, size_t size, enum conf_kind kind, int64_t v);
 
 #endif

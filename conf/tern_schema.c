@@ -609,7 +609,7 @@ static const struct conf_field pool_fields[] = {
      .min = 0,
      .max = 10,
      .def = "2",
-     .doc = "other servers tried when a connection fails (idempotent requests only)"},
+     .doc = "further attempts, on other servers, when connecting to a server fails"},
     {.key = "queue_size",
      .kind = CONF_UINT,
      CONF_AT(struct conf_pool, queue_size),

@@ -31,8 +31,11 @@
 
 #include "conf/arena.h"
 #include "conf/config.h"
+#include "conf/diag.h"
+#include "conf/node.h"
 #include "conf/parse.h"
 #include "conf/schema.h"
+#include "conf/tern_schema.h"
 
 #define REFERENCE_PATH "../../conf/REFERENCE.md"
 #define EXAMPLE_PATH "../../conf/tern.example.yaml"
@@ -416,6 +419,177 @@ test_arena(void **state)
     conf_arena_free(a);
     conf_arena_free(NULL);
     conf_free(NULL);
+}
+
+/* ---- the schema engine on its own, as a plugin would use it ---- */
+
+struct demo_target {
+    char *name;
+    int64_t offset;
+    uint64_t buffer;
+    struct conf_addr *peers;
+    size_t npeers;
+    char *level;
+    bool has_offset;
+    int checked;
+};
+
+struct demo {
+    struct demo_target *targets;
+    size_t ntargets;
+};
+
+static const char *const demo_levels[] = {"low", "high", NULL};
+
+static void
+demo_check(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
+{
+    struct demo_target *t = obj;
+
+    t->checked++;
+    if (t->npeers > 0 && strcmp(t->level, "low") == 0)
+        conf_key_error(ctx, map, "peers", "peers need level high");
+}
+
+static const struct conf_field demo_target_fields[] = {
+    {.key = "offset",
+     .kind = CONF_INT,
+     CONF_AT(struct demo_target, offset),
+     .min = -10,
+     .max = 10,
+     .def = "-3",
+     CONF_PRESENT(struct demo_target, has_offset),
+     .doc = "d"},
+    {.key = "buffer",
+     .kind = CONF_SIZE,
+     CONF_AT(struct demo_target, buffer),
+     .def = "4g",
+     .doc = "d"},
+    {.key = "peers",
+     .kind = CONF_LIST,
+     .elem = CONF_ADDR,
+     CONF_AT(struct demo_target, peers),
+     CONF_COUNT(struct demo_target, npeers),
+     .max = 2,
+     .doc = "d"},
+    {.key = "level",
+     .kind = CONF_CHOICE,
+     .names = demo_levels,
+     CONF_AT(struct demo_target, level),
+     .def = "low",
+     .doc = "d"},
+    {.key = NULL},
+};
+
+static const struct conf_schema demo_target_schema = {
+    .name = "target",
+    .size = sizeof(struct demo_target),
+    .fields = demo_target_fields,
+    .name_offset = CONF_OFF1(struct demo_target, name),
+    .check = demo_check,
+};
+
+static const struct conf_field demo_fields[] = {
+    {.key = "targets",
+     .kind = CONF_MAP,
+     .sub = &demo_target_schema,
+     CONF_AT(struct demo, targets),
+     CONF_COUNT(struct demo, ntargets),
+     .doc = "d"},
+    {.key = NULL},
+};
+
+static const struct conf_schema demo_schema = {
+    .name = "demo",
+    .size = sizeof(struct demo),
+    .fields = demo_fields,
+};
+
+static void
+test_schema_engine(void **state)
+{
+    static const char yaml[] = "targets:\n"
+                               "  a: {offset: 7, peers: \"127.0.0.1:1\", level: high}\n"
+                               "  b: ~\n"
+                               "  c: {offset: -11, buffer: 1x, peers: [\":1\", \":2\", \":3\"]}\n"
+                               "  d: {peers: [\":1\"]}\n";
+    struct conf_arena *arena = conf_arena_new(), *tmp = conf_arena_new();
+    struct conf_diag *d = conf_diag_new(tmp);
+    struct conf_node *root = NULL;
+    struct demo demo = {0};
+    struct conf_ctx ctx;
+    char *errs = NULL;
+    size_t len = 0;
+    FILE *in = fmemopen((void *)yaml, strlen(yaml), "r"), *m;
+
+    assert_non_null(in);
+    assert_int_equal(conf_node_parse(tmp, d, "demo.yaml", in, &root), 0);
+    fclose(in);
+    conf_ctx_init(&ctx, arena, tmp, d);
+    conf_schema_apply(&ctx, &demo_schema, root, &demo);
+
+    assert_int_equal(demo.ntargets, 4);
+    assert_string_equal(demo.targets[0].name, "a");
+    assert_int_equal(demo.targets[0].offset, 7);
+    assert_true(demo.targets[0].has_offset);
+    assert_true(demo.targets[0].buffer == (UINT64_C(4) << 30));
+    assert_int_equal(demo.targets[0].npeers, 1); /* a single value is a list of one */
+    assert_int_equal(port_of(&demo.targets[0].peers[0]), 1);
+    assert_string_equal(demo.targets[0].level, "high");
+    assert_int_equal(demo.targets[0].checked, 1);
+    assert_string_equal(demo.targets[1].name, "b"); /* null: all defaults */
+    assert_int_equal(demo.targets[1].offset, -3);
+    assert_false(demo.targets[1].has_offset);
+    assert_int_equal(demo.targets[1].checked, 1);
+
+    m = open_memstream(&errs, &len);
+    assert_int_equal(conf_diag_count(d), 4);
+    conf_diag_print(d, m);
+    fclose(m);
+    expect_error(errs, "demo.yaml", "4:15",
+                 "targets.c.offset: -11 is out of range: must be -10..10");
+    expect_error(errs, "demo.yaml", "4:28", "targets.c.buffer: bad size '1x'");
+    expect_error(errs, "demo.yaml", "4:39", "targets.c.peers: takes at most 2 items");
+    expect_error(errs, "demo.yaml", "5:14", "targets.d.peers: peers need level high");
+    free(errs);
+    conf_arena_free(tmp);
+    conf_arena_free(arena);
+}
+
+static void
+test_schema_selftest(void **state)
+{
+    struct broken {
+        uint64_t t;
+        char *s;
+        int e;
+    };
+    static const struct conf_field broken_fields[] = {
+        {.key = "t", .kind = CONF_DURATION, CONF_AT(struct broken, t), .def = "3x", .doc = "d"},
+        {.key = "t", .kind = CONF_STRING, CONF_AT(struct broken, s), .doc = "declared twice"},
+        {.key = "e", .kind = CONF_ENUM, CONF_AT(struct broken, e), .doc = "no names"},
+        {.key = "c", .kind = CONF_CUSTOM, .doc = "no parser"},
+        {.key = "u", .kind = CONF_STRING, CONF_AT(struct broken, s)},
+        {.key = NULL},
+    };
+    static const struct conf_schema broken = {
+        .name = "broken", .size = sizeof(struct broken), .fields = broken_fields};
+    char *errs = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&errs, &len);
+
+    assert_int_equal(conf_schema_selftest(&conf_tern_schema, m), 0);
+    assert_int_equal(conf_schema_selftest(&demo_schema, m), 0);
+    fflush(m);
+    assert_string_equal(errs, "");
+    assert_int_equal(conf_schema_selftest(&broken, m), 5);
+    fclose(m);
+    assert_non_null(strstr(errs, "t: bad duration '3x'"));
+    assert_non_null(strstr(errs, "t: key declared twice"));
+    assert_non_null(strstr(errs, "e: ENUM/CHOICE needs .names"));
+    assert_non_null(strstr(errs, "c: CUSTOM needs .parse"));
+    assert_non_null(strstr(errs, "u: no doc line"));
+    free(errs);
 }
 
 /* ---- broken configurations ---- */
@@ -1309,6 +1483,8 @@ main(void)
         cmocka_unit_test(test_parse_numbers),
         cmocka_unit_test(test_did_you_mean),
         cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_schema_engine),
+        cmocka_unit_test(test_schema_selftest),
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_section_defaults),
