@@ -75,7 +75,7 @@ struct http1_request {
     struct http1_framing f;
     size_t nheaders;
     struct http1_header headers[HTTP1_MAX_HEADERS];
-    int error_status;  /* on HTTP1_ERROR: 400, 414, 431 or 501 */
+    int error_status;  /* on HTTP1_ERROR: 400, 414, 431, 501 or 505 */
     const char *error; /* on HTTP1_ERROR: a short static reason */
 };
 
