@@ -34,9 +34,9 @@ enum lb_balance_alg {
 };
 
 struct lb_bal_server {
-    uint32_t weight;                /* effective weight; 0 means not usable now */
-    uint64_t id_hash;               /* stable hash of the server name (consistent hashing) */
-    const atomic_uint *active;      /* live connections across all workers; may be NULL */
+    uint32_t weight;           /* effective weight; 0 means not usable now */
+    uint64_t id_hash;          /* stable hash of the server name (consistent hashing) */
+    const atomic_uint *active; /* live connections across all workers; may be NULL */
 };
 
 struct lb_balancer; /* opaque, per worker */

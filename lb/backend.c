@@ -1,0 +1,208 @@
+/*
+ * Backend side of a worker: choosing a server through the pool's balancer,
+ * opening non-blocking connections, and keeping idle keep-alive connections
+ * per server for reuse.
+ *
+ * Each worker has its own balancer instance per pool (struct lb_wpool). It is
+ * rebuilt lazily when the pool's generation changes, so the control thread can
+ * change a weight or mark a server down with one atomic store and no lock.
+ *
+ * An idle connection is watched for readability: a backend that closes it (or
+ * sends bytes nobody asked for) makes it unusable, and it is closed at once
+ * instead of being handed to the next request.
+ */
+#include "lb/core.h"
+#include "lb/log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define IDLE_PER_SERVER 256
+
+void
+lb_wpools_init(struct lb_worker *w)
+{
+    struct lb_snapshot *s = w->snap;
+    w->wpools = calloc(s->npools ? s->npools : 1, sizeof(*w->wpools));
+    if (!w->wpools)
+        return;
+    for (size_t i = 0; i < s->npools; i++) {
+        struct lb_wpool *wp = &w->wpools[i];
+        size_t n = s->pools[i].nservers ? s->pools[i].nservers : 1;
+        wp->pool = &s->pools[i];
+        wp->bs = calloc(n, sizeof(*wp->bs));
+        wp->idle = calloc(n, sizeof(*wp->idle));
+        wp->nidle = calloc(n, sizeof(*wp->nidle));
+        wp->bal = wp->pool->ops->create(n);
+    }
+}
+
+static void
+bconn_close(struct lb_bconn *b)
+{
+    ev_io_stop(b->w->loop, &b->io);
+    close(b->fd);
+    free(b);
+}
+
+void
+lb_wpools_free(struct lb_worker *w)
+{
+    if (!w->wpools)
+        return;
+    for (size_t i = 0; i < w->snap->npools; i++) {
+        struct lb_wpool *wp = &w->wpools[i];
+        for (size_t j = 0; wp->idle && j < wp->pool->nservers; j++) {
+            while (wp->idle[j]) {
+                struct lb_bconn *b = wp->idle[j];
+                wp->idle[j] = b->next_idle;
+                bconn_close(b);
+            }
+        }
+        if (wp->bal)
+            wp->pool->ops->destroy(wp->bal);
+        free(wp->bs);
+        free(wp->idle);
+        free(wp->nidle);
+    }
+    free(w->wpools);
+    w->wpools = NULL;
+}
+
+static int
+rebuild(struct lb_wpool *wp, unsigned gen)
+{
+    struct lb_pool *p = wp->pool;
+    for (size_t i = 0; i < p->nservers; i++) {
+        struct lb_server *s = &p->servers[i];
+        int st = atomic_load_explicit(&s->state, memory_order_relaxed);
+        wp->bs[i].weight =
+            st == LB_SRV_UP ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        wp->bs[i].id_hash = s->id_hash;
+        wp->bs[i].active = &s->active;
+    }
+    if (p->ops->update(wp->bal, wp->bs, p->nservers) < 0)
+        return -1;
+    wp->generation = gen;
+    wp->built = true;
+    return 0;
+}
+
+int
+lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
+                size_t navoid)
+{
+    if (!wp->bal || !wp->bs)
+        return -1;
+    unsigned gen = atomic_load_explicit(&wp->pool->generation, memory_order_acquire);
+    if ((!wp->built || gen != wp->generation) && rebuild(wp, gen) < 0)
+        return -1;
+    for (;;) {
+        int i = wp->pool->ops->pick(wp->bal, wp->bs, wp->pool->nservers, key, avoid, navoid);
+        if (i < 0)
+            return -1;
+        struct lb_server *s = &wp->pool->servers[i];
+        if (!s->max_connections ||
+            atomic_load_explicit(&s->active, memory_order_relaxed) < s->max_connections)
+            return i;
+        /* Full server: try the others, each once. */
+        if (navoid >= 64)
+            return -1;
+        int *a = alloca((navoid + 1) * sizeof(int));
+        memcpy(a, avoid, navoid * sizeof(int));
+        a[navoid] = i;
+        /* When the balancer ignores a full avoid list it returns an avoided
+         * index again: every server is full then. */
+        for (size_t k = 0; k < navoid; k++)
+            if (avoid[k] == i)
+                return -1;
+        avoid = a;
+        navoid++;
+    }
+}
+
+static void
+idle_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct lb_bconn *b = (struct lb_bconn *)io;
+    struct lb_wpool *wp = b->wp;
+    /* Any readable event on an idle connection means EOF, an error or bytes
+     * we never asked for: none of these leaves it reusable. */
+    struct lb_bconn **pp = &wp->idle[b->srv_index];
+    while (*pp && *pp != b)
+        pp = &(*pp)->next_idle;
+    if (*pp)
+        *pp = b->next_idle;
+    wp->nidle[b->srv_index]--;
+    bconn_close(b);
+}
+
+struct lb_bconn *
+lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse)
+{
+    struct lb_server *s = &wp->pool->servers[i];
+    struct lb_bconn *b;
+
+    if (allow_reuse && wp->idle[i]) {
+        b = wp->idle[i];
+        wp->idle[i] = b->next_idle;
+        wp->nidle[i]--;
+        ev_io_stop(w->loop, &b->io);
+        b->next_idle = NULL;
+        b->reused = true;
+        return b;
+    }
+
+    b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    int fd = socket(s->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        free(b);
+        errno = e;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&s->addr.sa, s->addr.salen) < 0 &&
+        errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        free(b);
+        errno = e;
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&s->st.connections, 1, memory_order_relaxed);
+    b->w = w;
+    b->wp = wp;
+    b->srv = s;
+    b->srv_index = i;
+    b->fd = fd;
+    return b;
+}
+
+void
+lb_backend_put(struct lb_bconn *b, bool keep)
+{
+    struct lb_wpool *wp = b->wp;
+    int i = b->srv_index;
+
+    ev_io_stop(b->w->loop, &b->io);
+    b->owner = NULL;
+    if (!keep || b->w->draining || wp->nidle[i] >= IDLE_PER_SERVER ||
+        atomic_load_explicit(&b->srv->state, memory_order_relaxed) != LB_SRV_UP) {
+        bconn_close(b);
+        return;
+    }
+    ev_io_init(&b->io, idle_cb, b->fd, EV_READ);
+    ev_io_start(b->w->loop, &b->io);
+    b->next_idle = wp->idle[i];
+    wp->idle[i] = b;
+    wp->nidle[i]++;
+}

@@ -1,0 +1,91 @@
+/*
+ * Pooled fixed-size buffers (see buf.h). Fixed size keeps the pool a plain
+ * free list and bounds what one connection can make the process hold; the
+ * parsers enforce their own limits well below LB_BUF_SIZE.
+ */
+#include "lb/buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+lb_buf_alloc(struct lb_bufpool *p, struct lb_buf *b)
+{
+    if (b->data)
+        return 0;
+    if (p->free) {
+        b->data = p->free;
+        p->free = *(void **)p->free;
+        p->nfree--;
+    } else {
+        b->data = malloc(LB_BUF_SIZE);
+        if (!b->data)
+            return -ENOMEM;
+        p->allocs++;
+    }
+    b->head = b->tail = 0;
+    return 0;
+}
+
+void
+lb_buf_release(struct lb_bufpool *p, struct lb_buf *b, bool force)
+{
+    if (!b->data || (!force && b->head != b->tail))
+        return;
+    if (p->nfree < p->max_free) {
+        *(void **)b->data = p->free;
+        p->free = b->data;
+        p->nfree++;
+    } else {
+        free(b->data);
+    }
+    b->data = NULL;
+    b->head = b->tail = 0;
+}
+
+void
+lb_buf_compact(struct lb_buf *b)
+{
+    if (!b->data || b->head == 0)
+        return;
+    uint32_t n = b->tail - b->head;
+    if (n)
+        memmove(b->data, b->data + b->head, n);
+    b->head = 0;
+    b->tail = n;
+}
+
+void
+lb_buf_consume(struct lb_buf *b, uint32_t n)
+{
+    b->head += n;
+    if (b->head == b->tail)
+        b->head = b->tail = 0;
+}
+
+int
+lb_buf_append(struct lb_bufpool *p, struct lb_buf *b, const void *d, size_t n)
+{
+    if (lb_buf_alloc(p, b) < 0)
+        return -1;
+    if (n > LB_BUF_SIZE - b->tail) {
+        lb_buf_compact(b);
+        if (n > LB_BUF_SIZE - b->tail)
+            return -1;
+    }
+    memcpy(b->data + b->tail, d, n);
+    b->tail += (uint32_t)n;
+    return 0;
+}
+
+void
+lb_bufpool_destroy(struct lb_bufpool *p)
+{
+    while (p->free) {
+        void *next = *(void **)p->free;
+        free(p->free);
+        p->free = next;
+    }
+    p->nfree = 0;
+}

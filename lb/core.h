@@ -1,0 +1,185 @@
+/*
+ * Types shared by the daemon's files: the runtime state built from a
+ * configuration generation (pools and servers, shared by all threads through
+ * atomics), the per-worker state (loop, listeners, balancers, buffer pool,
+ * idle backend connections) and the entry points between them.
+ *
+ * Threads: one control thread (the default libev loop: signals, reload and,
+ * later, the admin API and health checks) and N workers, each with its own
+ * loop. Workers never lock: what they share with other threads is either
+ * immutable for the life of a snapshot or an atomic counter.
+ */
+#ifndef LB_CORE_H
+#define LB_CORE_H
+
+#include "conf/config.h"
+#include "lb/balance.h"
+#include "lb/buf.h"
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LB_MAX_WORKERS 256
+
+enum lb_srv_state { LB_SRV_UP = 0, LB_SRV_DOWN, LB_SRV_DRAIN, LB_SRV_MAINT };
+
+/* Per-server counters. Relaxed atomics: they are statistics, not
+ * synchronisation. */
+struct lb_server_stats {
+    atomic_ulong requests;
+    atomic_ulong responses[6]; /* index status/100, 0 for "other" */
+    atomic_ulong bytes_in, bytes_out;
+    atomic_ulong connect_errors;
+    atomic_ulong connections; /* backend connections opened */
+};
+
+struct lb_server {
+    char *name;
+    struct conf_addr addr;
+    uint64_t id_hash;
+    uint32_t max_connections;
+    atomic_uint weight;
+    atomic_int state;   /* enum lb_srv_state */
+    atomic_uint active; /* requests or tunnels using it now, all workers */
+    struct lb_server_stats st;
+};
+
+struct lb_pool {
+    const struct conf_pool *cf;
+    const struct lb_balance_ops *ops;
+    struct lb_server *servers;
+    size_t nservers;
+    /* Bumped by the control thread whenever a weight or state changes, so
+     * each worker rebuilds its balancer on its next pick. */
+    atomic_uint generation;
+    atomic_ulong requests, no_server;
+};
+
+/* One configuration generation with its runtime state. Reference counted:
+ * every connection holds the snapshot it started with. */
+struct lb_snapshot {
+    struct conf *conf;
+    struct lb_pool *pools;
+    size_t npools;
+    atomic_int refs;
+};
+
+struct lb_worker;
+
+/* A listening socket of one worker. */
+struct lb_listener {
+    ev_io io;
+    struct lb_worker *w;
+    const struct conf_listener *cf;
+    int index; /* into snapshot->conf->listeners */
+    int fd;
+    bool paused;
+};
+
+/* Per worker view of a pool: a balancer built for the current generation. */
+struct lb_wpool {
+    struct lb_pool *pool;
+    void *bal;
+    struct lb_bal_server *bs;
+    unsigned generation;
+    bool built;
+    struct lb_bconn **idle; /* per server: idle keep-alive backend connections */
+    uint32_t *nidle;
+};
+
+struct lb_accesslog;
+
+struct lb_worker {
+    int id;
+    pthread_t thread;
+    struct ev_loop *loop;
+    ev_async wake; /* stop / drain / new snapshot, from the control thread */
+    ev_prepare flush;
+    struct lb_snapshot *snap;
+    struct lb_listener *listeners;
+    size_t nlisteners;
+    struct lb_wpool *wpools;
+    struct lb_bufpool bufs;
+    uint64_t rng;
+    uint32_t conns;     /* client connections open on this worker */
+    uint32_t max_conns; /* this worker's share of global.max_connections */
+    atomic_int command; /* LB_CMD_* posted with wake */
+    bool draining;
+    ev_timer drain_timer;
+    struct lb_accesslog *alog;
+    struct lb_conn_list {
+        struct lb_conn_link *next, *prev;
+    } conns_list;
+};
+
+/* Every client session begins with this link so a draining worker can find
+ * idle keep-alive connections and close them. */
+struct lb_conn_link {
+    struct lb_conn_link *next, *prev;
+    void (*idle_close)(struct lb_conn_link *l); /* closes it if idle; may be NULL */
+    void (*force_close)(struct lb_conn_link *l);
+};
+
+enum { LB_CMD_NONE = 0, LB_CMD_DRAIN, LB_CMD_STOP };
+
+/* runtime.c */
+struct lb_snapshot *lb_snapshot_new(struct conf *c);
+void lb_snapshot_ref(struct lb_snapshot *s);
+void lb_snapshot_unref(struct lb_snapshot *s);
+
+/* worker.c */
+int lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **out, int n);
+void lb_workers_command(struct lb_worker *ws, int n, int cmd);
+void lb_workers_join(struct lb_worker *ws, int n);
+void lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l);
+void lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l);
+void lb_worker_conn_closed(struct lb_worker *w);
+uint64_t lb_worker_rand(struct lb_worker *w);
+
+/* listener.c: opens one SO_REUSEPORT socket per worker and listener.
+ * fds[w][l]. Returns 0 or -1 after logging which bind failed. */
+int lb_listeners_open(const struct conf *c, int nworkers, int ***fds_out);
+void lb_listeners_close(int **fds, int nworkers, size_t nlisteners);
+
+/* backend.c */
+struct lb_bconn {
+    ev_io io;
+    struct lb_worker *w;
+    struct lb_wpool *wp;
+    struct lb_server *srv;
+    int srv_index;
+    int fd;
+    struct lb_bconn *next_idle;
+    void *owner;
+    bool reused;
+};
+
+/* Picks a usable server of pool wp (not in avoid). Returns the index or -1. */
+int lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
+                    size_t navoid);
+/* Returns an idle connection to server i if one is alive, else opens a new
+ * non-blocking connection (connect in progress). NULL with errno on failure. */
+struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);
+/* Gives a connection back: kept idle for reuse when keep, else closed. */
+void lb_backend_put(struct lb_bconn *b, bool keep);
+void lb_wpools_init(struct lb_worker *w);
+void lb_wpools_free(struct lb_worker *w);
+
+/* http_proxy.c / tcp_proxy.c: take ownership of an accepted socket. */
+void lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer);
+void lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer);
+
+/* Formats an address as "ip" (no port) into out; returns the length. */
+size_t lb_addr_ip(const struct sockaddr_storage *sa, char *out, size_t cap);
+size_t lb_addr_ipport(const struct sockaddr_storage *sa, char *out, size_t cap);
+
+static inline uint64_t
+lb_now_us(struct ev_loop *loop)
+{
+    return (uint64_t)(ev_now(loop) * 1e6);
+}
+
+#endif

@@ -1,0 +1,1407 @@
+/*
+ * HTTP/1.1 reverse proxying on a worker.
+ *
+ * One struct http_sess follows a client connection through its requests. The
+ * session is driven by sess_run(), which advances every direction as far as
+ * the sockets allow and then sets the watchers for what it still needs; every
+ * callback only records which socket became ready and calls it. That keeps
+ * the rules in one place: heads are parsed and rewritten, bodies are
+ * validated and forwarded without being buffered whole, responses go back in
+ * request order (one request at a time; pipelined requests wait in the input
+ * buffer), and the connection is closed as soon as its framing is in doubt.
+ *
+ * Buffers: cin holds client bytes, sin backend bytes. A rewritten request head
+ * goes to sout and a rewritten response head to cout; body bytes are written
+ * straight from cin / sin (writev of head and body), only after the framing
+ * code has approved them (req_fwd / resp_fwd), so nothing past the end of a
+ * message ever reaches the other side. sout keeps the whole request head
+ * until the request ends: it is replayed when a reused backend connection
+ * turns out to be closed, and it names the request in the access log.
+ */
+#include "lb/accesslog.h"
+#include "lb/core.h"
+#include "lb/http1.h"
+#include "lb/log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+enum { ST_HEAD, ST_CONNECT, ST_FORWARD, ST_TUNNEL, ST_LINGER };
+enum { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_CLOSE, BODY_TUNNEL };
+
+#define MAX_TRIES 8
+#define LINGER_SECS 2.0
+
+struct http_sess {
+    struct lb_conn_link link; /* first: the worker's list points here */
+    ev_io cio;
+    ev_io bio;
+    ev_timer timer;
+    struct lb_listener *l;
+    struct lb_worker *w;
+    struct lb_snapshot *snap;
+    struct lb_bconn *b;
+    struct lb_buf cin, cout, sout, sin;
+    int cfd;
+    uint8_t state;
+    uint8_t req_mode, resp_mode;
+    uint8_t meth;
+    int8_t minor;
+    bool c_rd, c_wr, b_rd, b_wr; /* socket ready (last op did not hit EAGAIN) */
+    bool c_eof, b_eof;
+    bool client_close; /* close the client connection after this response */
+    bool backend_close;
+    bool req_done, resp_head_done, resp_done, upgrade;
+    bool head_timer; /* the header timeout runs (not reset by activity) */
+    bool any_resp_sent;
+    int16_t pool;
+    int16_t srv;
+    uint8_t tries;
+    int16_t avoid[MAX_TRIES];
+    uint16_t status;
+    uint32_t sout_len; /* length of the rewritten request head in sout */
+    uint64_t req_fwd, resp_fwd;
+    int64_t req_left, resp_left;
+    struct http1_chunked req_ck, resp_ck;
+    uint64_t t_start, t_connect, t_resp;
+    uint64_t bytes_in, bytes_out;
+    uint8_t peer_family;
+    uint16_t peer_port;
+    uint8_t peer[16];
+};
+
+static void sess_run(struct http_sess *s);
+static void sess_close(struct http_sess *s);
+
+static const char *const err_text[] = {
+    [0] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+          "Connection: close\r\n\r\nBad Request\n",
+    [1] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
+          "Connection: close\r\n\r\nRequest Timeout\n",
+    [2] = "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n"
+          "Connection: close\r\n\r\nContent Too Large\n",
+    [3] = "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+          "Connection: close\r\n\r\nURI Too Long\n",
+    [4] = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+          "Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n",
+    [5] = "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
+          "Connection: close\r\n\r\nNot Implemented\n",
+    [6] = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+          "Connection: close\r\n\r\nBad Gateway\n",
+    [7] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+          "Connection: close\r\n\r\nService Unavailable\n",
+    [8] = "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
+          "Connection: close\r\n\r\nGateway Timeout\n",
+    [9] = "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n"
+          "Content-Length: 27\r\nConnection: close\r\n\r\nHTTP Version Not Supported\n",
+    [10] = "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n"
+           "Connection: close\r\n\r\nMethod Not Allowed\n",
+};
+
+static const char *
+err_response(int status)
+{
+    switch (status) {
+    case 408:
+        return err_text[1];
+    case 413:
+        return err_text[2];
+    case 414:
+        return err_text[3];
+    case 431:
+        return err_text[4];
+    case 501:
+        return err_text[5];
+    case 502:
+        return err_text[6];
+    case 503:
+        return err_text[7];
+    case 504:
+        return err_text[8];
+    case 505:
+        return err_text[9];
+    case 405:
+        return err_text[10];
+    default:
+        return err_text[0];
+    }
+}
+
+static inline const struct conf_listener *
+lcf(const struct http_sess *s)
+{
+    return s->l->cf;
+}
+
+static inline const struct conf_pool *
+pcf(const struct http_sess *s)
+{
+    return s->snap->pools[s->pool].cf;
+}
+
+static void
+arm_timer(struct http_sess *s, uint64_t ms)
+{
+    ev_timer_stop(s->w->loop, &s->timer);
+    if (!ms)
+        return;
+    ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(s->w->loop, &s->timer);
+}
+
+/* ---- access log and counters ---- */
+
+static void
+log_request(struct http_sess *s, const char *term)
+{
+    struct lb_pool *p = s->pool >= 0 ? &s->snap->pools[s->pool] : NULL;
+    struct lb_server *srv = (p && s->srv >= 0) ? &p->servers[s->srv] : NULL;
+
+    if (srv) {
+        int cls = s->status / 100;
+        atomic_fetch_add_explicit(&srv->st.responses[(cls >= 1 && cls <= 5) ? cls : 0], 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->st.bytes_in, s->bytes_in, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->st.bytes_out, s->bytes_out, memory_order_relaxed);
+    }
+    if (!lb_accesslog_enabled())
+        return;
+
+    struct sockaddr_storage ss = {0};
+    char client[64];
+    if (s->peer_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        in->sin_family = AF_INET;
+        in->sin_port = htons(s->peer_port);
+        memcpy(&in->sin_addr, s->peer, 4);
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(s->peer_port);
+        memcpy(&in6->sin6_addr, s->peer, 16);
+    }
+    lb_addr_ipport(&ss, client, sizeof(client));
+
+    /* The request line is the first line of the rewritten head in sout. */
+    const char *m = "-", *path = "-";
+    size_t mlen = 1, plen = 1;
+    if (s->sout.data && s->sout_len) {
+        const char *h = s->sout.data, *e = h + s->sout_len;
+        const char *sp1 = memchr(h, ' ', (size_t)(e - h));
+        const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(e - sp1 - 1)) : NULL;
+        if (sp1 && sp2) {
+            m = h;
+            mlen = (size_t)(sp1 - h);
+            path = sp1 + 1;
+            plen = (size_t)(sp2 - sp1 - 1);
+        }
+    }
+    uint64_t now = lb_now_us(s->w->loop);
+    struct lb_access a = {
+        .client = client,
+        .listener = lcf(s)->name,
+        .pool = p ? p->cf->name : NULL,
+        .server = srv ? srv->name : NULL,
+        .method = m,
+        .method_len = mlen,
+        .path = path,
+        .path_len = plen,
+        .minor_version = s->minor >= 0 ? s->minor : 1,
+        .status = s->status,
+        .bytes_in = s->bytes_in,
+        .bytes_out = s->bytes_out,
+        .t_connect_us = s->t_connect ? s->t_connect - s->t_start : UINT64_MAX,
+        .t_response_us = s->t_resp ? s->t_resp - s->t_start : UINT64_MAX,
+        .t_total_us = now - s->t_start,
+        .termination = term,
+    };
+    lb_accesslog_write(s->w, &a);
+}
+
+/* ---- backend connection ---- */
+
+static void
+backend_release(struct http_sess *s, bool keep)
+{
+    struct lb_bconn *b = s->b;
+    if (!b)
+        return;
+    ev_io_stop(s->w->loop, &s->bio);
+    atomic_fetch_sub_explicit(&b->srv->active, 1, memory_order_relaxed);
+    s->b = NULL;
+    lb_backend_put(b, keep);
+}
+
+static void backend_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+/* Picks a server and connects, trying others on immediate failure. Returns 0
+ * when a connection exists or is in progress, -1 after answering 503. */
+static int send_error(struct http_sess *s, int status);
+
+static int
+backend_connect(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    struct lb_wpool *wp = &w->wpools[s->pool];
+    uint64_t key;
+
+    switch (pcf(s)->balance) {
+    case LB_BAL_SOURCE_HASH:
+        key = lb_hash64(s->peer, s->peer_family == AF_INET ? 4 : 16);
+        break;
+    case LB_BAL_URI_HASH: {
+        /* The path of the request line in sout (up to '?'). */
+        const char *h = s->sout.data, *e = h + s->sout_len;
+        const char *p = memchr(h, ' ', (size_t)(e - h));
+        const char *q = p ? p + 1 : e;
+        while (q < e && *q != ' ' && *q != '?')
+            q++;
+        key = p ? lb_hash64(p + 1, (size_t)(q - p - 1)) : 0;
+        break;
+    }
+    default:
+        key = lb_worker_rand(w);
+    }
+
+    for (;;) {
+        int avoid[MAX_TRIES];
+        for (int i = 0; i < s->tries; i++)
+            avoid[i] = s->avoid[i];
+        int i = lb_backend_pick(w, wp, key, avoid, s->tries);
+        if (i < 0) {
+            atomic_fetch_add_explicit(&wp->pool->no_server, 1, memory_order_relaxed);
+            return send_error(s, 503);
+        }
+        struct lb_server *srv = &wp->pool->servers[i];
+        /* A replayed request (tries > 0) must not land on a connection that
+         * may be just as stale as the one that failed. */
+        struct lb_bconn *b = lb_backend_get(w, wp, i, s->tries == 0);
+        s->srv = (int16_t)i;
+        if (s->tries < MAX_TRIES)
+            s->avoid[s->tries] = (int16_t)i;
+        s->tries++;
+        if (!b) {
+            atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
+            if (s->tries <= pcf(s)->retries && s->tries < MAX_TRIES)
+                continue;
+            return send_error(s, 503);
+        }
+        atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->st.requests, 1, memory_order_relaxed);
+        b->owner = s;
+        s->b = b;
+        s->b_rd = false;
+        s->b_eof = false;
+        s->sin.head = s->sin.tail = 0;
+        ev_io_init(&s->bio, backend_cb, b->fd, EV_WRITE);
+        if (b->reused) {
+            s->state = ST_FORWARD;
+            s->b_wr = true;
+            s->t_connect = lb_now_us(w->loop);
+            arm_timer(s, pcf(s)->timeout_server);
+        } else {
+            s->state = ST_CONNECT;
+            s->b_wr = false;
+            ev_io_start(w->loop, &s->bio);
+            arm_timer(s, pcf(s)->timeout_connect);
+        }
+        return 0;
+    }
+}
+
+/* A connection attempt failed (refused, timed out) before any byte of the
+ * request could matter: try another server if retries allow. */
+static void
+connect_failed(struct http_sess *s)
+{
+    struct lb_server *srv = s->b->srv;
+    atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
+    backend_release(s, false);
+    if (s->tries <= pcf(s)->retries && s->tries < MAX_TRIES) {
+        s->sout.head = 0;
+        backend_connect(s);
+    } else {
+        send_error(s, 503);
+    }
+}
+
+/* ---- request head ---- */
+
+static bool
+host_matches(const char *pattern, struct http1_str host)
+{
+    size_t n = host.len;
+    /* Compare without the port; a bracketed IPv6 literal keeps its colons. */
+    if (n && host.p[0] == '[') {
+        const char *rb = memchr(host.p, ']', n);
+        if (rb)
+            n = (size_t)(rb - host.p) + 1;
+    } else {
+        const char *colon = memchr(host.p, ':', n);
+        if (colon)
+            n = (size_t)(colon - host.p);
+    }
+    size_t plen = strlen(pattern);
+    if (plen > 2 && pattern[0] == '*' && pattern[1] == '.') {
+        /* "*.example.com" matches any name strictly below example.com. */
+        if (n <= plen - 1)
+            return false;
+        return strncasecmp(host.p + n - (plen - 1), pattern + 1, plen - 1) == 0;
+    }
+    return n == plen && strncasecmp(host.p, pattern, n) == 0;
+}
+
+static int
+route(const struct conf_listener *cl, const struct http1_request *r)
+{
+    for (size_t i = 0; i < cl->nroutes; i++) {
+        const struct conf_route *rt = &cl->routes[i];
+        if (rt->host && !host_matches(rt->host, r->host))
+            continue;
+        if (rt->path_prefix) {
+            size_t n = strlen(rt->path_prefix);
+            if (r->path.len < n || memcmp(r->path.p, rt->path_prefix, n) != 0)
+                continue;
+        }
+        return rt->pool_index;
+    }
+    return cl->pool_index;
+}
+
+/* Whether the Connection header(s) list this field name, making it
+ * hop-by-hop (RFC 9110 section 7.6.1). */
+static bool
+listed_in_connection(const struct http1_header *hs, size_t n, struct http1_str name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!http1_str_ieq(hs[i].name, "connection"))
+            continue;
+        const char *p = hs[i].value.p, *e = p + hs[i].value.len;
+        while (p < e) {
+            while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *t = p;
+            while (p < e && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            if ((size_t)(p - t) == name.len && strncasecmp(t, name.p, name.len) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool
+hop_by_hop(struct http1_str n)
+{
+    return http1_str_ieq(n, "connection") || http1_str_ieq(n, "keep-alive") ||
+           http1_str_ieq(n, "proxy-connection") || http1_str_ieq(n, "te") ||
+           http1_str_ieq(n, "upgrade") || http1_str_ieq(n, "proxy-authorization");
+}
+
+struct out {
+    char *p, *end;
+    bool overflow;
+};
+
+static void
+put(struct out *o, const void *d, size_t n)
+{
+    if ((size_t)(o->end - o->p) < n) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->p, d, n);
+    o->p += n;
+}
+
+static void
+puts_(struct out *o, const char *str)
+{
+    put(o, str, strlen(str));
+}
+
+static void
+put_hdr(struct out *o, struct http1_str name, struct http1_str value)
+{
+    put(o, name.p, name.len);
+    put(o, ": ", 2);
+    put(o, value.p, value.len);
+    put(o, "\r\n", 2);
+}
+
+static size_t
+peer_ip(const struct http_sess *s, char *out, size_t cap)
+{
+    struct sockaddr_storage ss = {0};
+    ss.ss_family = s->peer_family;
+    if (s->peer_family == AF_INET)
+        memcpy(&((struct sockaddr_in *)&ss)->sin_addr, s->peer, 4);
+    else
+        memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, s->peer, 16);
+    return lb_addr_ip(&ss, out, cap);
+}
+
+/* Writes the head sent to the backend: the request line as received, the
+ * end-to-end fields, and what a proxy adds. Returns -1 if it does not fit. */
+static int
+build_request_head(struct http_sess *s, const struct http1_request *r, struct lb_buf *dst)
+{
+    struct out o = {dst->data, dst->data + LB_BUF_SIZE, false};
+    const struct conf_listener *cl = lcf(s);
+    char ip[INET6_ADDRSTRLEN + 2];
+    size_t iplen = peer_ip(s, ip, sizeof(ip));
+    struct http1_str xff[8];
+    size_t nxff = 0;
+    struct http1_str fwd[8];
+    size_t nfwd = 0;
+
+    put(&o, r->method.p, r->method.len);
+    put(&o, " ", 1);
+    put(&o, r->target.p, r->target.len);
+    puts_(&o, r->minor_version ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct http1_header *h = &r->headers[i];
+        if (hop_by_hop(h->name)) {
+            if (s->upgrade && http1_str_ieq(h->name, "upgrade"))
+                put_hdr(&o, h->name, h->value);
+            continue;
+        }
+        if (r->f.conn_close || r->f.conn_keep_alive || r->f.conn_upgrade)
+            if (listed_in_connection(r->headers, r->nheaders, h->name))
+                continue;
+        if (cl->forwarded_headers) {
+            if (http1_str_ieq(h->name, "x-forwarded-for")) {
+                if (nxff < 8)
+                    xff[nxff++] = h->value;
+                continue;
+            }
+            if (http1_str_ieq(h->name, "forwarded")) {
+                if (nfwd < 8)
+                    fwd[nfwd++] = h->value;
+                continue;
+            }
+            /* The client cannot tell us which scheme it used: we know. */
+            if (http1_str_ieq(h->name, "x-forwarded-proto"))
+                continue;
+        }
+        put_hdr(&o, h->name, h->value);
+    }
+    if (!r->host.len && !r->minor_version) {
+        /* HTTP/1.0 allows a missing Host; the backend still wants one. */
+        puts_(&o, "Host: ");
+        puts_(&o, s->snap->pools[s->pool].servers[s->srv >= 0 ? s->srv : 0].addr.text);
+        puts_(&o, "\r\n");
+    }
+    if (s->upgrade)
+        puts_(&o, "Connection: upgrade\r\n");
+    else if (!r->minor_version)
+        puts_(&o, "Connection: keep-alive\r\n");
+    if (cl->forwarded_headers) {
+        const char *proto = cl->tls.enabled ? "https" : "http";
+        puts_(&o, "X-Forwarded-For: ");
+        for (size_t i = 0; i < nxff; i++) {
+            put(&o, xff[i].p, xff[i].len);
+            put(&o, ", ", 2);
+        }
+        put(&o, ip, iplen);
+        puts_(&o, "\r\nX-Forwarded-Proto: ");
+        puts_(&o, proto);
+        puts_(&o, "\r\nForwarded: ");
+        for (size_t i = 0; i < nfwd; i++) {
+            put(&o, fwd[i].p, fwd[i].len);
+            put(&o, ", ", 2);
+        }
+        /* RFC 7239 section 6: IPv6 addresses are quoted and bracketed. */
+        if (s->peer_family == AF_INET6) {
+            puts_(&o, "for=\"[");
+            put(&o, ip, iplen);
+            puts_(&o, "]\"");
+        } else {
+            puts_(&o, "for=");
+            put(&o, ip, iplen);
+        }
+        puts_(&o, ";proto=");
+        puts_(&o, proto);
+        puts_(&o, "\r\n");
+    }
+    put(&o, "\r\n", 2);
+    if (o.overflow)
+        return -1;
+    dst->head = 0;
+    dst->tail = (uint32_t)(o.p - dst->data);
+    return 0;
+}
+
+static void
+reset_request(struct http_sess *s)
+{
+    s->req_mode = s->resp_mode = BODY_NONE;
+    s->req_done = s->resp_head_done = s->resp_done = s->upgrade = false;
+    s->backend_close = false;
+    s->any_resp_sent = false;
+    s->pool = -1;
+    s->srv = -1;
+    s->tries = 0;
+    s->status = 0;
+    s->sout_len = 0;
+    s->req_fwd = s->resp_fwd = 0;
+    s->req_left = s->resp_left = 0;
+    memset(&s->req_ck, 0, sizeof(s->req_ck));
+    memset(&s->resp_ck, 0, sizeof(s->resp_ck));
+    s->t_connect = s->t_resp = 0;
+    s->bytes_in = s->bytes_out = 0;
+    s->minor = -1;
+}
+
+static int
+send_error(struct http_sess *s, int status)
+{
+    const char *txt = err_response(status);
+    s->status = (uint16_t)status;
+    s->client_close = true;
+    backend_release(s, false);
+    s->cout.head = s->cout.tail = 0;
+    lb_buf_append(&s->w->bufs, &s->cout, txt, strlen(txt));
+    s->bytes_out += strlen(txt);
+    if (s->pool >= 0 || s->minor >= 0 || status != 408)
+        log_request(s, status >= 500 ? "backend" : "client");
+    /* Lingering close: keep reading (and discarding) what the client still
+     * sends for a moment, so that closing with unread bytes does not reset
+     * the connection before the client has read the answer. */
+    s->state = ST_LINGER;
+    s->req_fwd = 0;
+    s->resp_fwd = 0;
+    lb_buf_release(&s->w->bufs, &s->sin, true);
+    arm_timer(s, (uint64_t)(LINGER_SECS * 1000));
+    return -1;
+}
+
+/* Parses the head in cin and starts forwarding. Returns 1 when a request
+ * started, 0 when more bytes are needed, -1 when an error was answered. */
+static int
+start_request(struct http_sess *s)
+{
+    const struct conf_listener *cl = lcf(s);
+    struct http1_limits lim = {
+        .max_request_line = cl->max_request_line,
+        .max_head = cl->max_header_size,
+        .max_headers = HTTP1_MAX_HEADERS,
+    };
+    if (!lim.max_head || lim.max_head > LB_BUF_SIZE - 2048)
+        lim.max_head = LB_BUF_SIZE - 2048;
+    if (!lim.max_request_line || lim.max_request_line > lim.max_head)
+        lim.max_request_line = lim.max_head;
+
+    struct http1_request *r = alloca(sizeof(*r));
+    ssize_t n = http1_parse_request(s->cin.data + s->cin.head, lb_buf_len(&s->cin), &lim, r);
+    if (n == HTTP1_INCOMPLETE)
+        return 0;
+    if (n < 0) {
+        lb_debug("client request refused with %d: %s", r->error_status, r->error);
+        return send_error(s, r->error_status ? r->error_status : 400);
+    }
+    s->minor = (int8_t)r->minor_version;
+    s->meth = (uint8_t)r->meth;
+    s->head_timer = false;
+    if (r->meth == HTTP1_M_CONNECT)
+        return send_error(s, 405);
+
+    s->pool = (int16_t)route(cl, r);
+    if (s->pool < 0)
+        return send_error(s, 503);
+    atomic_fetch_add_explicit(&s->snap->pools[s->pool].requests, 1, memory_order_relaxed);
+
+    if (r->f.chunked) {
+        s->req_mode = BODY_CHUNKED;
+    } else if (r->f.content_length > 0) {
+        s->req_mode = BODY_CL;
+        s->req_left = r->f.content_length;
+    } else {
+        s->req_mode = BODY_NONE;
+        s->req_done = true;
+    }
+    s->upgrade = r->f.conn_upgrade && r->f.has_upgrade && r->minor_version == 1;
+    s->client_close = r->f.conn_close || (r->minor_version == 0 && !r->f.conn_keep_alive);
+
+    if (lb_buf_alloc(&s->w->bufs, &s->sout) < 0 || build_request_head(s, r, &s->sout) < 0)
+        return send_error(s, 431);
+    s->sout_len = s->sout.tail;
+    s->bytes_in += (uint64_t)n;
+    lb_buf_consume(&s->cin, (uint32_t)n);
+    if (backend_connect(s) < 0)
+        return -1;
+    return 1;
+}
+
+/* ---- response head ---- */
+
+static int
+build_response_head(struct http_sess *s, const struct http1_response *r, struct lb_buf *dst,
+                    bool interim)
+{
+    struct out o = {dst->data + dst->tail, dst->data + LB_BUF_SIZE, false};
+    char line[32];
+    int k = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", r->status);
+    put(&o, line, (size_t)k);
+    put(&o, r->reason.p, r->reason.len);
+    put(&o, "\r\n", 2);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct http1_header *h = &r->headers[i];
+        if (hop_by_hop(h->name)) {
+            if (r->status == 101 && http1_str_ieq(h->name, "upgrade"))
+                put_hdr(&o, h->name, h->value);
+            continue;
+        }
+        if ((r->f.conn_close || r->f.conn_keep_alive || r->f.conn_upgrade) &&
+            listed_in_connection(r->headers, r->nheaders, h->name))
+            continue;
+        put_hdr(&o, h->name, h->value);
+    }
+    if (r->status == 101)
+        puts_(&o, "Connection: upgrade\r\n");
+    else if (!interim && s->client_close)
+        puts_(&o, "Connection: close\r\n");
+    else if (!interim && s->minor == 0)
+        puts_(&o, "Connection: keep-alive\r\n");
+    put(&o, "\r\n", 2);
+    if (o.overflow)
+        return -1;
+    dst->tail = (uint32_t)(o.p - dst->data);
+    return 0;
+}
+
+/* Parses response heads in sin. Returns 1 when the final head was handled,
+ * 0 when more bytes are needed, -1 when the session ended. */
+static int
+response_head(struct http_sess *s)
+{
+    const struct conf_listener *cl = lcf(s);
+    struct http1_response *r = alloca(sizeof(*r));
+
+    for (;;) {
+        ssize_t n =
+            http1_parse_response(s->sin.data + s->sin.head, lb_buf_len(&s->sin),
+                                 cl->max_header_size ? cl->max_header_size : LB_BUF_SIZE - 2048, r);
+        if (n == HTTP1_INCOMPLETE) {
+            if (lb_buf_len(&s->sin) >= LB_BUF_SIZE - 2048) {
+                lb_warn("pool %s server %s: response head too large", pcf(s)->name,
+                        s->b->srv->name);
+                send_error(s, 502);
+                return -1;
+            }
+            return 0;
+        }
+        if (n < 0) {
+            lb_warn("pool %s server %s: invalid response: %s", pcf(s)->name, s->b->srv->name,
+                    r->error ? r->error : "?");
+            if (s->any_resp_sent) {
+                sess_close(s);
+                return -1;
+            }
+            send_error(s, 502);
+            return -1;
+        }
+        if (!s->t_resp)
+            s->t_resp = lb_now_us(s->w->loop);
+        if (lb_buf_alloc(&s->w->bufs, &s->cout) < 0) {
+            send_error(s, 502);
+            return -1;
+        }
+        bool interim = r->status >= 100 && r->status < 200 && !(r->status == 101 && s->upgrade);
+        if (r->status == 101 && !s->upgrade) {
+            /* Switching protocols that nobody asked for. */
+            send_error(s, 502);
+            return -1;
+        }
+        if (interim && s->minor == 0) {
+            /* HTTP/1.0 clients do not expect interim responses. */
+            lb_buf_consume(&s->sin, (uint32_t)n);
+            continue;
+        }
+        lb_buf_compact(&s->cout);
+        if (!interim) {
+            s->status = (uint16_t)r->status;
+            if (r->f.conn_close || (r->minor_version == 0 && !r->f.conn_keep_alive))
+                s->backend_close = true;
+            if (r->status == 101) {
+                s->resp_mode = BODY_TUNNEL;
+                s->req_mode = BODY_TUNNEL;
+            } else if (!http1_response_has_body((enum http1_method)s->meth, r->status)) {
+                s->resp_mode = BODY_NONE;
+            } else if (r->f.chunked) {
+                s->resp_mode = BODY_CHUNKED;
+            } else if (r->f.content_length >= 0) {
+                s->resp_mode = r->f.content_length ? BODY_CL : BODY_NONE;
+                s->resp_left = r->f.content_length;
+            } else {
+                /* Delimited by the backend closing: the client cannot tell
+                 * the end otherwise, so it must be closed too. */
+                s->resp_mode = BODY_CLOSE;
+                s->backend_close = true;
+                s->client_close = true;
+            }
+            if (!s->req_done && s->resp_mode != BODY_TUNNEL) {
+                /* The backend answered before reading the whole request
+                 * body: the rest of it cannot be told from a next request
+                 * unless we read it, so both connections end after this. */
+                s->client_close = true;
+                s->backend_close = true;
+            }
+        }
+        if (build_response_head(s, r, &s->cout, interim) < 0) {
+            send_error(s, 502);
+            return -1;
+        }
+        s->any_resp_sent = true;
+        lb_buf_consume(&s->sin, (uint32_t)n);
+        if (interim)
+            continue;
+        s->resp_head_done = true;
+        if (s->resp_mode == BODY_NONE)
+            s->resp_done = true;
+        if (s->resp_mode == BODY_TUNNEL) {
+            s->state = ST_TUNNEL;
+            s->req_done = false;
+            arm_timer(s, cl->timeout_tunnel);
+        }
+        return 1;
+    }
+}
+
+/* ---- body framing ---- */
+
+/* Approves request bytes for forwarding. Returns -1 on a malformed body. */
+static int
+approve_request(struct http_sess *s)
+{
+    uint64_t avail = lb_buf_len(&s->cin) - s->req_fwd;
+    if (!avail || s->req_done)
+        return 0;
+    switch (s->req_mode) {
+    case BODY_CL: {
+        uint64_t k = avail < (uint64_t)s->req_left ? avail : (uint64_t)s->req_left;
+        s->req_fwd += k;
+        s->req_left -= (int64_t)k;
+        if (!s->req_left)
+            s->req_done = true;
+        break;
+    }
+    case BODY_CHUNKED: {
+        bool done = false;
+        ssize_t k =
+            http1_chunked_scan(&s->req_ck, s->cin.data + s->cin.head + s->req_fwd, avail, &done);
+        if (k < 0)
+            return -1;
+        s->req_fwd += (uint64_t)k;
+        if (done)
+            s->req_done = true;
+        break;
+    }
+    case BODY_TUNNEL:
+        s->req_fwd += avail;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int
+approve_response(struct http_sess *s)
+{
+    uint64_t avail = lb_buf_len(&s->sin) - s->resp_fwd;
+    if (!avail || s->resp_done)
+        return 0;
+    switch (s->resp_mode) {
+    case BODY_CL: {
+        uint64_t k = avail < (uint64_t)s->resp_left ? avail : (uint64_t)s->resp_left;
+        s->resp_fwd += k;
+        s->resp_left -= (int64_t)k;
+        if (!s->resp_left)
+            s->resp_done = true;
+        break;
+    }
+    case BODY_CHUNKED: {
+        bool done = false;
+        ssize_t k =
+            http1_chunked_scan(&s->resp_ck, s->sin.data + s->sin.head + s->resp_fwd, avail, &done);
+        if (k < 0)
+            return -1;
+        s->resp_fwd += (uint64_t)k;
+        if (done)
+            s->resp_done = true;
+        break;
+    }
+    case BODY_CLOSE:
+    case BODY_TUNNEL:
+        s->resp_fwd += avail;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* ---- socket I/O ---- */
+
+/* Returns bytes read, 0 on EOF, -1 on EAGAIN (ready cleared), -2 on error. */
+static ssize_t
+read_into(struct lb_worker *w, int fd, struct lb_buf *b, bool *ready)
+{
+    if (lb_buf_alloc(&w->bufs, b) < 0)
+        return -2;
+    if (LB_BUF_SIZE - b->tail < 4096)
+        lb_buf_compact(b);
+    size_t room = LB_BUF_SIZE - b->tail;
+    if (!room)
+        return -1;
+    for (;;) {
+        ssize_t n = read(fd, b->data + b->tail, room);
+        if (n > 0) {
+            b->tail += (uint32_t)n;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *ready = false;
+            lb_buf_release(&w->bufs, b, false);
+            return -1;
+        }
+        return -2;
+    }
+}
+
+/* Writes head bytes [hb->head, hb->tail) then up to *fwd approved bytes of
+ * body from the front of bb. Returns bytes written, -1 on EAGAIN, -2 on
+ * error. */
+static ssize_t
+write_out(int fd, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd, bool *ready)
+{
+    struct iovec iov[2];
+    int n = 0;
+    if (hb->data && hb->tail > hb->head) {
+        iov[n].iov_base = hb->data + hb->head;
+        iov[n].iov_len = hb->tail - hb->head;
+        n++;
+    }
+    if (*fwd) {
+        iov[n].iov_base = bb->data + bb->head;
+        iov[n].iov_len = *fwd;
+        n++;
+    }
+    if (!n)
+        return 0;
+    for (;;) {
+        ssize_t k = writev(fd, iov, n);
+        if (k >= 0) {
+            size_t left = (size_t)k;
+            uint32_t h = hb->data ? hb->tail - hb->head : 0;
+            uint32_t take = left < h ? (uint32_t)left : h;
+            hb->head += take;
+            left -= take;
+            if (left) {
+                lb_buf_consume(bb, (uint32_t)left);
+                *fwd -= left;
+            }
+            return k;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *ready = false;
+            return -1;
+        }
+        return -2;
+    }
+}
+
+/* ---- lifecycle ---- */
+
+static void
+sess_free(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    ev_io_stop(w->loop, &s->cio);
+    ev_timer_stop(w->loop, &s->timer);
+    backend_release(s, false);
+    close(s->cfd);
+    lb_buf_release(&w->bufs, &s->cin, true);
+    lb_buf_release(&w->bufs, &s->cout, true);
+    lb_buf_release(&w->bufs, &s->sout, true);
+    lb_buf_release(&w->bufs, &s->sin, true);
+    lb_worker_conn_del(w, &s->link);
+    lb_snapshot_unref(s->snap);
+    free(s);
+    lb_worker_conn_closed(w);
+}
+
+static void
+sess_close(struct http_sess *s)
+{
+    if (s->pool >= 0 && s->status == 0)
+        log_request(s, s->any_resp_sent ? "cut" : "aborted");
+    else if (s->pool >= 0 && !s->resp_done && s->state != ST_LINGER && s->state != ST_TUNNEL)
+        log_request(s, "cut");
+    sess_free(s);
+}
+
+/* The response went out whole: recycle the backend connection and wait for
+ * the next request (which may already be in cin). */
+static void
+finish_request(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    bool keep_backend = s->req_done && !s->backend_close && s->req_fwd == 0;
+    log_request(s, "");
+    backend_release(s, keep_backend);
+    lb_buf_release(&w->bufs, &s->sin, true);
+    lb_buf_release(&w->bufs, &s->sout, true);
+    lb_buf_release(&w->bufs, &s->cout, false);
+    if (s->client_close || w->draining) {
+        sess_close(s);
+        return;
+    }
+    reset_request(s);
+    s->state = ST_HEAD;
+    s->t_start = lb_now_us(w->loop);
+    if (lb_buf_len(&s->cin)) {
+        s->head_timer = true;
+        arm_timer(s, lcf(s)->timeout_header);
+    } else {
+        s->head_timer = false;
+        lb_buf_release(&w->bufs, &s->cin, false);
+        arm_timer(s, lcf(s)->timeout_client);
+    }
+}
+
+static void
+update_watchers(struct http_sess *s)
+{
+    struct ev_loop *loop = s->w->loop;
+    int cev = 0, bev = 0;
+    bool cout_pending = (s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd;
+    bool sout_pending = (s->sout.data && s->sout.tail > s->sout.head) || s->req_fwd;
+
+    switch (s->state) {
+    case ST_HEAD:
+        if (!s->c_rd && !s->c_eof)
+            cev |= EV_READ;
+        break;
+    case ST_CONNECT:
+        /* bio waits for EV_WRITE (set by backend_connect); the client is not
+         * read until the request can go somewhere. */
+        if ((s->cio.events & (EV_READ | EV_WRITE)) && ev_is_active(&s->cio))
+            ev_io_stop(loop, &s->cio);
+        return;
+    case ST_FORWARD:
+    case ST_TUNNEL:
+        if (!s->req_done && !s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE)
+            cev |= EV_READ;
+        if (cout_pending && !s->c_wr)
+            cev |= EV_WRITE;
+        if (s->b) {
+            if (!s->resp_done && !s->b_rd && !s->b_eof)
+                bev |= EV_READ;
+            if (sout_pending && !s->b_wr)
+                bev |= EV_WRITE;
+        }
+        break;
+    case ST_LINGER:
+        if (cout_pending && !s->c_wr)
+            cev |= EV_WRITE;
+        else if (!cout_pending && !s->c_rd)
+            cev |= EV_READ;
+        break;
+    }
+    if ((s->cio.events & (EV_READ | EV_WRITE)) != cev || !ev_is_active(&s->cio)) {
+        ev_io_stop(loop, &s->cio);
+        if (cev) {
+            ev_io_set(&s->cio, s->cfd, cev);
+            ev_io_start(loop, &s->cio);
+        }
+    }
+    if (s->b) {
+        if ((s->bio.events & (EV_READ | EV_WRITE)) != bev || !ev_is_active(&s->bio)) {
+            ev_io_stop(loop, &s->bio);
+            if (bev) {
+                ev_io_set(&s->bio, s->b->fd, bev);
+                ev_io_start(loop, &s->bio);
+            }
+        }
+    }
+}
+
+/* Backend went away (EOF or error) while a response was expected. Returns
+ * true when the session is gone. */
+static bool
+backend_lost(struct http_sess *s, bool error)
+{
+    if (s->state == ST_TUNNEL) {
+        s->b_eof = true;
+        return false;
+    }
+    if (s->resp_head_done) {
+        if (s->resp_mode == BODY_CLOSE && !error) {
+            s->resp_done = true;
+            s->b_eof = true;
+            return false;
+        }
+        /* Truncated body: the client must see a cut, not a short success. */
+        sess_close(s);
+        return true;
+    }
+    if (lb_buf_len(&s->sin) == 0 && s->b && s->b->reused && s->req_mode == BODY_NONE) {
+        /* The idle connection was closed by the backend just as we reused
+         * it: nothing reached the application, so send the request again on
+         * a fresh connection. */
+        backend_release(s, false);
+        s->sout.head = 0;
+        s->sout.tail = s->sout_len;
+        if (backend_connect(s) < 0)
+            return false;
+        return false;
+    }
+    send_error(s, 502);
+    return false;
+}
+
+static void
+sess_run(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    int guard;
+
+    /* Bounded so one busy connection cannot starve the others of the loop. */
+    for (guard = 0; guard < 64; guard++) {
+        bool progress = false;
+
+        if (s->state == ST_HEAD) {
+            if (lb_buf_len(&s->cin)) {
+                int r = start_request(s);
+                if (r != 0)
+                    continue; /* started, or answered an error */
+            }
+            if (s->c_eof) {
+                sess_close(s);
+                return;
+            }
+            if (!s->c_rd)
+                break;
+            ssize_t n = read_into(w, s->cfd, &s->cin, &s->c_rd);
+            if (n > 0) {
+                if (!s->head_timer) {
+                    s->head_timer = true;
+                    s->t_start = lb_now_us(w->loop);
+                    arm_timer(s, lcf(s)->timeout_header);
+                }
+                continue;
+            }
+            if (n == 0 || n == -2) {
+                s->c_eof = true;
+                continue;
+            }
+            break;
+        }
+
+        if (s->state == ST_LINGER) {
+            ssize_t k = write_out(s->cfd, &s->cout, &s->cin, &s->resp_fwd, &s->c_wr);
+            if (k == -2) {
+                sess_free(s);
+                return;
+            }
+            if (s->cout.head < s->cout.tail)
+                break;
+            if (!s->c_eof) {
+                shutdown(s->cfd, SHUT_WR);
+                s->c_eof = true; /* from now on: reading until EOF */
+                s->c_rd = true;
+            }
+            char junk[4096];
+            for (;;) {
+                ssize_t n = read(s->cfd, junk, sizeof(junk));
+                if (n > 0)
+                    continue;
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                    s->c_rd = false;
+                    break;
+                }
+                sess_free(s);
+                return;
+            }
+            break;
+        }
+
+        if (s->state == ST_CONNECT)
+            break;
+
+        /* ST_FORWARD and ST_TUNNEL */
+        if (approve_request(s) < 0) {
+            if (s->any_resp_sent) {
+                sess_close(s);
+                return;
+            }
+            send_error(s, 400);
+            continue;
+        }
+        if (s->b && s->b_wr && ((s->sout.tail > s->sout.head) || s->req_fwd)) {
+            ssize_t k = write_out(s->b->fd, &s->sout, &s->cin, &s->req_fwd, &s->b_wr);
+            if (k > 0) {
+                progress = true;
+                if (s->req_fwd == 0 && s->sout.head == s->sout.tail && s->state == ST_TUNNEL &&
+                    s->c_eof)
+                    shutdown(s->b->fd, SHUT_WR);
+            } else if (k == -2) {
+                if (backend_lost(s, true))
+                    return;
+                continue;
+            }
+        }
+        /* Read more of the request body, or tunnel bytes, when there is room. */
+        if (!s->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
+            uint32_t before = lb_buf_len(&s->cin);
+            ssize_t n = read_into(w, s->cfd, &s->cin, &s->c_rd);
+            if (n > 0) {
+                s->bytes_in += (uint64_t)n;
+                progress = true;
+                (void)before;
+            } else if (n == 0 || n == -2) {
+                s->c_eof = true;
+                if (s->state != ST_TUNNEL) {
+                    /* The client left in the middle of its request. */
+                    sess_close(s);
+                    return;
+                }
+                if (s->b && s->req_fwd == 0)
+                    shutdown(s->b->fd, SHUT_WR);
+                progress = true;
+            }
+        }
+        /* Response side. */
+        if (s->b && !s->resp_done && s->b_rd && !s->b_eof) {
+            ssize_t n = read_into(w, s->b->fd, &s->sin, &s->b_rd);
+            if (n > 0) {
+                progress = true;
+                if (s->state == ST_FORWARD)
+                    arm_timer(s, pcf(s)->timeout_server);
+            } else if (n == 0 || n == -2) {
+                if (s->state == ST_TUNNEL) {
+                    s->b_eof = true;
+                    progress = true;
+                } else if (!(s->resp_head_done && s->resp_mode == BODY_CLOSE && n == 0)) {
+                    if (backend_lost(s, n == -2))
+                        return;
+                    continue;
+                } else {
+                    s->resp_done = true;
+                    s->b_eof = true;
+                    progress = true;
+                }
+            }
+        }
+        if (s->state == ST_FORWARD && !s->resp_head_done && lb_buf_len(&s->sin)) {
+            int r = response_head(s);
+            if (r < 0) {
+                if (s->state == ST_LINGER)
+                    continue;
+                return; /* closed */
+            }
+            if (r > 0)
+                progress = true;
+        }
+        if (s->resp_head_done && approve_response(s) < 0) {
+            lb_warn("pool %s server %s: malformed chunked response", pcf(s)->name,
+                    s->b ? s->b->srv->name : "?");
+            sess_close(s);
+            return;
+        }
+        if (s->c_wr && ((s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd)) {
+            ssize_t k = write_out(s->cfd, &s->cout, &s->sin, &s->resp_fwd, &s->c_wr);
+            if (k > 0) {
+                s->bytes_out += (uint64_t)k;
+                progress = true;
+                if (s->state == ST_TUNNEL && s->b_eof && !s->resp_fwd &&
+                    s->cout.head == s->cout.tail)
+                    shutdown(s->cfd, SHUT_WR);
+            } else if (k == -2) {
+                sess_close(s);
+                return;
+            }
+        }
+        if (s->state == ST_TUNNEL) {
+            bool c_done = s->c_eof && !s->req_fwd && lb_buf_len(&s->cin) == 0;
+            bool b_done = s->b_eof && !s->resp_fwd && lb_buf_len(&s->sin) == 0 &&
+                          (!s->cout.data || s->cout.head == s->cout.tail);
+            if (c_done && b_done) {
+                log_request(s, "");
+                s->client_close = true;
+                sess_free(s);
+                return;
+            }
+            if (progress)
+                arm_timer(s, lcf(s)->timeout_tunnel);
+        } else if (s->resp_done && !s->resp_fwd &&
+                   (!s->cout.data || s->cout.head == s->cout.tail)) {
+            if (!s->req_done)
+                s->client_close = true;
+            finish_request(s);
+            if (s->state != ST_HEAD)
+                return;
+            continue;
+        }
+        if (!progress)
+            break;
+    }
+    lb_buf_release(&w->bufs, &s->cout, false);
+    if (s->state != ST_LINGER && !s->req_fwd && lb_buf_len(&s->cin) == 0)
+        lb_buf_release(&w->bufs, &s->cin, false);
+    update_watchers(s);
+    if (guard == 64) {
+        /* Out of turns with work left: come back after the other pending
+         * events had theirs. This comes after update_watchers because
+         * stopping cio (as sess_free does) cancels the fed event. */
+        ev_feed_event(w->loop, &s->cio, EV_CUSTOM);
+    }
+}
+
+/* ---- callbacks ---- */
+
+static void
+client_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct http_sess *s = (struct http_sess *)((char *)io - offsetof(struct http_sess, cio));
+    if (revents & EV_READ)
+        s->c_rd = true;
+    if (revents & EV_WRITE)
+        s->c_wr = true;
+    sess_run(s);
+}
+
+static void
+backend_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct http_sess *s = (struct http_sess *)((char *)io - offsetof(struct http_sess, bio));
+    if (s->state == ST_CONNECT) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(s->b->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            lb_warn("pool %s server %s: connect to %s failed: %s", pcf(s)->name, s->b->srv->name,
+                    s->b->srv->addr.text, strerror(err));
+            connect_failed(s);
+            sess_run(s);
+            return;
+        }
+        s->state = ST_FORWARD;
+        s->t_connect = lb_now_us(loop);
+        arm_timer(s, pcf(s)->timeout_server);
+        ev_io_stop(loop, &s->bio);
+        s->bio.events = 0;
+    }
+    if (revents & EV_READ)
+        s->b_rd = true;
+    if (revents & EV_WRITE)
+        s->b_wr = true;
+    sess_run(s);
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct http_sess *s = (struct http_sess *)((char *)t - offsetof(struct http_sess, timer));
+    switch (s->state) {
+    case ST_HEAD:
+        if (lb_buf_len(&s->cin)) {
+            send_error(s, 408);
+            sess_run(s);
+        } else {
+            sess_free(s); /* idle keep-alive connection */
+        }
+        return;
+    case ST_CONNECT:
+        lb_warn("pool %s server %s: connect timeout", pcf(s)->name, s->b->srv->name);
+        connect_failed(s);
+        sess_run(s);
+        return;
+    case ST_FORWARD:
+        if (!s->resp_head_done) {
+            lb_warn("pool %s server %s: no response within the server timeout", pcf(s)->name,
+                    s->b ? s->b->srv->name : "?");
+            send_error(s, 504);
+            sess_run(s);
+            return;
+        }
+        sess_close(s);
+        return;
+    default:
+        sess_free(s);
+        return;
+    }
+}
+
+static void
+idle_close(struct lb_conn_link *l)
+{
+    struct http_sess *s = (struct http_sess *)l;
+    if (s->state == ST_HEAD && lb_buf_len(&s->cin) == 0)
+        sess_free(s);
+}
+
+static void
+force_close(struct lb_conn_link *l)
+{
+    sess_close((struct http_sess *)l);
+}
+
+void
+lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer)
+{
+    struct lb_worker *w = l->w;
+    struct http_sess *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->l = l;
+    s->w = w;
+    s->snap = w->snap;
+    lb_snapshot_ref(s->snap);
+    s->cfd = fd;
+    s->peer_family = (uint8_t)peer->ss_family;
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        memcpy(s->peer, &in->sin_addr, 4);
+        s->peer_port = ntohs(in->sin_port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        memcpy(s->peer, &in6->sin6_addr, 16);
+        s->peer_port = ntohs(in6->sin6_port);
+    }
+    reset_request(s);
+    s->state = ST_HEAD;
+    s->c_rd = true; /* try at once: the request often arrived with the handshake */
+    s->c_wr = true;
+    s->t_start = lb_now_us(w->loop);
+    s->link.idle_close = idle_close;
+    s->link.force_close = force_close;
+    lb_worker_conn_add(w, &s->link);
+    ev_io_init(&s->cio, client_cb, fd, EV_READ);
+    ev_init(&s->timer, timer_cb);
+    s->head_timer = true;
+    arm_timer(s, lcf(s)->timeout_header);
+    sess_run(s);
+}

@@ -1,0 +1,292 @@
+/*
+ * Worker threads. Each runs its own libev loop on epoll with its own
+ * SO_REUSEPORT listening sockets, accepts connections and runs them to the
+ * end without ever touching another worker's state. The control thread talks
+ * to a worker only through an ev_async and an atomic command word.
+ *
+ * Draining (SIGTERM): listeners close first so the kernel sends new
+ * connections elsewhere, idle keep-alive connections are closed, and requests
+ * in flight finish; whatever remains when the drain bound expires is cut.
+ */
+#include "lb/accesslog.h"
+#include "lb/core.h"
+#include "lb/log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64
+
+uint64_t
+lb_worker_rand(struct lb_worker *w)
+{
+    /* xorshift64*: balancing needs speed and spread, not secrecy. */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+void
+lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l)
+{
+    l->prev = NULL;
+    l->next = w->conns_list.next;
+    if (l->next)
+        l->next->prev = l;
+    w->conns_list.next = l;
+    w->conns++;
+}
+
+static void
+listeners_pause(struct lb_worker *w, bool pause)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct lb_listener *l = &w->listeners[i];
+        if (l->fd < 0 || l->paused == pause)
+            continue;
+        l->paused = pause;
+        if (pause)
+            ev_io_stop(w->loop, &l->io);
+        else
+            ev_io_start(w->loop, &l->io);
+    }
+}
+
+void
+lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        w->conns_list.next = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+    w->conns--;
+}
+
+void
+lb_worker_conn_closed(struct lb_worker *w)
+{
+    if (w->draining) {
+        if (w->conns == 0)
+            ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    /* Resume accepting once we are back under the limit. */
+    if (w->conns < w->max_conns)
+        listeners_pause(w, false);
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct lb_listener *l = (struct lb_listener *)io;
+    struct lb_worker *w = l->w;
+
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if (w->conns >= w->max_conns) {
+            /* Leave further connections in the kernel backlog rather than
+             * accepting what we cannot serve. */
+            listeners_pause(w, true);
+            return;
+        }
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                lb_warn("listener %s: accept: %s", l->cf->name, strerror(errno));
+            return;
+        }
+        if (l->cf->mode == CONF_MODE_HTTP)
+            lb_http_accept(l, fd, &peer);
+        else
+            lb_tcp_accept(l, fd, &peer);
+    }
+}
+
+static void
+close_listeners(struct lb_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct lb_listener *l = &w->listeners[i];
+        if (l->fd < 0)
+            continue;
+        ev_io_stop(w->loop, &l->io);
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void
+drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct lb_worker *w = (struct lb_worker *)((char *)t - offsetof(struct lb_worker, drain_timer));
+    lb_info("worker %d: drain bound reached with %u connections left; closing them", w->id,
+            w->conns);
+    while (w->conns_list.next)
+        w->conns_list.next->force_close(w->conns_list.next);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+start_drain(struct lb_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    close_listeners(w);
+    struct lb_conn_link *l = w->conns_list.next;
+    while (l) {
+        struct lb_conn_link *next = l->next;
+        if (l->idle_close)
+            l->idle_close(l);
+        l = next;
+    }
+    if (w->conns == 0) {
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_init(&w->drain_timer, drain_timeout_cb, 30.0, 0.);
+    ev_timer_start(w->loop, &w->drain_timer);
+}
+
+static void
+wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct lb_worker *w = (struct lb_worker *)((char *)a - offsetof(struct lb_worker, wake));
+    int cmd = atomic_exchange(&w->command, LB_CMD_NONE);
+    if (cmd == LB_CMD_DRAIN) {
+        start_drain(w);
+    } else if (cmd == LB_CMD_STOP) {
+        while (w->conns_list.next)
+            w->conns_list.next->force_close(w->conns_list.next);
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void
+flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct lb_worker *w = (struct lb_worker *)((char *)p - offsetof(struct lb_worker, flush));
+    lb_accesslog_flush(w);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct lb_worker *w = arg;
+    ev_run(w->loop, 0);
+    close_listeners(w);
+    while (w->conns_list.next)
+        w->conns_list.next->force_close(w->conns_list.next);
+    lb_accesslog_worker_free(w);
+    return NULL;
+}
+
+int
+lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **out, int n)
+{
+    const struct conf *c = snap->conf;
+    struct lb_worker *ws = calloc((size_t)n, sizeof(*ws));
+    if (!ws)
+        return -1;
+    uint32_t per_worker = c->global.max_connections / (uint32_t)n;
+    if (per_worker < 1)
+        per_worker = 1;
+
+    for (int i = 0; i < n; i++) {
+        struct lb_worker *w = &ws[i];
+        w->id = i;
+        w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
+        if (!w->loop) {
+            lb_err("worker %d: cannot create an epoll event loop", i);
+            goto fail;
+        }
+        w->snap = snap;
+        lb_snapshot_ref(snap);
+        w->max_conns = per_worker;
+        w->bufs.max_free = 1024;
+        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)getpid();
+        atomic_init(&w->command, LB_CMD_NONE);
+        lb_wpools_init(w);
+        w->nlisteners = c->nlisteners;
+        w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
+        if (!w->listeners)
+            goto fail;
+        for (size_t j = 0; j < c->nlisteners; j++) {
+            struct lb_listener *l = &w->listeners[j];
+            l->w = w;
+            l->cf = &c->listeners[j];
+            l->index = (int)j;
+            l->fd = listen_fds[i][j];
+            listen_fds[i][j] = -1; /* the worker owns it now */
+            ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+            ev_io_start(w->loop, &l->io);
+        }
+        ev_async_init(&w->wake, wake_cb);
+        ev_async_start(w->loop, &w->wake);
+        ev_prepare_init(&w->flush, flush_cb);
+        ev_prepare_start(w->loop, &w->flush);
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) {
+            lb_err("cannot start worker thread %d", i);
+            lb_workers_command(ws, i, LB_CMD_STOP);
+            lb_workers_join(ws, i);
+            return -1;
+        }
+    }
+    *out = ws;
+    return 0;
+fail:
+    for (int i = 0; i < n; i++) {
+        struct lb_worker *w = &ws[i];
+        if (!w->loop)
+            continue;
+        close_listeners(w);
+        lb_wpools_free(w);
+        free(w->listeners);
+        ev_loop_destroy(w->loop);
+        if (w->snap)
+            lb_snapshot_unref(w->snap);
+    }
+    free(ws);
+    return -1;
+}
+
+void
+lb_workers_command(struct lb_worker *ws, int n, int cmd)
+{
+    for (int i = 0; i < n; i++) {
+        atomic_store(&ws[i].command, cmd);
+        ev_async_send(ws[i].loop, &ws[i].wake);
+    }
+}
+
+void
+lb_workers_join(struct lb_worker *ws, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct lb_worker *w = &ws[i];
+        pthread_join(w->thread, NULL);
+        lb_wpools_free(w);
+        lb_bufpool_destroy(&w->bufs);
+        free(w->listeners);
+        ev_loop_destroy(w->loop);
+        lb_snapshot_unref(w->snap);
+    }
+    free(ws);
+}

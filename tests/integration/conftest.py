@@ -1,0 +1,193 @@
+"""Helpers for tern's integration tests: real tern binary, real clients.
+
+Each test writes its YAML inline, starts the backends it needs (tests/tools/
+backend.py) and a tern, talks to it over loopback, and stops what it started
+by PID. TERN_TEST_SCALE multiplies every wait (slow machines, sanitizers).
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TERN = os.environ.get("TERN_BIN", os.path.join(ROOT, "build", "lb", "tern"))
+BACKEND = os.path.join(ROOT, "tests", "tools", "backend.py")
+SCALE = float(os.environ.get("TERN_TEST_SCALE", "1"))
+SANITIZED = "asan" in TERN
+
+
+def scaled(seconds):
+    return seconds * SCALE * (3 if SANITIZED else 1)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=5.0, host="127.0.0.1"):
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class Backend:
+    def __init__(self, name, port=None, extra=()):
+        self.name = name
+        self.port = port or free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="backend-", suffix=".log", delete=False).name
+        self.proc = subprocess.Popen(
+            [sys.executable, BACKEND, "--port", str(self.port), "--name", name, "--log", self.log, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), f"backend {name} did not start: {line!r}"
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self):
+        with open(self.log) as f:
+            return f.read().splitlines()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            os.unlink(self.log)
+        except OSError:
+            pass
+
+
+class Tern:
+    def __init__(self, yaml_text, wait_ports=(), extra_files=None):
+        self.dir = tempfile.mkdtemp(prefix="tern-test-")
+        self.conf = os.path.join(self.dir, "tern.yaml")
+        with open(self.conf, "w") as f:
+            f.write(yaml_text)
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(text)
+        self.stderr_path = os.path.join(self.dir, "stderr")
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen([TERN, "-c", self.conf], stdout=subprocess.DEVNULL, stderr=self.stderr)
+        for p in wait_ports:
+            if not wait_port(p):
+                self.stop(check=False)
+                raise AssertionError(f"tern did not listen on {p}:\n{self.log()}")
+
+    def log(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, check=True, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=scaled(timeout))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                if check:
+                    raise AssertionError("tern did not stop in time:\n" + self.log())
+        self.stderr.close()
+        log = self.log()
+        if check:
+            assert "Sanitizer" not in log and "runtime error" not in log, log
+            assert self.proc.returncode == 0, f"exit {self.proc.returncode}\n{log}"
+        return log
+
+
+@pytest.fixture
+def backends(request):
+    made = []
+
+    def make(n, prefix="b", extra=()):
+        out = [Backend(f"{prefix}{i + 1}", extra=extra) for i in range(n)]
+        made.extend(out)
+        return out
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def tern():
+    made = []
+
+    def start(yaml_text, wait_ports=(), **kw):
+        t = Tern(yaml_text, wait_ports, **kw)
+        made.append(t)
+        return t
+
+    yield start
+    for t in made:
+        t.stop()
+
+
+def pool_yaml(name, servers, extra=""):
+    lines = [f"  {name}:", "    servers:"]
+    for s in servers:
+        lines.append(f"      - {{ name: {s.name}, address: {s.address} }}")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def simple_config(port, servers, balance="roundrobin", listener_extra="", pool_extra="", mode="http"):
+    return (
+        "global:\n  workers: 2\n"
+        "listeners:\n"
+        f"  - name: web\n    bind: 127.0.0.1:{port}\n    mode: {mode}\n    pool: web\n{listener_extra}"
+        "pools:\n"
+        f"  web:\n    balance: {balance}\n{pool_extra}    servers:\n"
+        + "".join(f"      - {{ name: {s.name}, address: {s.address} }}\n" for s in servers)
+    )
+
+
+def raw_exchange(port, data, timeout=3.0, shut=False, host="127.0.0.1"):
+    """Sends data, returns every byte received until the peer closes or the
+    timeout passes without bytes."""
+    s = socket.create_connection((host, port), timeout=scaled(timeout))
+    try:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def status_of(resp):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", resp)
+    return int(m.group(1)) if m else None

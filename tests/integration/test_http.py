@@ -1,0 +1,379 @@
+"""HTTP proxying through the real tern binary with real clients."""
+import base64
+import collections
+import http.client
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import raw_exchange, scaled, simple_config, status_of, free_port, wait_port
+
+
+def get(port, path="/", headers=None, method="GET", body=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(5))
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    return r, data, c
+
+
+def test_roundrobin_spreads_by_weight(backends, tern):
+    bs = backends(3)
+    port = free_port()
+    cfg = (
+        "global:\n  workers: 1\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, pool: web }}\n"
+        "pools:\n  web:\n    servers:\n"
+        f"      - {{ name: b1, address: {bs[0].address}, weight: 2 }}\n"
+        f"      - {{ name: b2, address: {bs[1].address} }}\n"
+        f"      - {{ name: b3, address: {bs[2].address} }}\n"
+    )
+    tern(cfg, [port])
+    seen = collections.Counter()
+    conn = None
+    for _ in range(40):
+        r, data, conn = get(port, conn=conn)
+        assert r.status == 200
+        seen[data.decode().strip()] += 1
+    assert seen == {"b1": 20, "b2": 10, "b3": 10}
+
+
+def test_backend_connections_are_reused(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]).replace("workers: 2", "workers: 1"), [port])
+    ids = set()
+    # Separate client connections, one after the other: the backend
+    # connection goes back to the idle pool and is taken again.
+    for _ in range(10):
+        r, data, c = get(port, "/conn")
+        c.close()
+        assert r.status == 200
+        ids.add(data)
+    assert len(ids) == 1, ids
+
+
+def test_pipelined_requests_answered_in_order(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    req = b"".join(
+        f"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(str(i))}\r\n\r\n{i}".encode()
+        for i in range(20)
+    )
+    req += b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw_exchange(port, req)
+    bodies = []
+    rest = out
+    for i in range(20):
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+        bodies.append(rest[:n])
+        rest = rest[n:]
+    assert bodies == [str(i).encode() for i in range(20)]
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"b1\n")
+
+
+def test_chunked_upload_and_download(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in [b"a" * 1000, b"b" * 70000, b"c"]) + b"0\r\n\r\n"
+    req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body
+    out = raw_exchange(port, req)
+    head, _, data = out.partition(b"\r\n\r\n")
+    assert status_of(head) == 200
+    assert data == b"a" * 1000 + b"b" * 70000 + b"c"
+    # A chunked response passes through unchanged, trailer included.
+    out = raw_exchange(port, b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"transfer-encoding: chunked" in out.lower()
+    assert out.endswith(b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n")
+
+
+def test_large_bodies_stream_both_ways(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    payload = os.urandom(3 * 1024 * 1024)
+    r, data, _ = get(port, "/echo", method="POST", body=payload)
+    assert r.status == 200 and data == payload
+    r, data, _ = get(port, "/big?n=5000000")
+    assert r.status == 200 and len(data) == 5000000
+
+
+def test_expect_100_continue(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    # The demo backend (asyncio) does not send 100 itself; the client sends
+    # the body anyway after a short wait, as curl does, and gets the answer.
+    time.sleep(0.2)
+    s.sendall(b"hello")
+    data = b""
+    while b"hello" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert b" 200 " in data and data.endswith(b"hello")
+
+
+def test_expect_100_continue_with_curl(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = subprocess.run(
+        ["curl", "-s", "-H", "Expect: 100-continue", "--data-binary", "@-", f"http://127.0.0.1:{port}/echo"],
+        input=b"x" * 2000, capture_output=True, timeout=scaled(10),
+    )
+    assert out.stdout == b"x" * 2000
+
+
+def test_websocket_upgrade_is_tunneled(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"upgrade: websocket" in head.lower()
+    for msg in [b"hello", b"x" * 300]:
+        mask = os.urandom(4)
+        frame = bytes([0x81])
+        frame += bytes([0x80 | len(msg)]) if len(msg) < 126 else bytes([0x80 | 126]) + len(msg).to_bytes(2, "big")
+        frame += mask + bytes(c ^ mask[i % 4] for i, c in enumerate(msg))
+        s.sendall(frame)
+        hdr = s.recv(2, socket.MSG_WAITALL)
+        n = hdr[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(s.recv(2, socket.MSG_WAITALL), "big")
+        assert s.recv(n, socket.MSG_WAITALL) == msg
+    s.sendall(b"\x88\x80" + os.urandom(4))
+    assert s.recv(2, socket.MSG_WAITALL) == b"\x88\x00"
+    s.close()
+
+
+def test_backend_dies_mid_response_cuts_client(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = raw_exchange(port, b"GET /die HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert status_of(head) == 200
+    assert b"content-length: 1000" in head.lower()
+    # Never a forged complete answer: the body is short and the connection closed.
+    assert len(body) < 1000
+
+
+def test_backend_down_gets_503_after_retries(backends, tern):
+    (b,) = backends(1)
+    dead = free_port()
+    port = free_port()
+    cfg = simple_config(port, [b]).replace(
+        "servers:\n", f"retries: 2\n    servers:\n      - {{ name: dead, address: 127.0.0.1:{dead} }}\n"
+    )
+    t = tern(cfg, [port])
+    # The dead server is tried and skipped: every request still succeeds.
+    for _ in range(10):
+        r, data, c = get(port)
+        c.close()
+        assert r.status == 200 and data == b"b1\n"
+    b.stop()
+    r, data, _ = get(port)
+    assert r.status == 503
+
+
+def test_backend_closes_before_response_gets_502(tern):
+    # A backend that accepts, reads the request and closes without answering.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    bport = srv.getsockname()[1]
+
+    def serve():
+        for _ in range(2):
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(4096)
+            c.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    port = free_port()
+
+    class B:
+        name = "closer"
+        address = f"127.0.0.1:{bport}"
+
+    tern(simple_config(port, [B]), [port])
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(out) == 502
+    srv.close()
+
+
+def test_server_timeout_gives_504(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    cfg = simple_config(port, [b], pool_extra="    timeouts: { connect: 1s, server: 1s }\n")
+    tern(cfg, [port])
+    t0 = time.monotonic()
+    out = raw_exchange(port, b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+    assert status_of(out) == 504
+    assert time.monotonic() - t0 < scaled(5)
+
+
+def test_slowloris_cut_at_header_timeout_while_others_served(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    cfg = simple_config(port, [b], listener_extra="    timeouts: { header: 1s }\n")
+    tern(cfg, [port])
+    slow = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    slow.sendall(b"GET / HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    answered = 0
+    got = b""
+    slow.settimeout(0.1)
+    while time.monotonic() - t0 < scaled(4):
+        try:
+            slow.sendall(b"X-a: b\r\n")
+        except OSError:
+            break
+        try:
+            chunk = slow.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        except socket.timeout:
+            pass
+        r, data, c = get(port)
+        c.close()
+        answered += r.status == 200
+    elapsed = time.monotonic() - t0
+    slow.close()
+    assert status_of(got) == 408, got
+    assert elapsed < scaled(3)
+    assert answered > 3
+
+
+def test_routes_by_host_and_path_prefix(backends, tern):
+    web, api, admin = backends(3)
+    port = free_port()
+    cfg = (
+        "global:\n  workers: 1\n"
+        "listeners:\n"
+        f"  - name: web\n    bind: 127.0.0.1:{port}\n    pool: web\n"
+        "    routes:\n"
+        "      - { match: { host: api.example.com, path_prefix: /v1/ }, pool: api }\n"
+        "      - { match: { host: '*.admin.example.com' }, pool: admin }\n"
+        "pools:\n"
+        f"  web: {{ servers: [ {{ name: web, address: {web.address} }} ] }}\n"
+        f"  api: {{ servers: [ {{ name: api, address: {api.address} }} ] }}\n"
+        f"  admin: {{ servers: [ {{ name: admin, address: {admin.address} }} ] }}\n"
+    )
+    tern(cfg, [port])
+    cases = [
+        ("api.example.com", "/v1/users", "b2"),
+        ("API.example.com:80", "/v1/", "b2"),
+        ("api.example.com", "/v2/users", "b1"),
+        ("other.example.com", "/v1/users", "b1"),
+        ("x.admin.example.com", "/", "b3"),
+        ("admin.example.com", "/", "b1"),
+    ]
+    for host, path, want in cases:
+        r, data, c = get(port, path, headers={"Host": host})
+        c.close()
+        assert data.decode().strip() == want, (host, path)
+
+
+def test_forwarded_headers_added(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    r, data, _ = get(
+        port, "/headers",
+        headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "Connection": "keep-alive, X-Drop", "X-Drop": "1"},
+    )
+    head = data.decode().lower()
+    assert "x-forwarded-for: 203.0.113.7, 127.0.0.1\r\n" in head
+    assert "x-forwarded-proto: http\r\n" in head
+    assert "forwarded: for=127.0.0.1;proto=http\r\n" in head
+    assert "x-drop" not in head  # listed in Connection: hop-by-hop
+    assert "keep-alive" not in head
+
+
+def test_head_and_close_delimited_responses(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = raw_exchange(port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2 and out.endswith(b"b1\n")
+    out = raw_exchange(port, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert body == b"until-close\n" * 10
+
+
+def test_http10_client(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = raw_exchange(port, b"GET / HTTP/1.0\r\n\r\n")
+    assert status_of(out) == 200 and out.endswith(b"b1\n")
+
+
+def test_no_server_available_gets_503_fast(tern):
+    port = free_port()
+    cfg = (
+        "listeners:\n"
+        f"  - {{ name: web, bind: 127.0.0.1:{port}, pool: empty }}\n"
+        "pools:\n  empty: { servers: [] }\n"
+    )
+    tern(cfg, [port])
+    t0 = time.monotonic()
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(out) == 503
+    assert time.monotonic() - t0 < scaled(1)
+
+
+def test_wrk_load_has_no_errors(backends, tern):
+    bs = backends(2)
+    port = free_port()
+    tern(simple_config(port, bs), [port])
+    out = subprocess.run(
+        ["wrk", "-t1", "-c20", "-d2s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=scaled(30),
+    ).stdout
+    assert "requests in" in out, out
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+
+
+def test_access_log_lines(backends, tern, tmp_path):
+    (b,) = backends(1)
+    port = free_port()
+    log = tmp_path / "access.log"
+    cfg = simple_config(port, [b]).replace("workers: 2", f"workers: 1\n  access_log: {log}")
+    t = tern(cfg, [port])
+    get(port, "/status/404")
+    t.stop()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1
+    assert ' web web/b1 "GET /status/404 HTTP/1.1" 404 ' in lines[0], lines[0]

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Runs every test of tern and ends with one line "N passed, N failed, N skipped".
+#
+#  1. builds a release tree (build/) and an AddressSanitizer + UBSan tree
+#     (build-asan/), and a libFuzzer tree with clang (build-fuzz/);
+#  2. runs the C unit tests (cmocka, TAP output) in both trees;
+#  3. runs the integration tests (pytest, real binary, real clients) against
+#     both binaries;
+#  4. runs each fuzz target for a bounded time on its corpus.
+#
+# TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests.
+# TERN_FUZZ_SECONDS (default 30) bounds each fuzz run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=/usr/bin/python3 # Debian's, which has python3-pytest
+passed=0 failed=0 skipped=0
+failures=()
+
+note_fail() {
+    failed=$((failed + 1))
+    failures+=("$1")
+}
+
+build_tree() { # dir, meson args...
+    local dir=$1
+    shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || {
+            cat "$dir.setup.log"
+            return 1
+        }
+        rm -f "$dir.setup.log"
+    fi
+    ninja -C "$dir" >"$dir.log" 2>&1 || {
+        tail -50 "$dir.log"
+        return 1
+    }
+}
+
+echo "== build (release, asan+ubsan)"
+if ! build_tree build --buildtype=release; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+asan_ok=1
+build_tree build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false || asan_ok=0
+[ $asan_ok = 1 ] || note_fail "build-asan"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export CMOCKA_MESSAGE_OUTPUT=TAP
+
+run_unit() { # tree
+    local tree=$1
+    for t in "$tree"/tests/test_*; do
+        [ -x "$t" ] || continue
+        local name out rc
+        name="$(basename "$tree")/$(basename "$t")"
+        out=$(cd tests/unit && "$ROOT/$t" 2>&1)
+        rc=$?
+        local ok nok
+        ok=$(grep -c '^ok ' <<<"$out")
+        nok=$(grep -c '^not ok ' <<<"$out")
+        passed=$((passed + ok))
+        failed=$((failed + nok))
+        if [ "$nok" -gt 0 ] || { [ $rc -ne 0 ] && [ "$nok" -eq 0 ]; }; then
+            echo "$out" | grep -v '^ok ' | tail -40
+            [ "$nok" -gt 0 ] || note_fail "$name (exit $rc)"
+            [ "$nok" -eq 0 ] || failures+=("$name")
+        fi
+        echo "unit $name: $ok passed, $nok failed"
+    done
+}
+
+echo "== unit tests"
+run_unit build
+[ $asan_ok = 1 ] && run_unit build-asan
+
+run_pytest() { # label, binary
+    local label=$1 bin=$2 out line
+    out=$(TERN_BIN="$ROOT/$bin" TERN_BUILD="$ROOT/$(dirname "$(dirname "$bin")")" \
+        "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/integration 2>&1)
+    echo "$out" | tail -40
+    line=$(grep -E '^[0-9]+ (passed|failed|skipped|error)|^=+ .*(passed|failed|skipped|error).* =+$|no tests ran' <<<"$out" | tail -1)
+    local p f s e
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    passed=$((passed + p))
+    failed=$((failed + f + e))
+    skipped=$((skipped + s))
+    [ $((f + e)) -eq 0 ] || failures+=("integration ($label)")
+    if [ -z "$line" ]; then
+        note_fail "integration ($label): pytest printed no summary"
+    fi
+    echo "integration $label: $p passed, $((f + e)) failed, $s skipped"
+}
+
+echo "== integration tests (release)"
+run_pytest release build/lb/tern
+if [ $asan_ok = 1 ] && [ -z "${TERN_TEST_QUICK:-}" ]; then
+    echo "== integration tests (asan+ubsan)"
+    run_pytest asan build-asan/lb/tern
+fi
+
+echo "== fuzz"
+if command -v clang >/dev/null; then
+    if CC=clang build_tree build-fuzz --buildtype=debug -Dfuzz=true \
+        -Db_sanitize=address,undefined -Db_lundef=false; then
+        for f in build-fuzz/tests/fuzz_*; do
+            [ -x "$f" ] || continue
+            name=$(basename "$f")
+            corpus=tests/fuzz/corpus/${name#fuzz_}
+            work=$(mktemp -d)
+            if "$f" -max_total_time="${TERN_FUZZ_SECONDS:-30}" -timeout=5 -rss_limit_mb=2048 \
+                -artifact_prefix="$work/" "$work" "$corpus" >"$work/log" 2>&1; then
+                passed=$((passed + 1))
+                echo "fuzz $name: $(grep -oE '#[0-9]+ +DONE.*' "$work/log" | tail -1)"
+            else
+                tail -30 "$work/log"
+                note_fail "fuzz $name"
+            fi
+            rm -rf "$work"
+        done
+    else
+        note_fail "build-fuzz"
+    fi
+else
+    skipped=$((skipped + 1))
+    echo "fuzz: skipped (no clang)"
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failures:"
+    printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
