@@ -33,7 +33,7 @@ lb_wpools_init(struct lb_worker *w)
         return;
     for (size_t i = 0; i < s->npools; i++) {
         struct lb_wpool *wp = &w->wpools[i];
-        size_t n = s->pools[i].nservers ? s->pools[i].nservers : 1;
+        size_t n = s->pools[i].capacity;
         wp->pool = &s->pools[i];
         wp->bs = calloc(n, sizeof(*wp->bs));
         wp->idle = calloc(n, sizeof(*wp->idle));
@@ -57,7 +57,7 @@ lb_wpools_free(struct lb_worker *w)
         return;
     for (size_t i = 0; i < w->snap->npools; i++) {
         struct lb_wpool *wp = &w->wpools[i];
-        for (size_t j = 0; wp->idle && j < wp->pool->nservers; j++) {
+        for (size_t j = 0; wp->idle && j < wp->pool->capacity; j++) {
             while (wp->idle[j]) {
                 struct lb_bconn *b = wp->idle[j];
                 wp->idle[j] = b->next_idle;
@@ -74,20 +74,30 @@ lb_wpools_free(struct lb_worker *w)
     w->wpools = NULL;
 }
 
+bool
+lb_server_usable(const struct lb_server *s)
+{
+    return atomic_load_explicit(&s->state, memory_order_relaxed) == LB_SRV_UP &&
+           atomic_load_explicit(&s->health, memory_order_relaxed) == LB_HEALTH_UP;
+}
+
 static int
 rebuild(struct lb_wpool *wp, unsigned gen)
 {
     struct lb_pool *p = wp->pool;
-    for (size_t i = 0; i < p->nservers; i++) {
+    /* Acquire pairs with the control thread's release when it publishes a
+     * new slot: the slot's fields are complete before we read them. */
+    size_t n = atomic_load_explicit(&p->nservers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
         struct lb_server *s = &p->servers[i];
-        int st = atomic_load_explicit(&s->state, memory_order_relaxed);
         wp->bs[i].weight =
-            st == LB_SRV_UP ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+            lb_server_usable(s) ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
         wp->bs[i].id_hash = s->id_hash;
         wp->bs[i].active = &s->active;
     }
-    if (p->ops->update(wp->bal, wp->bs, p->nservers) < 0)
+    if (p->ops->update(wp->bal, wp->bs, n) < 0)
         return -1;
+    wp->n = n;
     wp->generation = gen;
     wp->built = true;
     return 0;
@@ -103,7 +113,7 @@ lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const in
     if ((!wp->built || gen != wp->generation) && rebuild(wp, gen) < 0)
         return -1;
     for (;;) {
-        int i = wp->pool->ops->pick(wp->bal, wp->bs, wp->pool->nservers, key, avoid, navoid);
+        int i = wp->pool->ops->pick(wp->bal, wp->bs, wp->n, key, avoid, navoid);
         if (i < 0)
             return -1;
         struct lb_server *s = &wp->pool->servers[i];
@@ -148,6 +158,8 @@ lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse
     struct lb_server *s = &wp->pool->servers[i];
     struct lb_bconn *b;
 
+    /* An idle connection of a server that became unusable is not reused;
+     * lb_backend_put closes such connections as they come back. */
     if (allow_reuse && wp->idle[i]) {
         b = wp->idle[i];
         wp->idle[i] = b->next_idle;
@@ -195,8 +207,7 @@ lb_backend_put(struct lb_bconn *b, bool keep)
 
     ev_io_stop(b->w->loop, &b->io);
     b->owner = NULL;
-    if (!keep || b->w->draining || wp->nidle[i] >= IDLE_PER_SERVER ||
-        atomic_load_explicit(&b->srv->state, memory_order_relaxed) != LB_SRV_UP) {
+    if (!keep || b->w->draining || wp->nidle[i] >= IDLE_PER_SERVER || !lb_server_usable(b->srv)) {
         bconn_close(b);
         return;
     }

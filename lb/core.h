@@ -24,7 +24,17 @@
 
 #define LB_MAX_WORKERS 256
 
-enum lb_srv_state { LB_SRV_UP = 0, LB_SRV_DOWN, LB_SRV_DRAIN, LB_SRV_MAINT };
+/* Administrative state, set by the operator (admin API, plugins). */
+enum lb_srv_state {
+    LB_SRV_UP = 0, /* ready: takes traffic when healthy */
+    LB_SRV_DOWN,   /* unused as an admin state; kept for ABI order */
+    LB_SRV_DRAIN,  /* no new requests; removed once idle or after drain_timeout */
+    LB_SRV_MAINT,  /* no new requests; stays in the pool */
+    LB_SRV_REMOVED /* gone: the slot is never reused within a snapshot */
+};
+
+/* Health, set by the health checker and passive outlier detection. */
+enum lb_srv_health { LB_HEALTH_UP = 0, LB_HEALTH_DOWN };
 
 /* Per-server counters. Relaxed atomics: they are statistics, not
  * synchronisation. */
@@ -43,15 +53,25 @@ struct lb_server {
     uint32_t max_connections;
     atomic_uint weight;
     atomic_int state;   /* enum lb_srv_state */
+    atomic_int health;  /* enum lb_srv_health */
     atomic_uint active; /* requests or tunnels using it now, all workers */
     struct lb_server_stats st;
+    /* Control thread only. */
+    bool dynamic;             /* added at runtime: name and addr.text are owned */
+    bool remove_when_drained; /* DRAIN ends in REMOVED (else it stays drained) */
+    uint64_t drain_deadline;  /* monotonic ms */
 };
 
+/* A pool's servers live in a fixed array of slots for the life of a
+ * snapshot, so a worker may keep a pointer to a server without a lock: adding
+ * fills the next slot and then publishes the new count; removing marks the
+ * slot REMOVED. A reload compacts the array into the next snapshot. */
 struct lb_pool {
     const struct conf_pool *cf;
     const struct lb_balance_ops *ops;
     struct lb_server *servers;
-    size_t nservers;
+    size_t capacity;
+    atomic_size_t nservers; /* slots in use (release-published) */
     /* Bumped by the control thread whenever a weight or state changes, so
      * each worker rebuilds its balancer on its next pick. */
     atomic_uint generation;
@@ -85,6 +105,7 @@ struct lb_wpool {
     void *bal;
     struct lb_bal_server *bs;
     unsigned generation;
+    size_t n; /* servers the balancer was built over */
     bool built;
     struct lb_bconn **idle; /* per server: idle keep-alive backend connections */
     uint32_t *nidle;
@@ -160,6 +181,7 @@ struct lb_bconn {
 /* Picks a usable server of pool wp (not in avoid). Returns the index or -1. */
 int lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
                     size_t navoid);
+bool lb_server_usable(const struct lb_server *s);
 /* Returns an idle connection to server i if one is alive, else opens a new
  * non-blocking connection (connect in progress). NULL with errno on failure. */
 struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);

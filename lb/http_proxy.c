@@ -956,8 +956,9 @@ sess_close(struct http_sess *s)
 }
 
 /* The response went out whole: recycle the backend connection and wait for
- * the next request (which may already be in cin). */
-static void
+ * the next request (which may already be in cin). Returns false when the
+ * session was closed (and freed). */
+static bool
 finish_request(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
@@ -969,7 +970,7 @@ finish_request(struct http_sess *s)
     lb_buf_release(&w->bufs, &s->cout, false);
     if (s->client_close || w->draining) {
         sess_close(s);
-        return;
+        return false;
     }
     reset_request(s);
     s->state = ST_HEAD;
@@ -982,6 +983,7 @@ finish_request(struct http_sess *s)
         lb_buf_release(&w->bufs, &s->cin, false);
         arm_timer(s, lcf(s)->timeout_client);
     }
+    return true;
 }
 
 static void
@@ -1255,8 +1257,7 @@ sess_run(struct http_sess *s)
                    (!s->cout.data || s->cout.head == s->cout.tail)) {
             if (!s->req_done)
                 s->client_close = true;
-            finish_request(s);
-            if (s->state != ST_HEAD)
+            if (!finish_request(s))
                 return;
             continue;
         }

@@ -1,14 +1,47 @@
 /*
  * Runtime state of one configuration generation: the pools and servers the
- * workers balance over. Built on the control thread from an immutable
- * struct conf; its counters and server states are atomics that every thread
- * reads, and only the control thread writes states and weights.
+ * workers balance over, and the control-plane operations on them (see
+ * runtime.h). Built on the control thread from an immutable struct conf; its
+ * counters and server states are atomics that every thread reads, and only
+ * the control thread writes states, weights and new slots.
  */
-#include "lb/core.h"
+#include "lb/runtime.h"
+
 #include "lb/log.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+uint64_t
+lb_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *
+lb_srv_state_name(int state)
+{
+    static const char *const names[] = {"ready", "down", "drain", "maint", "removed"};
+    return (state >= 0 && state <= LB_SRV_REMOVED) ? names[state] : "?";
+}
+
+static void
+server_init(struct lb_server *s, char *name, const struct conf_addr *addr, uint32_t weight,
+            uint32_t max_conns)
+{
+    s->name = name;
+    s->addr = *addr;
+    s->id_hash = lb_hash64(name, strlen(name));
+    s->max_connections = max_conns;
+    atomic_init(&s->weight, weight);
+    atomic_init(&s->state, LB_SRV_UP);
+    atomic_init(&s->health, LB_HEALTH_UP);
+}
 
 static int
 pool_init(struct lb_pool *p, const struct conf_pool *cp)
@@ -17,21 +50,29 @@ pool_init(struct lb_pool *p, const struct conf_pool *cp)
     p->ops = lb_balance_ops_by_alg((enum lb_balance_alg)cp->balance);
     if (!p->ops)
         return -1;
-    p->nservers = cp->nservers;
-    p->servers = calloc(cp->nservers ? cp->nservers : 1, sizeof(*p->servers));
+    p->capacity = cp->nservers + LB_POOL_SPARE_SLOTS;
+    p->servers = calloc(p->capacity, sizeof(*p->servers));
     if (!p->servers)
         return -1;
     for (size_t i = 0; i < cp->nservers; i++) {
         const struct conf_server *cs = &cp->servers[i];
-        struct lb_server *s = &p->servers[i];
-        s->name = cs->name;
-        s->addr = cs->address;
-        s->id_hash = lb_hash64(cs->name, strlen(cs->name));
-        s->max_connections = cs->max_connections;
-        atomic_init(&s->weight, cs->weight);
-        atomic_init(&s->state, LB_SRV_UP);
+        server_init(&p->servers[i], cs->name, &cs->address, cs->weight, cs->max_connections);
     }
+    atomic_init(&p->nservers, cp->nservers);
     return 0;
+}
+
+static void
+pool_free(struct lb_pool *p)
+{
+    size_t n = atomic_load(&p->nservers);
+    for (size_t i = 0; p->servers && i < n; i++) {
+        if (p->servers[i].dynamic) {
+            free(p->servers[i].name);
+            free(p->servers[i].addr.text);
+        }
+    }
+    free(p->servers);
 }
 
 struct lb_snapshot *
@@ -56,7 +97,7 @@ lb_snapshot_new(struct conf *c)
 fail:
     if (s->pools)
         for (size_t i = 0; i < c->npools; i++)
-            free(s->pools[i].servers);
+            pool_free(&s->pools[i]);
     free(s->pools);
     free(s);
     return NULL;
@@ -74,8 +115,252 @@ lb_snapshot_unref(struct lb_snapshot *s)
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (size_t i = 0; i < s->npools; i++)
-        free(s->pools[i].servers);
+        pool_free(&s->pools[i]);
     free(s->pools);
     conf_free(s->conf);
     free(s);
+}
+
+/* ---- control plane ---- */
+
+struct lb_pool *
+lb_pool_find(struct lb_snapshot *s, const char *name)
+{
+    for (size_t i = 0; i < s->npools; i++)
+        if (strcmp(s->pools[i].cf->name, name) == 0)
+            return &s->pools[i];
+    return NULL;
+}
+
+size_t
+lb_pool_nservers(const struct lb_pool *p)
+{
+    return atomic_load_explicit(&p->nservers, memory_order_acquire);
+}
+
+struct lb_server *
+lb_server_find(struct lb_pool *p, const char *name)
+{
+    size_t n = lb_pool_nservers(p);
+    for (size_t i = 0; i < n; i++) {
+        struct lb_server *s = &p->servers[i];
+        if (atomic_load(&s->state) != LB_SRV_REMOVED && strcmp(s->name, name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static void
+bump(struct lb_pool *p)
+{
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+}
+
+static bool
+valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i]))
+            return false;
+    return true;
+}
+
+int
+lb_server_add(struct lb_pool *p, const char *name, const char *address, uint32_t weight,
+              const char **why)
+{
+    struct conf_addr addr = {0};
+    size_t n = lb_pool_nservers(p);
+
+    if (!valid_name(name)) {
+        *why = "server name must be 1-64 characters of letters, digits, '-', '_' or '.'";
+        return -EINVAL;
+    }
+    if (weight > 256) {
+        *why = "weight must be between 0 and 256";
+        return -EINVAL;
+    }
+    if (lb_server_find(p, name)) {
+        *why = "a server of that name already exists in this pool";
+        return -EEXIST;
+    }
+    if (conf_parse_addr(address, &addr, why) < 0)
+        return -EINVAL;
+    if (n >= p->capacity) {
+        *why = "no free server slot in this pool until the next reload";
+        return -ENOSPC;
+    }
+    struct lb_server *s = &p->servers[n];
+    memset(s, 0, sizeof(*s));
+    addr.text = strdup(address);
+    char *nm = strdup(name);
+    if (!addr.text || !nm) {
+        free(addr.text);
+        free(nm);
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    server_init(s, nm, &addr, weight, 0);
+    s->dynamic = true;
+    atomic_store_explicit(&p->nservers, n + 1, memory_order_release);
+    bump(p);
+    lb_info("pool %s: server %s (%s, weight %u) added", p->cf->name, name, address, weight);
+    return 0;
+}
+
+void
+lb_server_drain(struct lb_pool *p, struct lb_server *s, bool remove, uint64_t now_ms)
+{
+    int st = atomic_load(&s->state);
+    if (st == LB_SRV_REMOVED)
+        return;
+    s->remove_when_drained = remove;
+    s->drain_deadline = now_ms + p->cf->drain_timeout;
+    if (st != LB_SRV_DRAIN) {
+        atomic_store(&s->state, LB_SRV_DRAIN);
+        bump(p);
+        lb_info("pool %s: server %s draining (%u active, bound %llu ms)%s", p->cf->name, s->name,
+                atomic_load(&s->active), (unsigned long long)p->cf->drain_timeout,
+                remove ? ", removed when done" : "");
+    }
+}
+
+void
+lb_server_set_maint(struct lb_pool *p, struct lb_server *s, bool on)
+{
+    int st = atomic_load(&s->state);
+    if (st == LB_SRV_REMOVED)
+        return;
+    int want = on ? LB_SRV_MAINT : LB_SRV_UP;
+    if (st == want)
+        return;
+    atomic_store(&s->state, want);
+    bump(p);
+    lb_info("pool %s: server %s %s", p->cf->name, s->name,
+            on ? "in maintenance" : "out of maintenance");
+}
+
+void
+lb_server_enable(struct lb_pool *p, struct lb_server *s)
+{
+    int st = atomic_load(&s->state);
+    if (st == LB_SRV_REMOVED || st == LB_SRV_UP)
+        return;
+    s->remove_when_drained = false;
+    atomic_store(&s->state, LB_SRV_UP);
+    bump(p);
+    lb_info("pool %s: server %s ready (was %s)", p->cf->name, s->name, lb_srv_state_name(st));
+}
+
+void
+lb_server_remove(struct lb_pool *p, struct lb_server *s)
+{
+    if (atomic_exchange(&s->state, LB_SRV_REMOVED) == LB_SRV_REMOVED)
+        return;
+    bump(p);
+    lb_info("pool %s: server %s removed (%u connections still finishing)", p->cf->name, s->name,
+            atomic_load(&s->active));
+}
+
+int
+lb_server_set_weight(struct lb_pool *p, struct lb_server *s, uint32_t weight)
+{
+    if (weight > 256)
+        return -EINVAL;
+    uint32_t old = atomic_exchange(&s->weight, weight);
+    if (old != weight) {
+        bump(p);
+        lb_info("pool %s: server %s weight %u -> %u", p->cf->name, s->name, old, weight);
+    }
+    return 0;
+}
+
+void
+lb_server_set_health(struct lb_pool *p, struct lb_server *s, bool up, const char *why)
+{
+    int want = up ? LB_HEALTH_UP : LB_HEALTH_DOWN;
+    if (atomic_exchange(&s->health, want) == want)
+        return;
+    bump(p);
+    if (up)
+        lb_info("pool %s: server %s is UP (%s)", p->cf->name, s->name, why ? why : "");
+    else
+        lb_warn("pool %s: server %s is DOWN (%s)", p->cf->name, s->name, why ? why : "");
+}
+
+void
+lb_pools_drain_tick(struct lb_snapshot *snap, uint64_t now_ms)
+{
+    for (size_t i = 0; i < snap->npools; i++) {
+        struct lb_pool *p = &snap->pools[i];
+        size_t n = lb_pool_nservers(p);
+        for (size_t j = 0; j < n; j++) {
+            struct lb_server *s = &p->servers[j];
+            if (atomic_load(&s->state) != LB_SRV_DRAIN || !s->remove_when_drained)
+                continue;
+            unsigned active = atomic_load(&s->active);
+            if (active == 0 || now_ms >= s->drain_deadline) {
+                if (active)
+                    lb_warn("pool %s: server %s: drain bound reached with %u active", p->cf->name,
+                            s->name, active);
+                lb_server_remove(p, s);
+            }
+        }
+    }
+}
+
+static void
+copy_stats(struct lb_server_stats *to, struct lb_server_stats *from)
+{
+    atomic_store(&to->requests, atomic_load(&from->requests));
+    for (int k = 0; k < 6; k++)
+        atomic_store(&to->responses[k], atomic_load(&from->responses[k]));
+    atomic_store(&to->bytes_in, atomic_load(&from->bytes_in));
+    atomic_store(&to->bytes_out, atomic_load(&from->bytes_out));
+    atomic_store(&to->connect_errors, atomic_load(&from->connect_errors));
+    atomic_store(&to->connections, atomic_load(&from->connections));
+}
+
+void
+lb_snapshot_carry_over(struct lb_snapshot *ns, struct lb_snapshot *os)
+{
+    for (size_t i = 0; i < ns->npools; i++) {
+        struct lb_pool *np = &ns->pools[i];
+        struct lb_pool *op = lb_pool_find(os, np->cf->name);
+        if (!op)
+            continue;
+        atomic_store(&np->requests, atomic_load(&op->requests));
+        atomic_store(&np->no_server, atomic_load(&op->no_server));
+        size_t on = lb_pool_nservers(op);
+        for (size_t j = 0; j < on; j++) {
+            struct lb_server *o = &op->servers[j];
+            int st = atomic_load(&o->state);
+            if (st == LB_SRV_REMOVED)
+                continue;
+            struct lb_server *n = lb_server_find(np, o->name);
+            if (!n && o->dynamic) {
+                /* Added at runtime (admin API, a plugin): it survives. */
+                const char *why;
+                if (lb_server_add(np, o->name, o->addr.text, atomic_load(&o->weight), &why) < 0) {
+                    lb_warn("pool %s: runtime server %s lost in reload: %s", np->cf->name, o->name,
+                            why);
+                    continue;
+                }
+                n = lb_server_find(np, o->name);
+                atomic_store(&n->weight, atomic_load(&o->weight));
+            }
+            if (!n || n->addr.salen != o->addr.salen ||
+                memcmp(&n->addr.sa, &o->addr.sa, o->addr.salen) != 0)
+                continue; /* a new server under an old name starts fresh */
+            atomic_store(&n->state, st);
+            atomic_store(&n->health, atomic_load(&o->health));
+            n->remove_when_drained = o->remove_when_drained;
+            n->drain_deadline = o->drain_deadline;
+            copy_stats(&n->st, &o->st);
+        }
+        bump(np);
+    }
 }

@@ -165,11 +165,13 @@ tcp_connect(struct tcp_sess *s)
 }
 
 /* Moves bytes of one direction. Returns true on progress; sets *err on a
- * hard error. */
+ * hard error and *more when it stopped with work left (bounded turns, so one
+ * fast connection cannot starve the others). */
 static bool
-pump(struct dir *d, int src, int dst, bool *err)
+pump(struct dir *d, int src, int dst, bool *err, bool *more)
 {
     bool progress = false;
+    *more = true;
     for (int round = 0; round < 16; round++) {
         bool moved = false;
         if (d->in_pipe && d->dst_wr) {
@@ -213,8 +215,10 @@ pump(struct dir *d, int src, int dst, bool *err)
             d->shut = true;
             progress = true;
         }
-        if (!moved)
+        if (!moved) {
+            *more = false;
             break;
+        }
     }
     return progress;
 }
@@ -236,9 +240,9 @@ tcp_run(struct tcp_sess *s)
 {
     if (s->connecting)
         return;
-    bool err = false;
-    bool p1 = pump(&s->up, s->cfd, s->sfd, &err);
-    bool p2 = !err && pump(&s->down, s->sfd, s->cfd, &err);
+    bool err = false, more1 = false, more2 = false;
+    bool p1 = pump(&s->up, s->cfd, s->sfd, &err, &more1);
+    bool p2 = !err && pump(&s->down, s->sfd, s->cfd, &err, &more2);
     if (err) {
         tcp_free(s, "reset");
         return;
@@ -260,6 +264,11 @@ tcp_run(struct tcp_sess *s)
         sev |= EV_WRITE;
     set_watch(s->w->loop, &s->cio, s->cfd, cev);
     set_watch(s->w->loop, &s->sio, s->sfd, sev);
+    /* Out of turns with the sockets still ready: no watcher would wake us,
+     * so queue a turn after the other pending events. Fed after set_watch,
+     * which would cancel it; tcp_free stops cio, which cancels it too. */
+    if (more1 || more2)
+        ev_feed_event(s->w->loop, &s->cio, EV_CUSTOM);
 }
 
 static void

@@ -54,7 +54,7 @@ export CMOCKA_MESSAGE_OUTPUT=TAP
 run_unit() { # tree
     local tree=$1
     for t in "$tree"/tests/test_*; do
-        [ -x "$t" ] || continue
+        [ -f "$t" ] && [ -x "$t" ] || continue
         local name out rc
         name="$(basename "$tree")/$(basename "$t")"
         out=$(cd tests/unit && "$ROOT/$t" 2>&1)
@@ -110,7 +110,7 @@ if command -v clang >/dev/null; then
     if CC=clang build_tree build-fuzz --buildtype=debug -Dfuzz=true \
         -Db_sanitize=address,undefined -Db_lundef=false; then
         for f in build-fuzz/tests/fuzz_*; do
-            [ -x "$f" ] || continue
+            [ -f "$f" ] && [ -x "$f" ] || continue
             name=$(basename "$f")
             corpus=tests/fuzz/corpus/${name#fuzz_}
             work=$(mktemp -d)

@@ -54,7 +54,7 @@ def test_tcp_echo_and_half_close(tern):
     port = free_port()
     tern(simple_config(port, [e], mode="tcp"), [port])
     s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
-    payload = os.urandom(4 * 1024 * 1024)
+    payload = os.urandom(12 * 1024 * 1024)  # several times what one turn moves
     got = bytearray()
 
     def reader():
@@ -84,7 +84,7 @@ def test_tcp_idle_timeout(tern):
     assert s.recv(4) == b"ping"
     t0 = time.monotonic()
     assert s.recv(100) == b""  # closed by tern when idle
-    assert scaled(0.5) < time.monotonic() - t0 < scaled(4) + 1
+    assert 0.5 < time.monotonic() - t0 < scaled(4) + 1
     s.close()
     e.close()
 
