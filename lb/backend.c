@@ -88,10 +88,21 @@ rebuild(struct lb_wpool *wp, unsigned gen)
     /* Acquire pairs with the control thread's release when it publishes a
      * new slot: the slot's fields are complete before we read them. */
     size_t n = atomic_load_explicit(&p->nservers, memory_order_acquire);
+    /* The hashing algorithms keep their weights: their tables grow with the
+     * weight and a ramp would move keys around for nothing. */
+    int alg = p->cf->balance;
+    bool scaled = alg == LB_BAL_ROUNDROBIN || alg == LB_BAL_LEASTCONN || alg == LB_BAL_RANDOM2;
     for (size_t i = 0; i < n; i++) {
         struct lb_server *s = &p->servers[i];
-        wp->bs[i].weight =
-            lb_server_usable(s) ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        uint32_t w = lb_server_usable(s) ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        if (w && scaled) {
+            /* Weights in thousandths so that the slow-start ramp can give a
+             * fraction of even a weight-1 server's share; a ramping server
+             * keeps at least one unit so it is tried at all. */
+            uint32_t ramp = atomic_load_explicit(&s->ramp, memory_order_relaxed);
+            w *= ramp > 1000 ? 1000 : (ramp ? ramp : 1);
+        }
+        wp->bs[i].weight = w;
         wp->bs[i].id_hash = s->id_hash;
         wp->bs[i].active = &s->active;
     }

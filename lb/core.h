@@ -38,7 +38,14 @@ enum lb_srv_health { LB_HEALTH_UP = 0, LB_HEALTH_DOWN };
 
 /* Per-server counters. Relaxed atomics: they are statistics, not
  * synchronisation. */
+/* Upper bounds (ms) of the latency histogram buckets; one more bucket counts
+ * everything above the last bound. */
+#define LB_LAT_BUCKETS 14
+extern const double lb_lat_bounds_ms[LB_LAT_BUCKETS];
+
 struct lb_server_stats {
+    atomic_ulong lat[LB_LAT_BUCKETS + 1]; /* total request time, by bucket */
+    atomic_ulong lat_sum_us;
     atomic_ulong requests;
     atomic_ulong responses[6]; /* index status/100, 0 for "other" */
     atomic_ulong bytes_in, bytes_out;
@@ -55,6 +62,13 @@ struct lb_server {
     atomic_int state;   /* enum lb_srv_state */
     atomic_int health;  /* enum lb_srv_health */
     atomic_uint active; /* requests or tunnels using it now, all workers */
+    /* Consecutive failed connects or 5xx answers seen by the workers, reset
+     * by a success: the control thread's outlier detection reads it. */
+    atomic_uint consecutive_failures;
+    /* Slow start: share of the weight in effect, in thousandths (1000 =
+     * full), raised step by step by the control thread after a server comes
+     * up. */
+    atomic_uint ramp;
     struct lb_server_stats st;
     /* Control thread only. */
     bool dynamic;             /* added at runtime: name and addr.text are owned */
@@ -182,6 +196,8 @@ struct lb_bconn {
 int lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
                     size_t navoid);
 bool lb_server_usable(const struct lb_server *s);
+/* Counts one finished request's total time in the server's histogram. */
+void lb_server_observe(struct lb_server *s, uint64_t us);
 /* Returns an idle connection to server i if one is alive, else opens a new
  * non-blocking connection (connect in progress). NULL with errno on failure. */
 struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);

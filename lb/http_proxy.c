@@ -170,6 +170,13 @@ log_request(struct http_sess *s, const char *term)
                                   memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->st.bytes_in, s->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->st.bytes_out, s->bytes_out, memory_order_relaxed);
+        if (s->status) {
+            lb_server_observe(srv, lb_now_us(s->w->loop) - s->t_start);
+            if (s->status >= 500 && s->t_resp)
+                atomic_fetch_add_explicit(&srv->consecutive_failures, 1, memory_order_relaxed);
+            else if (s->t_resp)
+                atomic_store_explicit(&srv->consecutive_failures, 0, memory_order_relaxed);
+        }
     }
     if (!lb_accesslog_enabled())
         return;
@@ -323,6 +330,7 @@ connect_failed(struct http_sess *s)
 {
     struct lb_server *srv = s->b->srv;
     atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->consecutive_failures, 1, memory_order_relaxed);
     backend_release(s, false);
     if (s->tries <= pcf(s)->retries && s->tries < MAX_TRIES) {
         s->sout.head = 0;

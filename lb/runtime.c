@@ -15,6 +15,19 @@
 #include <string.h>
 #include <time.h>
 
+const double lb_lat_bounds_ms[LB_LAT_BUCKETS] = {1,   2.5, 5,    10,   25,   50,   100,
+                                                250, 500, 1000, 2500, 5000, 10000, 30000};
+
+void
+lb_server_observe(struct lb_server *s, uint64_t us)
+{
+    int i = 0;
+    while (i < LB_LAT_BUCKETS && (double)us > lb_lat_bounds_ms[i] * 1000.0)
+        i++;
+    atomic_fetch_add_explicit(&s->st.lat[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->st.lat_sum_us, us, memory_order_relaxed);
+}
+
 uint64_t
 lb_monotonic_ms(void)
 {
@@ -41,6 +54,7 @@ server_init(struct lb_server *s, char *name, const struct conf_addr *addr, uint3
     atomic_init(&s->weight, weight);
     atomic_init(&s->state, LB_SRV_UP);
     atomic_init(&s->health, LB_HEALTH_UP);
+    atomic_init(&s->ramp, 1000);
 }
 
 static int
@@ -315,6 +329,9 @@ lb_pools_drain_tick(struct lb_snapshot *snap, uint64_t now_ms)
 static void
 copy_stats(struct lb_server_stats *to, struct lb_server_stats *from)
 {
+    for (int k = 0; k <= LB_LAT_BUCKETS; k++)
+        atomic_store(&to->lat[k], atomic_load(&from->lat[k]));
+    atomic_store(&to->lat_sum_us, atomic_load(&from->lat_sum_us));
     atomic_store(&to->requests, atomic_load(&from->requests));
     for (int k = 0; k < 6; k++)
         atomic_store(&to->responses[k], atomic_load(&from->responses[k]));
@@ -357,6 +374,7 @@ lb_snapshot_carry_over(struct lb_snapshot *ns, struct lb_snapshot *os)
                 continue; /* a new server under an old name starts fresh */
             atomic_store(&n->state, st);
             atomic_store(&n->health, atomic_load(&o->health));
+            atomic_store(&n->ramp, atomic_load(&o->ramp));
             n->remove_when_drained = o->remove_when_drained;
             n->drain_deadline = o->drain_deadline;
             copy_stats(&n->st, &o->st);

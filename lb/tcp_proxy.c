@@ -295,6 +295,7 @@ sock_cb(struct ev_loop *loop, ev_io *io, int revents)
             lb_warn("pool %s server %s: connect to %s failed: %s", s->snap->pools[s->pool].cf->name,
                     s->srv->name, s->srv->addr.text, strerror(e));
             atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->srv->consecutive_failures, 1, memory_order_relaxed);
             atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
             s->srv = NULL;
             ev_io_stop(loop, &s->sio);
@@ -308,6 +309,7 @@ sock_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         s->connecting = false;
         s->t_connect = lb_now_us(loop);
+        atomic_store_explicit(&s->srv->consecutive_failures, 0, memory_order_relaxed);
         s->up.dst_wr = true;
         s->down.src_rd = true;
         s->up.src_rd = true;
