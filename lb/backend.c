@@ -11,9 +11,6 @@
  * sends bytes nobody asked for) makes it unusable, and it is closed at once
  * instead of being handed to the next request.
  */
-#include "lb/core.h"
-#include "lb/log.h"
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,24 +19,31 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lb/core.h"
+#include "lb/log.h"
+
 #define IDLE_PER_SERVER 256
 
-void
-lb_wpools_init(struct lb_worker *w)
+int
+lb_wpools_init(struct lb_wgen *g)
 {
-    struct lb_snapshot *s = w->snap;
-    w->wpools = calloc(s->npools ? s->npools : 1, sizeof(*w->wpools));
-    if (!w->wpools)
-        return;
+    struct lb_snapshot *s = g->snap;
+    g->wpools = calloc(s->npools ? s->npools : 1, sizeof(*g->wpools));
+    if (!g->wpools)
+        return -1;
     for (size_t i = 0; i < s->npools; i++) {
-        struct lb_wpool *wp = &w->wpools[i];
+        struct lb_wpool *wp = &g->wpools[i];
         size_t n = s->pools[i].capacity;
         wp->pool = &s->pools[i];
+        wp->gen = g;
         wp->bs = calloc(n, sizeof(*wp->bs));
         wp->idle = calloc(n, sizeof(*wp->idle));
         wp->nidle = calloc(n, sizeof(*wp->nidle));
         wp->bal = wp->pool->ops->create(n);
+        if (!wp->bs || !wp->idle || !wp->nidle || !wp->bal)
+            return -1; /* lb_wpools_free releases what was made */
     }
+    return 0;
 }
 
 static void
@@ -51,27 +55,37 @@ bconn_close(struct lb_bconn *b)
 }
 
 void
-lb_wpools_free(struct lb_worker *w)
+lb_wpools_close_idle(struct lb_wgen *g)
 {
-    if (!w->wpools)
-        return;
-    for (size_t i = 0; i < w->snap->npools; i++) {
-        struct lb_wpool *wp = &w->wpools[i];
+    for (size_t i = 0; g->wpools && i < g->snap->npools; i++) {
+        struct lb_wpool *wp = &g->wpools[i];
         for (size_t j = 0; wp->idle && j < wp->pool->capacity; j++) {
             while (wp->idle[j]) {
                 struct lb_bconn *b = wp->idle[j];
                 wp->idle[j] = b->next_idle;
                 bconn_close(b);
             }
+            wp->nidle[j] = 0;
         }
+    }
+}
+
+void
+lb_wpools_free(struct lb_wgen *g)
+{
+    if (!g->wpools)
+        return;
+    lb_wpools_close_idle(g);
+    for (size_t i = 0; i < g->snap->npools; i++) {
+        struct lb_wpool *wp = &g->wpools[i];
         if (wp->bal)
             wp->pool->ops->destroy(wp->bal);
         free(wp->bs);
         free(wp->idle);
         free(wp->nidle);
     }
-    free(w->wpools);
-    w->wpools = NULL;
+    free(g->wpools);
+    g->wpools = NULL;
 }
 
 bool
@@ -94,7 +108,8 @@ rebuild(struct lb_wpool *wp, unsigned gen)
     bool scaled = alg == LB_BAL_ROUNDROBIN || alg == LB_BAL_LEASTCONN || alg == LB_BAL_RANDOM2;
     for (size_t i = 0; i < n; i++) {
         struct lb_server *s = &p->servers[i];
-        uint32_t w = lb_server_usable(s) ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        uint32_t w =
+            lb_server_usable(s) ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
         if (w && scaled) {
             /* Weights in thousandths so that the slow-start ramp can give a
              * fraction of even a weight-1 server's share; a ramping server
@@ -218,7 +233,8 @@ lb_backend_put(struct lb_bconn *b, bool keep)
 
     ev_io_stop(b->w->loop, &b->io);
     b->owner = NULL;
-    if (!keep || b->w->draining || wp->nidle[i] >= IDLE_PER_SERVER || !lb_server_usable(b->srv)) {
+    if (!keep || b->w->draining || wp->gen->retired || wp->nidle[i] >= IDLE_PER_SERVER ||
+        !lb_server_usable(b->srv)) {
         bconn_close(b);
         return;
     }

@@ -12,15 +12,15 @@
 #ifndef LB_CORE_H
 #define LB_CORE_H
 
-#include "conf/config.h"
-#include "lb/balance.h"
-#include "lb/buf.h"
-
 #include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "conf/config.h"
+#include "lb/balance.h"
+#include "lb/buf.h"
 
 #define LB_MAX_WORKERS 256
 
@@ -102,20 +102,23 @@ struct lb_snapshot {
 };
 
 struct lb_worker;
+struct lb_wgen;
 
 /* A listening socket of one worker. */
 struct lb_listener {
     ev_io io;
     struct lb_worker *w;
+    struct lb_wgen *gen;
     const struct conf_listener *cf;
-    int index; /* into snapshot->conf->listeners */
-    int fd;
+    int index; /* into gen->snap->conf->listeners */
+    int fd;    /* -1 once closed or handed to the next generation */
     bool paused;
 };
 
 /* Per worker view of a pool: a balancer built for the current generation. */
 struct lb_wpool {
     struct lb_pool *pool;
+    struct lb_wgen *gen;
     void *bal;
     struct lb_bal_server *bs;
     unsigned generation;
@@ -125,24 +128,42 @@ struct lb_wpool {
     uint32_t *nidle;
 };
 
+/*
+ * What one worker runs for one configuration generation: its listening
+ * sockets, balancers and idle backend connections. Built by the control
+ * thread, handed over through the worker's pending list and used only by
+ * the worker after that. Sessions hold a reference, so a connection keeps the
+ * generation it started with; a retired generation is freed with its last
+ * session.
+ */
+struct lb_wgen {
+    struct lb_worker *w;
+    struct lb_snapshot *snap;
+    struct lb_listener *listeners;
+    size_t nlisteners;
+    struct lb_wpool *wpools;
+    unsigned refs; /* sessions, plus one while current; worker thread only */
+    bool retired;
+    struct lb_wgen *next_pending;
+};
+
 struct lb_accesslog;
 
 struct lb_worker {
     int id;
     pthread_t thread;
     struct ev_loop *loop;
-    ev_async wake; /* stop / drain / new snapshot, from the control thread */
+    ev_async wake; /* commands and new generations from the control thread */
     ev_prepare flush;
-    struct lb_snapshot *snap;
-    struct lb_listener *listeners;
-    size_t nlisteners;
-    struct lb_wpool *wpools;
+    struct lb_wgen *gen;               /* current generation */
+    _Atomic(struct lb_wgen *) pending; /* pushed by the control thread, LIFO */
     struct lb_bufpool bufs;
     uint64_t rng;
     uint32_t conns;     /* client connections open on this worker */
     uint32_t max_conns; /* this worker's share of global.max_connections */
-    atomic_int command; /* LB_CMD_* posted with wake */
+    atomic_int command; /* LB_CMD_* bits posted with wake */
     bool draining;
+    uint64_t drain_ms;
     ev_timer drain_timer;
     struct lb_accesslog *alog;
     struct lb_conn_list {
@@ -158,7 +179,7 @@ struct lb_conn_link {
     void (*force_close)(struct lb_conn_link *l);
 };
 
-enum { LB_CMD_NONE = 0, LB_CMD_DRAIN, LB_CMD_STOP };
+enum { LB_CMD_NONE = 0, LB_CMD_DRAIN = 1, LB_CMD_STOP = 2, LB_CMD_SWAP = 4 };
 
 /* runtime.c */
 struct lb_snapshot *lb_snapshot_new(struct conf *c);
@@ -169,6 +190,13 @@ void lb_snapshot_unref(struct lb_snapshot *s);
 int lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **out, int n);
 void lb_workers_command(struct lb_worker *ws, int n, int cmd);
 void lb_workers_join(struct lb_worker *ws, int n);
+/* Builds worker w's generation for snap with these listening sockets (one
+ * per listener of snap, owned by the generation from now on). Control
+ * thread. NULL on allocation failure (fds untouched). */
+struct lb_wgen *lb_wgen_new(struct lb_worker *w, struct lb_snapshot *snap, int *fds);
+/* Queues g for its worker, which switches to it on its next loop turn. */
+void lb_wgen_post(struct lb_wgen *g);
+void lb_wgen_unref(struct lb_wgen *g);
 void lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l);
 void lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l);
 void lb_worker_conn_closed(struct lb_worker *w);
@@ -178,6 +206,9 @@ uint64_t lb_worker_rand(struct lb_worker *w);
  * fds[w][l]. Returns 0 or -1 after logging which bind failed. */
 int lb_listeners_open(const struct conf *c, int nworkers, int ***fds_out);
 void lb_listeners_close(int **fds, int nworkers, size_t nlisteners);
+/* Opens one listening socket for l. Returns the fd or -errno. */
+int lb_listener_open_one(const struct conf_listener *l);
+bool lb_addr_equal(const struct conf_addr *a, const struct conf_addr *b);
 
 /* backend.c */
 struct lb_bconn {
@@ -203,8 +234,10 @@ void lb_server_observe(struct lb_server *s, uint64_t us);
 struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);
 /* Gives a connection back: kept idle for reuse when keep, else closed. */
 void lb_backend_put(struct lb_bconn *b, bool keep);
-void lb_wpools_init(struct lb_worker *w);
-void lb_wpools_free(struct lb_worker *w);
+int lb_wpools_init(struct lb_wgen *g);
+void lb_wpools_free(struct lb_wgen *g);
+/* Closes the idle backend connections of a generation being retired. */
+void lb_wpools_close_idle(struct lb_wgen *g);
 
 /* http_proxy.c / tcp_proxy.c: take ownership of an accepted socket. */
 void lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer);

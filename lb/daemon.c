@@ -8,10 +8,6 @@
  */
 #include "lb/daemon.h"
 
-#include "lb/accesslog.h"
-#include "lb/core.h"
-#include "lb/log.h"
-
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,13 +15,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lb/accesslog.h"
+#include "lb/admin.h"
+#include "lb/health.h"
+#include "lb/log.h"
+#include "lb/notify.h"
+#include "lb/privs.h"
+#include "lb/reload.h"
+#include "lb/runtime.h"
+
 struct daemon {
-    struct ev_loop *loop;
-    const char *path;
-    struct lb_snapshot *snap;
-    struct lb_worker *workers;
-    int nworkers;
+    struct lb_ctl ctl;
     ev_signal sigterm, sigint, sighup, sigusr1;
+    ev_timer tick;
     int exit_code;
 };
 
@@ -34,7 +36,8 @@ on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
     lb_info("SIGTERM: draining (listeners closed, requests in flight finish)");
-    lb_workers_command(d->workers, d->nworkers, LB_CMD_DRAIN);
+    lb_notify_stopping();
+    lb_workers_command(d->ctl.workers, d->ctl.nworkers, LB_CMD_DRAIN);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -43,14 +46,24 @@ on_sigint(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
     lb_info("SIGINT: stopping now");
-    lb_workers_command(d->workers, d->nworkers, LB_CMD_STOP);
+    lb_notify_stopping();
+    lb_workers_command(d->ctl.workers, d->ctl.nworkers, LB_CMD_STOP);
     ev_break(loop, EVBREAK_ALL);
 }
 
 static void
 on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    lb_warn("SIGHUP: configuration reload is not available in this build; nothing changed");
+    struct daemon *d = w->data;
+    lb_info("SIGHUP: reloading %s", d->ctl.conf_path);
+    lb_reload(&d->ctl);
+}
+
+static void
+on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct daemon *d = t->data;
+    lb_pools_drain_tick(d->ctl.snap, lb_monotonic_ms());
 }
 
 static void
@@ -66,9 +79,13 @@ on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
 int
 lb_daemon_run(const char *path)
 {
-    struct daemon d = {.path = path, .exit_code = 1};
+    struct daemon d = {.exit_code = 1};
+    struct lb_ctl *ctl = &d.ctl;
     struct conf *c = NULL;
     int **fds = NULL;
+    bool workers_up = false, admin_up = false, health_up = false;
+
+    ctl->conf_path = path;
     int errors = conf_load(path, stderr, &c);
     if (errors || !c) {
         fprintf(stderr, "tern: %s: %d error%s, not starting\n", path, errors,
@@ -85,61 +102,104 @@ lb_daemon_run(const char *path)
         conf_free(c);
         return 1;
     }
-    d.snap = lb_snapshot_new(c);
-    if (!d.snap) {
+    ctl->snap = lb_snapshot_new(c);
+    if (!ctl->snap) {
         conf_free(c);
         goto out;
     }
-    d.nworkers = c->global.workers > 0 ? c->global.workers : 1;
-    if (d.nworkers > LB_MAX_WORKERS)
-        d.nworkers = LB_MAX_WORKERS;
-    if (lb_listeners_open(c, d.nworkers, &fds) < 0)
+    ctl->nworkers = c->global.workers > 0 ? c->global.workers : 1;
+    if (ctl->nworkers > LB_MAX_WORKERS)
+        ctl->nworkers = LB_MAX_WORKERS;
+    if (lb_listeners_open(c, ctl->nworkers, &fds) < 0)
+        goto out;
+    /* Before any thread exists: capabilities are per thread. */
+    if (lb_privs_drop(c) < 0)
+        goto out;
+
+    /* Remember the socket numbers: reload hands the same sockets on. */
+    ctl->listen_fds = calloc((size_t)ctl->nworkers, sizeof(int *));
+    for (int w = 0; ctl->listen_fds && w < ctl->nworkers; w++) {
+        ctl->listen_fds[w] = malloc((c->nlisteners ? c->nlisteners : 1) * sizeof(int));
+        if (!ctl->listen_fds[w])
+            goto out;
+        memcpy(ctl->listen_fds[w], fds[w], c->nlisteners * sizeof(int));
+    }
+    if (!ctl->listen_fds)
         goto out;
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int r = lb_workers_start(d.snap, fds, &d.workers, d.nworkers);
+    int r = lb_workers_start(ctl->snap, fds, &ctl->workers, ctl->nworkers);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    lb_listeners_close(fds, d.nworkers, c->nlisteners);
+    lb_listeners_close(fds, ctl->nworkers, c->nlisteners);
     fds = NULL;
     if (r < 0)
         goto out;
+    workers_up = true;
 
-    d.loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    ctl->loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    if (lb_admin_start(ctl) < 0)
+        goto out;
+    admin_up = true;
+    if (lb_health_start(ctl) < 0)
+        goto out;
+    health_up = true;
+
     ev_signal_init(&d.sigterm, on_sigterm, SIGTERM);
     ev_signal_init(&d.sigint, on_sigint, SIGINT);
     ev_signal_init(&d.sighup, on_sighup, SIGHUP);
     ev_signal_init(&d.sigusr1, on_sigusr1, SIGUSR1);
     d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr1.data = &d;
-    ev_signal_start(d.loop, &d.sigterm);
-    ev_signal_start(d.loop, &d.sigint);
-    ev_signal_start(d.loop, &d.sighup);
-    ev_signal_start(d.loop, &d.sigusr1);
+    ev_signal_start(ctl->loop, &d.sigterm);
+    ev_signal_start(ctl->loop, &d.sigint);
+    ev_signal_start(ctl->loop, &d.sighup);
+    ev_signal_start(ctl->loop, &d.sigusr1);
+    /* Drains end on the control thread: a few checks a second is plenty next
+     * to drain bounds measured in seconds. */
+    ev_timer_init(&d.tick, on_tick, 0.2, 0.2);
+    d.tick.data = &d;
+    ev_timer_start(ctl->loop, &d.tick);
 
-    lb_info("tern %s started: %d worker%s, %zu listener%s, %zu pool%s", TERN_VERSION, d.nworkers,
-            d.nworkers == 1 ? "" : "s", c->nlisteners, c->nlisteners == 1 ? "" : "s", c->npools,
+    lb_info("tern %s started: %d worker%s, %zu listener%s, %zu pool%s", TERN_VERSION, ctl->nworkers,
+            ctl->nworkers == 1 ? "" : "s", c->nlisteners, c->nlisteners == 1 ? "" : "s", c->npools,
             c->npools == 1 ? "" : "s");
     for (size_t i = 0; i < c->nlisteners; i++)
         lb_info("listener %s: %s on %s", c->listeners[i].name,
                 c->listeners[i].mode == CONF_MODE_HTTP ? "http" : "tcp", c->listeners[i].bind.text);
 
-    ev_run(d.loop, 0);
+    lb_notify_ready();
+    ev_run(ctl->loop, 0);
 
-    lb_workers_join(d.workers, d.nworkers);
-    ev_signal_stop(d.loop, &d.sigterm);
-    ev_signal_stop(d.loop, &d.sigint);
-    ev_signal_stop(d.loop, &d.sighup);
-    ev_signal_stop(d.loop, &d.sigusr1);
-    ev_loop_destroy(d.loop);
-    lb_info("stopped");
+    ev_timer_stop(ctl->loop, &d.tick);
+    ev_signal_stop(ctl->loop, &d.sigterm);
+    ev_signal_stop(ctl->loop, &d.sigint);
+    ev_signal_stop(ctl->loop, &d.sighup);
+    ev_signal_stop(ctl->loop, &d.sigusr1);
     d.exit_code = 0;
 out:
+    if (health_up)
+        lb_health_stop(ctl);
+    if (admin_up)
+        lb_admin_stop(ctl);
+    if (workers_up) {
+        if (d.exit_code != 0)
+            lb_workers_command(ctl->workers, ctl->nworkers, LB_CMD_STOP);
+        lb_workers_join(ctl->workers, ctl->nworkers);
+    }
+    if (ctl->loop)
+        ev_loop_destroy(ctl->loop);
     if (fds)
-        lb_listeners_close(fds, d.nworkers, c->nlisteners);
-    if (d.snap)
-        lb_snapshot_unref(d.snap);
+        lb_listeners_close(fds, ctl->nworkers, c->nlisteners);
+    if (ctl->snap)
+        lb_snapshot_unref(ctl->snap);
+    free(ctl->last_reload.errors);
+    for (int w = 0; ctl->listen_fds && w < ctl->nworkers; w++)
+        free(ctl->listen_fds[w]);
+    free(ctl->listen_fds);
     lb_accesslog_close();
+    if (d.exit_code == 0)
+        lb_info("stopped");
     return d.exit_code;
 }

@@ -18,11 +18,6 @@
  * until the request ends: it is replayed when a reused backend connection
  * turns out to be closed, and it names the request in the access log.
  */
-#include "lb/accesslog.h"
-#include "lb/core.h"
-#include "lb/http1.h"
-#include "lb/log.h"
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +27,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "lb/accesslog.h"
+#include "lb/core.h"
+#include "lb/http1.h"
+#include "lb/log.h"
 
 enum { ST_HEAD, ST_CONNECT, ST_FORWARD, ST_TUNNEL, ST_LINGER };
 enum { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_CLOSE, BODY_TUNNEL };
@@ -46,7 +46,7 @@ struct http_sess {
     ev_timer timer;
     struct lb_listener *l;
     struct lb_worker *w;
-    struct lb_snapshot *snap;
+    struct lb_wgen *gen; /* holds a reference */
     struct lb_bconn *b;
     struct lb_buf cin, cout, sout, sin;
     int cfd;
@@ -79,6 +79,8 @@ struct http_sess {
 
 static void sess_run(struct http_sess *s);
 static void sess_close(struct http_sess *s);
+static struct lb_listener *successor(struct http_sess *s);
+static void migrate(struct http_sess *s, struct lb_listener *l);
 
 static const char *const err_text[] = {
     [0] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
@@ -143,7 +145,7 @@ lcf(const struct http_sess *s)
 static inline const struct conf_pool *
 pcf(const struct http_sess *s)
 {
-    return s->snap->pools[s->pool].cf;
+    return s->gen->snap->pools[s->pool].cf;
 }
 
 static void
@@ -161,7 +163,7 @@ arm_timer(struct http_sess *s, uint64_t ms)
 static void
 log_request(struct http_sess *s, const char *term)
 {
-    struct lb_pool *p = s->pool >= 0 ? &s->snap->pools[s->pool] : NULL;
+    struct lb_pool *p = s->pool >= 0 ? &s->gen->snap->pools[s->pool] : NULL;
     struct lb_server *srv = (p && s->srv >= 0) ? &p->servers[s->srv] : NULL;
 
     if (srv) {
@@ -256,7 +258,7 @@ static int
 backend_connect(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
-    struct lb_wpool *wp = &w->wpools[s->pool];
+    struct lb_wpool *wp = &s->gen->wpools[s->pool];
     uint64_t key;
 
     switch (pcf(s)->balance) {
@@ -504,7 +506,7 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
     if (!r->host.len && !r->minor_version) {
         /* HTTP/1.0 allows a missing Host; the backend still wants one. */
         puts_(&o, "Host: ");
-        puts_(&o, s->snap->pools[s->pool].servers[s->srv >= 0 ? s->srv : 0].addr.text);
+        puts_(&o, s->gen->snap->pools[s->pool].servers[s->srv >= 0 ? s->srv : 0].addr.text);
         puts_(&o, "\r\n");
     }
     if (s->upgrade)
@@ -607,6 +609,14 @@ start_request(struct http_sess *s)
     if (!lim.max_request_line || lim.max_request_line > lim.max_head)
         lim.max_request_line = lim.max_head;
 
+    if (s->gen != s->w->gen) {
+        /* A reload happened while this connection was idle. */
+        struct lb_listener *nl = successor(s);
+        if (!nl)
+            return send_error(s, 503);
+        migrate(s, nl);
+        cl = lcf(s);
+    }
     struct http1_request *r = alloca(sizeof(*r));
     ssize_t n = http1_parse_request(s->cin.data + s->cin.head, lb_buf_len(&s->cin), &lim, r);
     if (n == HTTP1_INCOMPLETE)
@@ -624,7 +634,7 @@ start_request(struct http_sess *s)
     s->pool = (int16_t)route(cl, r);
     if (s->pool < 0)
         return send_error(s, 503);
-    atomic_fetch_add_explicit(&s->snap->pools[s->pool].requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->gen->snap->pools[s->pool].requests, 1, memory_order_relaxed);
 
     if (r->f.chunked) {
         s->req_mode = BODY_CHUNKED;
@@ -736,6 +746,10 @@ response_head(struct http_sess *s)
         lb_buf_compact(&s->cout);
         if (!interim) {
             s->status = (uint16_t)r->status;
+            /* A listener removed by a reload takes no further request on
+             * this connection; tell the client before it sends one. */
+            if (s->gen != s->w->gen && !successor(s))
+                s->client_close = true;
             if (r->f.conn_close || (r->minor_version == 0 && !r->f.conn_keep_alive))
                 s->backend_close = true;
             if (r->status == 101) {
@@ -948,7 +962,7 @@ sess_free(struct http_sess *s)
     lb_buf_release(&w->bufs, &s->sout, true);
     lb_buf_release(&w->bufs, &s->sin, true);
     lb_worker_conn_del(w, &s->link);
-    lb_snapshot_unref(s->snap);
+    lb_wgen_unref(s->gen);
     free(s);
     lb_worker_conn_closed(w);
 }
@@ -961,6 +975,33 @@ sess_close(struct http_sess *s)
     else if (s->pool >= 0 && !s->resp_done && s->state != ST_LINGER && s->state != ST_TUNNEL)
         log_request(s, "cut");
     sess_free(s);
+}
+
+/* The listener of the worker's current generation that this session's
+ * listener became after a reload (same name and mode), or NULL. */
+static struct lb_listener *
+successor(struct http_sess *s)
+{
+    struct lb_wgen *g = s->w->gen;
+    for (size_t i = 0; i < g->nlisteners; i++) {
+        struct lb_listener *l = &g->listeners[i];
+        if (l->cf->mode == CONF_MODE_HTTP && strcmp(l->cf->name, lcf(s)->name) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+/* Moves a keep-alive connection to the current generation between two
+ * requests: the request that just ended ran on the configuration it started
+ * with, the next one runs on the new configuration. */
+static void
+migrate(struct http_sess *s, struct lb_listener *l)
+{
+    struct lb_wgen *old = s->gen;
+    s->l = l;
+    s->gen = l->gen;
+    s->gen->refs++;
+    lb_wgen_unref(old);
 }
 
 /* The response went out whole: recycle the backend connection and wait for
@@ -979,6 +1020,14 @@ finish_request(struct http_sess *s)
     if (s->client_close || w->draining) {
         sess_close(s);
         return false;
+    }
+    if (s->gen != w->gen) {
+        struct lb_listener *l = successor(s);
+        if (!l) {
+            sess_close(s);
+            return false;
+        }
+        migrate(s, l);
     }
     reset_request(s);
     s->state = ST_HEAD;
@@ -1387,8 +1436,8 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->l = l;
     s->w = w;
-    s->snap = w->snap;
-    lb_snapshot_ref(s->snap);
+    s->gen = l->gen;
+    s->gen->refs++;
     s->cfd = fd;
     s->peer_family = (uint8_t)peer->ss_family;
     if (peer->ss_family == AF_INET) {

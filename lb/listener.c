@@ -5,9 +5,6 @@
  * control thread before the workers start, so a port already in use is one
  * clear error at start-up instead of a worker dying later.
  */
-#include "lb/core.h"
-#include "lb/log.h"
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,8 +13,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int
-open_one(const struct conf_listener *l)
+#include "lb/core.h"
+#include "lb/log.h"
+
+bool
+lb_addr_equal(const struct conf_addr *a, const struct conf_addr *b)
+{
+    return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+int
+lb_listener_open_one(const struct conf_listener *l)
 {
     int one = 1;
     int fd = socket(l->bind.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -55,7 +61,7 @@ lb_listeners_open(const struct conf *c, int nworkers, int ***fds_out)
     }
     for (int w = 0; w < nworkers; w++) {
         for (size_t i = 0; i < c->nlisteners; i++) {
-            int fd = open_one(&c->listeners[i]);
+            int fd = lb_listener_open_one(&c->listeners[i]);
             if (fd < 0) {
                 lb_err("listener %s: cannot listen on %s: %s", c->listeners[i].name,
                        c->listeners[i].bind.text, strerror(-fd));

@@ -11,10 +11,10 @@
 #ifndef LB_RUNTIME_H
 #define LB_RUNTIME_H
 
-#include "lb/core.h"
-
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "lb/core.h"
 
 /* Slots reserved for servers added at runtime, per pool, beyond the
  * configured ones. A reload makes room again. */
@@ -28,6 +28,10 @@ struct lb_ctl {
     struct lb_snapshot *snap; /* current generation */
     struct lb_worker *workers;
     int nworkers;
+    /* Listening socket numbers of the current generation, [worker][listener].
+     * The workers own the sockets; reload reads the numbers to hand the same
+     * sockets to the next generation. */
+    int **listen_fds;
     /* Last reload attempt, for GET /api/v1/reload. */
     struct {
         double time; /* wall clock, 0: never */

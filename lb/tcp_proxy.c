@@ -9,10 +9,6 @@
  * answer) work as with a direct connection. The session ends when both
  * directions have ended, on an error, or after the idle timeout.
  */
-#include "lb/accesslog.h"
-#include "lb/core.h"
-#include "lb/log.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +18,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "lb/accesslog.h"
+#include "lb/core.h"
+#include "lb/log.h"
 
 #define PIPE_SIZE (256 * 1024)
 #define MAX_TRIES 8
@@ -43,7 +43,7 @@ struct tcp_sess {
     ev_timer timer;
     struct lb_listener *l;
     struct lb_worker *w;
-    struct lb_snapshot *snap;
+    struct lb_wgen *gen; /* holds a reference */
     struct lb_server *srv;
     int cfd, sfd;
     bool connecting;
@@ -67,7 +67,7 @@ tcp_free(struct tcp_sess *s, const char *why)
         struct lb_access a = {
             .client = client,
             .listener = s->l->cf->name,
-            .pool = s->snap->pools[s->pool].cf->name,
+            .pool = s->gen->snap->pools[s->pool].cf->name,
             .server = s->srv ? s->srv->name : NULL,
             .minor_version = -1,
             .bytes_in = s->up.bytes,
@@ -97,7 +97,7 @@ tcp_free(struct tcp_sess *s, const char *why)
             close(s->down.pipe[i]);
     }
     lb_worker_conn_del(w, &s->link);
-    lb_snapshot_unref(s->snap);
+    lb_wgen_unref(s->gen);
     free(s);
     lb_worker_conn_closed(w);
 }
@@ -120,7 +120,7 @@ static int
 tcp_connect(struct tcp_sess *s)
 {
     struct lb_worker *w = s->w;
-    struct lb_wpool *wp = &w->wpools[s->pool];
+    struct lb_wpool *wp = &s->gen->wpools[s->pool];
     const struct conf_pool *pc = wp->pool->cf;
     uint64_t key = pc->balance == LB_BAL_SOURCE_HASH
                        ? (s->peer.ss_family == AF_INET
@@ -292,8 +292,9 @@ sock_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (getsockopt(s->sfd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
             e = errno;
         if (e) {
-            lb_warn("pool %s server %s: connect to %s failed: %s", s->snap->pools[s->pool].cf->name,
-                    s->srv->name, s->srv->addr.text, strerror(e));
+            lb_warn("pool %s server %s: connect to %s failed: %s",
+                    s->gen->snap->pools[s->pool].cf->name, s->srv->name, s->srv->addr.text,
+                    strerror(e));
             atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&s->srv->consecutive_failures, 1, memory_order_relaxed);
             atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
@@ -301,7 +302,7 @@ sock_cb(struct ev_loop *loop, ev_io *io, int revents)
             ev_io_stop(loop, &s->sio);
             close(s->sfd);
             s->sfd = -1;
-            if (s->tries <= s->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
+            if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
                 tcp_connect(s);
             else
                 tcp_free(s, "connect");
@@ -331,7 +332,7 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct tcp_sess *s = (struct tcp_sess *)((char *)t - offsetof(struct tcp_sess, timer));
     if (s->connecting) {
-        lb_warn("pool %s server %s: connect timeout", s->snap->pools[s->pool].cf->name,
+        lb_warn("pool %s server %s: connect timeout", s->gen->snap->pools[s->pool].cf->name,
                 s->srv->name);
         atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
@@ -339,7 +340,7 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_io_stop(loop, &s->sio);
         close(s->sfd);
         s->sfd = -1;
-        if (s->tries <= s->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
+        if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
             tcp_connect(s);
         else
             tcp_free(s, "connect-timeout");
@@ -384,8 +385,8 @@ lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer
     fcntl(s->down.pipe[1], F_SETPIPE_SZ, PIPE_SIZE);
     s->l = l;
     s->w = w;
-    s->snap = w->snap;
-    lb_snapshot_ref(s->snap);
+    s->gen = l->gen;
+    s->gen->refs++;
     s->cfd = fd;
     s->pool = l->cf->pool_index;
     s->peer = *peer;

@@ -8,10 +8,6 @@
  * connections elsewhere, idle keep-alive connections are closed, and requests
  * in flight finish; whatever remains when the drain bound expires is cut.
  */
-#include "lb/accesslog.h"
-#include "lb/core.h"
-#include "lb/log.h"
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +16,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "lb/accesslog.h"
+#include "lb/core.h"
+#include "lb/log.h"
 
 #define ACCEPT_BATCH 64
 
@@ -49,8 +49,8 @@ lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l)
 static void
 listeners_pause(struct lb_worker *w, bool pause)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        struct lb_listener *l = &w->listeners[i];
+    for (size_t i = 0; i < w->gen->nlisteners; i++) {
+        struct lb_listener *l = &w->gen->listeners[i];
         if (l->fd < 0 || l->paused == pause)
             continue;
         l->paused = pause;
@@ -118,15 +118,130 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 }
 
 static void
-close_listeners(struct lb_worker *w)
+close_listeners(struct lb_wgen *g)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        struct lb_listener *l = &w->listeners[i];
+    for (size_t i = 0; i < g->nlisteners; i++) {
+        struct lb_listener *l = &g->listeners[i];
+        if (l->fd < 0)
+            continue;
+        ev_io_stop(g->w->loop, &l->io);
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void
+gen_free(struct lb_wgen *g)
+{
+    close_listeners(g);
+    lb_wpools_free(g);
+    free(g->listeners);
+    lb_snapshot_unref(g->snap);
+    free(g);
+}
+
+void
+lb_wgen_unref(struct lb_wgen *g)
+{
+    if (--g->refs == 0)
+        gen_free(g);
+}
+
+struct lb_wgen *
+lb_wgen_new(struct lb_worker *w, struct lb_snapshot *snap, int *fds)
+{
+    const struct conf *c = snap->conf;
+    struct lb_wgen *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->w = w;
+    g->snap = snap;
+    lb_snapshot_ref(snap);
+    g->refs = 1;
+    g->nlisteners = c->nlisteners;
+    g->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*g->listeners));
+    if (!g->listeners || lb_wpools_init(g) < 0) {
+        lb_wpools_free(g);
+        free(g->listeners);
+        lb_snapshot_unref(snap);
+        free(g);
+        return NULL;
+    }
+    for (size_t j = 0; j < c->nlisteners; j++) {
+        struct lb_listener *l = &g->listeners[j];
+        l->w = w;
+        l->gen = g;
+        l->cf = &c->listeners[j];
+        l->index = (int)j;
+        l->fd = fds[j];
+        ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+    }
+    return g;
+}
+
+void
+lb_wgen_post(struct lb_wgen *g)
+{
+    struct lb_worker *w = g->w;
+    struct lb_wgen *head = atomic_load(&w->pending);
+    do {
+        g->next_pending = head;
+    } while (!atomic_compare_exchange_weak(&w->pending, &head, g));
+    atomic_fetch_or(&w->command, LB_CMD_SWAP);
+    ev_async_send(w->loop, &w->wake);
+}
+
+/* Switches the worker to generation g: listening sockets that g inherited
+ * stay open (no connection is refused during a reload), the others close;
+ * sessions of the old generation finish on it. */
+static void
+swap_to(struct lb_worker *w, struct lb_wgen *g)
+{
+    struct lb_wgen *old = w->gen;
+    for (size_t i = 0; i < old->nlisteners; i++) {
+        struct lb_listener *l = &old->listeners[i];
         if (l->fd < 0)
             continue;
         ev_io_stop(w->loop, &l->io);
-        close(l->fd);
+        bool kept = false;
+        for (size_t j = 0; j < g->nlisteners; j++)
+            kept |= g->listeners[j].fd == l->fd;
+        if (!kept)
+            close(l->fd);
         l->fd = -1;
+    }
+    old->retired = true;
+    lb_wpools_close_idle(old);
+    w->gen = g;
+    bool pause = w->conns >= w->max_conns;
+    for (size_t j = 0; j < g->nlisteners; j++) {
+        struct lb_listener *l = &g->listeners[j];
+        if (w->draining) {
+            close(l->fd);
+            l->fd = -1;
+        } else if (pause) {
+            l->paused = true;
+        } else {
+            ev_io_start(w->loop, &l->io);
+        }
+    }
+    lb_wgen_unref(old);
+}
+
+static void
+apply_pending(struct lb_worker *w)
+{
+    struct lb_wgen *list = atomic_exchange(&w->pending, NULL), *fifo = NULL;
+    while (list) { /* the control thread pushed newest first */
+        struct lb_wgen *next = list->next_pending;
+        list->next_pending = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        struct lb_wgen *next = fifo->next_pending;
+        swap_to(w, fifo);
+        fifo = next;
     }
 }
 
@@ -147,7 +262,7 @@ start_drain(struct lb_worker *w)
     if (w->draining)
         return;
     w->draining = true;
-    close_listeners(w);
+    close_listeners(w->gen);
     struct lb_conn_link *l = w->conns_list.next;
     while (l) {
         struct lb_conn_link *next = l->next;
@@ -159,7 +274,7 @@ start_drain(struct lb_worker *w)
         ev_break(w->loop, EVBREAK_ALL);
         return;
     }
-    ev_timer_init(&w->drain_timer, drain_timeout_cb, 30.0, 0.);
+    ev_timer_init(&w->drain_timer, drain_timeout_cb, (double)w->drain_ms / 1000.0, 0.);
     ev_timer_start(w->loop, &w->drain_timer);
 }
 
@@ -168,12 +283,14 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct lb_worker *w = (struct lb_worker *)((char *)a - offsetof(struct lb_worker, wake));
     int cmd = atomic_exchange(&w->command, LB_CMD_NONE);
-    if (cmd == LB_CMD_DRAIN) {
-        start_drain(w);
-    } else if (cmd == LB_CMD_STOP) {
+    if (cmd & LB_CMD_SWAP)
+        apply_pending(w);
+    if (cmd & LB_CMD_STOP) {
         while (w->conns_list.next)
             w->conns_list.next->force_close(w->conns_list.next);
         ev_break(loop, EVBREAK_ALL);
+    } else if (cmd & LB_CMD_DRAIN) {
+        start_drain(w);
     }
 }
 
@@ -189,7 +306,8 @@ worker_main(void *arg)
 {
     struct lb_worker *w = arg;
     ev_run(w->loop, 0);
-    close_listeners(w);
+    apply_pending(w); /* generations posted too late still own sockets */
+    close_listeners(w->gen);
     while (w->conns_list.next)
         w->conns_list.next->force_close(w->conns_list.next);
     lb_accesslog_worker_free(w);
@@ -215,26 +333,18 @@ lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **
             lb_err("worker %d: cannot create an epoll event loop", i);
             goto fail;
         }
-        w->snap = snap;
-        lb_snapshot_ref(snap);
         w->max_conns = per_worker;
+        w->drain_ms = 30000;
         w->bufs.max_free = 1024;
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)getpid();
         atomic_init(&w->command, LB_CMD_NONE);
-        lb_wpools_init(w);
-        w->nlisteners = c->nlisteners;
-        w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
-        if (!w->listeners)
+        atomic_init(&w->pending, NULL);
+        w->gen = lb_wgen_new(w, snap, listen_fds[i]);
+        if (!w->gen)
             goto fail;
         for (size_t j = 0; j < c->nlisteners; j++) {
-            struct lb_listener *l = &w->listeners[j];
-            l->w = w;
-            l->cf = &c->listeners[j];
-            l->index = (int)j;
-            l->fd = listen_fds[i][j];
-            listen_fds[i][j] = -1; /* the worker owns it now */
-            ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
-            ev_io_start(w->loop, &l->io);
+            listen_fds[i][j] = -1; /* the generation owns it now */
+            ev_io_start(w->loop, &w->gen->listeners[j].io);
         }
         ev_async_init(&w->wake, wake_cb);
         ev_async_start(w->loop, &w->wake);
@@ -244,24 +354,29 @@ lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **
     for (int i = 0; i < n; i++) {
         if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) {
             lb_err("cannot start worker thread %d", i);
-            lb_workers_command(ws, i, LB_CMD_STOP);
-            lb_workers_join(ws, i);
-            return -1;
+            goto fail_threads;
         }
     }
     *out = ws;
     return 0;
+
+fail_threads:
+    /* Stop the threads that started; the rest never ran. */
+    for (int i = 0; i < n; i++) {
+        if (ws[i].thread) {
+            atomic_store(&ws[i].command, LB_CMD_STOP);
+            ev_async_send(ws[i].loop, &ws[i].wake);
+            pthread_join(ws[i].thread, NULL);
+        }
+    }
 fail:
     for (int i = 0; i < n; i++) {
         struct lb_worker *w = &ws[i];
-        if (!w->loop)
-            continue;
-        close_listeners(w);
-        lb_wpools_free(w);
-        free(w->listeners);
-        ev_loop_destroy(w->loop);
-        if (w->snap)
-            lb_snapshot_unref(w->snap);
+        if (w->gen)
+            lb_wgen_unref(w->gen);
+        if (w->loop)
+            ev_loop_destroy(w->loop);
+        lb_bufpool_destroy(&w->bufs);
     }
     free(ws);
     return -1;
@@ -271,7 +386,7 @@ void
 lb_workers_command(struct lb_worker *ws, int n, int cmd)
 {
     for (int i = 0; i < n; i++) {
-        atomic_store(&ws[i].command, cmd);
+        atomic_fetch_or(&ws[i].command, cmd);
         ev_async_send(ws[i].loop, &ws[i].wake);
     }
 }
@@ -282,11 +397,9 @@ lb_workers_join(struct lb_worker *ws, int n)
     for (int i = 0; i < n; i++) {
         struct lb_worker *w = &ws[i];
         pthread_join(w->thread, NULL);
-        lb_wpools_free(w);
+        lb_wgen_unref(w->gen);
         lb_bufpool_destroy(&w->bufs);
-        free(w->listeners);
         ev_loop_destroy(w->loop);
-        lb_snapshot_unref(w->snap);
     }
     free(ws);
 }

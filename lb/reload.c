@@ -1,0 +1,195 @@
+/*
+ * Configuration reload (see reload.h).
+ *
+ * Everything that can fail happens before anything is handed over: the file
+ * is loaded and validated, the new snapshot built, new listening sockets
+ * opened and each worker's new generation allocated. Only then are the
+ * generations posted, so a failed reload leaves the running configuration
+ * exactly as it was.
+ *
+ * Listeners are matched by bind address: a listener whose address stays
+ * keeps its sockets (the kernel's accept queues are never closed, so no
+ * connection is refused while reloading), even when its name, mode or pool
+ * changed. Listeners that disappear close their sockets when the workers
+ * switch; their connections finish on the old generation.
+ */
+#include "lb/reload.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lb/accesslog.h"
+#include "lb/admin.h"
+#include "lb/health.h"
+#include "lb/log.h"
+
+static void
+record(struct lb_ctl *ctl, bool ok, char *errors)
+{
+    free(ctl->last_reload.errors);
+    ctl->last_reload.errors = ok ? NULL : errors;
+    if (ok)
+        free(errors);
+    ctl->last_reload.ok = ok;
+    ctl->last_reload.time = ev_time();
+}
+
+static void
+free_fds(int **fds, int nworkers)
+{
+    for (int w = 0; fds && w < nworkers; w++)
+        free(fds[w]);
+    free(fds);
+}
+
+static bool
+same_string(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Log destinations may move with a reload; a failure keeps the old ones. */
+static void
+reopen_logs(const struct conf *old, const struct conf *c)
+{
+    if (!same_string(old->global.log, c->global.log) && lb_log_open(c->global.log) < 0)
+        lb_err("reload: cannot open log %s; keeping the old one", c->global.log);
+    if (!same_string(old->global.access_log, c->global.access_log) &&
+        lb_accesslog_open(c->global.access_log) < 0)
+        lb_err("reload: cannot open access log %s; keeping the old one", c->global.access_log);
+}
+
+int
+lb_reload(struct lb_ctl *ctl)
+{
+    const struct conf *oc = ctl->snap->conf;
+    int nw = ctl->nworkers;
+    char *errbuf = NULL;
+    size_t errlen = 0;
+    struct conf *c = NULL;
+    struct lb_snapshot *ns = NULL;
+    struct lb_wgen **gens = NULL;
+    int **nfds = NULL;
+    bool *opened = NULL;
+
+    FILE *err = open_memstream(&errbuf, &errlen);
+    if (!err) {
+        lb_err("reload: out of memory");
+        return -1;
+    }
+    int nerr = conf_load(ctl->conf_path, err, &c);
+    fclose(err);
+    if (nerr || !c) {
+        lb_err("reload of %s refused, the running configuration is unchanged:", ctl->conf_path);
+        for (const char *line = errbuf; line && *line;) {
+            const char *nl = strchr(line, '\n');
+            int len = nl ? (int)(nl - line) : (int)strlen(line);
+            lb_err("  %.*s", len, line);
+            line = nl ? nl + 1 : NULL;
+        }
+        record(ctl, false, errbuf);
+        return -1;
+    }
+    free(errbuf);
+    errbuf = NULL;
+
+    if (c->global.workers != oc->global.workers)
+        lb_warn("reload: global.workers changed (%d -> %d); that takes a restart, keeping %d",
+                oc->global.workers, c->global.workers, nw);
+
+    ns = lb_snapshot_new(c);
+    if (!ns) {
+        conf_free(c);
+        errbuf = strdup("cannot build the new runtime state (out of memory)\n");
+        goto fail;
+    }
+    nfds = calloc((size_t)nw, sizeof(*nfds));
+    opened = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*opened));
+    gens = calloc((size_t)nw, sizeof(*gens));
+    if (!nfds || !opened || !gens)
+        goto oom;
+    for (int w = 0; w < nw; w++) {
+        nfds[w] = malloc((c->nlisteners ? c->nlisteners : 1) * sizeof(int));
+        if (!nfds[w])
+            goto oom;
+        for (size_t j = 0; j < c->nlisteners; j++)
+            nfds[w][j] = -1;
+    }
+    for (size_t j = 0; j < c->nlisteners; j++) {
+        const struct conf_listener *nl = &c->listeners[j];
+        size_t i;
+        for (i = 0; i < oc->nlisteners; i++)
+            if (lb_addr_equal(&oc->listeners[i].bind, &nl->bind))
+                break;
+        if (i < oc->nlisteners) {
+            for (int w = 0; w < nw; w++)
+                nfds[w][j] = ctl->listen_fds[w][i];
+            continue;
+        }
+        opened[j] = true;
+        for (int w = 0; w < nw; w++) {
+            int fd = lb_listener_open_one(nl);
+            if (fd < 0) {
+                char msg[512];
+                snprintf(msg, sizeof(msg), "%s: listener %s: cannot listen on %s: %s\n",
+                         ctl->conf_path, nl->name, nl->bind.text, strerror(-fd));
+                errbuf = strdup(msg);
+                goto fail;
+            }
+            nfds[w][j] = fd;
+        }
+    }
+    for (int w = 0; w < nw; w++) {
+        gens[w] = lb_wgen_new(&ctl->workers[w], ns, nfds[w]);
+        if (!gens[w])
+            goto oom;
+    }
+
+    /* Nothing can fail from here on. */
+    lb_snapshot_carry_over(ns, ctl->snap);
+    reopen_logs(oc, c);
+    for (int w = 0; w < nw; w++)
+        lb_wgen_post(gens[w]);
+    struct lb_snapshot *old = ctl->snap;
+    ctl->snap = ns;
+    free_fds(ctl->listen_fds, nw);
+    ctl->listen_fds = nfds;
+    free(gens);
+    free(opened);
+    lb_admin_reloaded(ctl);
+    lb_health_reloaded(ctl);
+    lb_snapshot_unref(old);
+    record(ctl, true, NULL);
+    lb_info("reload: %s in effect (%zu listener%s, %zu pool%s)", ctl->conf_path, c->nlisteners,
+            c->nlisteners == 1 ? "" : "s", c->npools, c->npools == 1 ? "" : "s");
+    return 0;
+
+oom:
+    errbuf = strdup("out of memory while preparing the new configuration\n");
+fail:
+    /* Generations not posted own nothing yet: detach their sockets before
+     * freeing them, then close only the sockets this attempt opened. */
+    for (int w = 0; gens && w < nw; w++) {
+        if (!gens[w])
+            continue;
+        for (size_t j = 0; j < gens[w]->nlisteners; j++)
+            gens[w]->listeners[j].fd = -1;
+        lb_wgen_unref(gens[w]);
+    }
+    for (int w = 0; nfds && w < nw; w++)
+        for (size_t j = 0; nfds[w] && opened && j < ns->conf->nlisteners; j++)
+            if (opened[j] && nfds[w][j] >= 0)
+                close(nfds[w][j]);
+    free_fds(nfds, nw);
+    free(gens);
+    free(opened);
+    if (ns)
+        lb_snapshot_unref(ns);
+    lb_err("reload of %s failed, the running configuration is unchanged: %s", ctl->conf_path,
+           errbuf ? errbuf : "?");
+    record(ctl, false, errbuf);
+    return -1;
+}

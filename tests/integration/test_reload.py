@@ -1,0 +1,153 @@
+"""Hot reload: SIGHUP applies a valid file with nothing lost, refuses an
+invalid one with nothing changed."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import free_port, raw_exchange, scaled, status_of, wait_port
+
+
+def get(port, path="/", conn=None, headers=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(5))
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    return r.status, r.read(), c
+
+
+def cfg(listeners, pools, extra=""):
+    out = "global:\n  workers: 2\n" + extra + "listeners:\n"
+    for name, port, pool in listeners:
+        out += f"  - {{ name: {name}, bind: 127.0.0.1:{port}, pool: {pool} }}\n"
+    out += "pools:\n"
+    for name, servers in pools.items():
+        out += f"  {name}:\n    servers:\n"
+        for b in servers:
+            out += f"      - {{ name: {b.name}, address: {b.address} }}\n"
+        if not servers:
+            out = out.replace(f"  {name}:\n    servers:\n", f"  {name}:\n    servers: []\n")
+    return out
+
+
+def reload(t, text, wait=0.3):
+    with open(t.conf, "w") as f:
+        f.write(text)
+    t.proc.send_signal(signal.SIGHUP)
+    time.sleep(scaled(wait))
+
+
+def test_reload_changes_pool_servers_and_keeps_connections(backends, tern):
+    b1, b2 = backends(2)
+    port = free_port()
+    t = tern(cfg([("web", port, "web")], {"web": [b1]}), [port])
+    st, body, conn = get(port)
+    assert body == b"b1\n"
+    reload(t, cfg([("web", port, "web")], {"web": [b2]}))
+    # The same client connection goes on, now on the new configuration.
+    st, body, conn = get(port, conn=conn)
+    assert st == 200 and body == b"b2\n"
+    st, body, _ = get(port)
+    assert body == b"b2\n"
+    assert "reload:" in t.log() and "in effect" in t.log()
+
+
+def test_reload_adds_and_removes_listeners(backends, tern):
+    (b1,) = backends(1)
+    p1, p2 = free_port(), free_port()
+    t = tern(cfg([("a", p1, "web")], {"web": [b1]}), [p1])
+    reload(t, cfg([("a", p1, "web"), ("b", p2, "web")], {"web": [b1]}))
+    assert wait_port(p2)
+    assert get(p2)[0] == 200
+    reload(t, cfg([("b", p2, "web")], {"web": [b1]}))
+    time.sleep(scaled(0.2))
+    try:
+        socket.create_connection(("127.0.0.1", p1), timeout=1).close()
+        refused = False
+    except ConnectionRefusedError:
+        refused = True
+    assert refused
+    assert get(p2)[0] == 200
+
+
+def test_invalid_reload_changes_nothing(backends, tern):
+    (b1,) = backends(1)
+    port = free_port()
+    good = cfg([("web", port, "web")], {"web": [b1]})
+    t = tern(good, [port])
+    reload(t, good.replace("servers:", "servres:"))
+    assert get(port)[1] == b"b1\n"
+    log = t.log()
+    assert "refused" in log and "tern.yaml:" in log and "servres" in log
+    assert t.proc.poll() is None
+
+
+def test_reload_onto_a_busy_port_fails_cleanly(backends, tern):
+    (b1,) = backends(1)
+    port = free_port()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    bport = busy.getsockname()[1]
+    t = tern(cfg([("web", port, "web")], {"web": [b1]}), [port])
+    reload(t, cfg([("web", port, "web"), ("x", bport, "web")], {"web": [b1]}))
+    busy.close()
+    assert "Address already in use" in t.log()
+    assert get(port)[1] == b"b1\n"
+
+
+def test_server_state_carries_over(backends, tern):
+    b1, b2 = backends(2)
+    port = free_port()
+    text = cfg([("web", port, "web")], {"web": [b1, b2]})
+    t = tern(text, [port])
+    for _ in range(4):
+        get(port)[2].close()
+    # Kill b2: its connect errors are counted; after reload the pool works.
+    reload(t, text.replace("workers: 2", "workers: 2\n  max_connections: 5000"))
+    bodies = {get(port)[1] for _ in range(6)}
+    assert bodies == {b"b1\n", b"b2\n"}
+
+
+def run_wrk(port, seconds, extra=()):
+    return subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", *extra, f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=scaled(seconds * 3 + 20),
+    ).stdout
+
+
+def test_reloads_under_load_lose_nothing(backends, tern):
+    b1, b2 = backends(2)
+    port = free_port()
+    a = cfg([("web", port, "web")], {"web": [b1]})
+    b = cfg([("web", port, "web")], {"web": [b1, b2]})
+    t = tern(a, [port])
+    results = {}
+
+    def load(name, extra):
+        results[name] = run_wrk(port, 6, extra)
+
+    threads = [
+        threading.Thread(target=load, args=("keepalive", ())),
+        threading.Thread(target=load, args=("close", ("-H", "Connection: close"))),
+    ]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    n = 0
+    deadline = time.monotonic() + 4.5
+    while time.monotonic() < deadline and n < 100:
+        with open(t.conf, "w") as f:
+            f.write(b if n % 2 else a)
+        t.proc.send_signal(signal.SIGHUP)
+        n += 1
+        time.sleep(0.04)
+    for th in threads:
+        th.join()
+    assert n >= 20
+    for name, out in results.items():
+        assert "requests in" in out, out
+        assert "Non-2xx" not in out and "Socket errors" not in out, (name, out)
+    assert t.log().count("in effect") == n
