@@ -78,6 +78,8 @@ lb_wpools_free(struct lb_wgen *g)
     lb_wpools_close_idle(g);
     for (size_t i = 0; i < g->snap->npools; i++) {
         struct lb_wpool *wp = &g->wpools[i];
+        if (ev_is_active(&wp->queue_timer))
+            ev_timer_stop(g->w->loop, &wp->queue_timer);
         if (wp->bal)
             wp->pool->ops->destroy(wp->bal);
         free(wp->bs);
@@ -138,27 +140,29 @@ lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const in
     unsigned gen = atomic_load_explicit(&wp->pool->generation, memory_order_acquire);
     if ((!wp->built || gen != wp->generation) && rebuild(wp, gen) < 0)
         return -1;
+    int tried[64];
+    bool saw_full = false;
+    if (navoid > 32)
+        navoid = 32;
+    memcpy(tried, avoid, navoid * sizeof(int));
     for (;;) {
-        int i = wp->pool->ops->pick(wp->bal, wp->bs, wp->n, key, avoid, navoid);
+        int i = wp->pool->ops->pick(wp->bal, wp->bs, wp->n, key, tried, navoid);
         if (i < 0)
-            return -1;
+            return saw_full ? LB_PICK_FULL : -1;
         struct lb_server *s = &wp->pool->servers[i];
         if (!s->max_connections ||
             atomic_load_explicit(&s->active, memory_order_relaxed) < s->max_connections)
             return i;
-        /* Full server: try the others, each once. */
-        if (navoid >= 64)
-            return -1;
-        int *a = alloca((navoid + 1) * sizeof(int));
-        memcpy(a, avoid, navoid * sizeof(int));
-        a[navoid] = i;
-        /* When the balancer ignores a full avoid list it returns an avoided
-         * index again: every server is full then. */
+        /* Full: try the others, each once. A balancer handed an avoid list
+         * covering every usable server returns one of them anyway: when that
+         * one is full too, all are. */
+        saw_full = true;
         for (size_t k = 0; k < navoid; k++)
-            if (avoid[k] == i)
-                return -1;
-        avoid = a;
-        navoid++;
+            if (tried[k] == i)
+                return LB_PICK_FULL;
+        if (navoid >= 64)
+            return LB_PICK_FULL;
+        tried[navoid++] = i;
     }
 }
 
@@ -243,4 +247,65 @@ lb_backend_put(struct lb_bconn *b, bool keep)
     b->next_idle = wp->idle[i];
     wp->idle[i] = b;
     wp->nidle[i]++;
+}
+
+static void
+queue_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct lb_wpool *wp = (struct lb_wpool *)((char *)t - offsetof(struct lb_wpool, queue_timer));
+    /* Retry every waiting request once: each either gets a server, stays
+     * queued (moved back to its place by its retry) or has left. */
+    uint32_t n = wp->queued;
+    while (n-- && wp->queue_head)
+        lb_queue_kick(wp);
+    if (!wp->queued)
+        ev_timer_stop(loop, t);
+}
+
+bool
+lb_queue_add(struct lb_wpool *wp, struct lb_queued *q)
+{
+    uint32_t cap = wp->pool->cf->queue_size;
+    if (wp->queued >= cap)
+        return false;
+    q->next = NULL;
+    q->prev = wp->queue_tail;
+    if (wp->queue_tail)
+        wp->queue_tail->next = q;
+    else
+        wp->queue_head = q;
+    wp->queue_tail = q;
+    wp->queued++;
+    if (!ev_is_active(&wp->queue_timer)) {
+        ev_timer_init(&wp->queue_timer, queue_poll_cb, 0.02, 0.02);
+        ev_timer_start(wp->gen->w->loop, &wp->queue_timer);
+    }
+    return true;
+}
+
+void
+lb_queue_del(struct lb_wpool *wp, struct lb_queued *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        wp->queue_head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        wp->queue_tail = q->prev;
+    q->next = q->prev = NULL;
+    wp->queued--;
+    if (!wp->queued && ev_is_active(&wp->queue_timer))
+        ev_timer_stop(wp->gen->w->loop, &wp->queue_timer);
+}
+
+void
+lb_queue_kick(struct lb_wpool *wp)
+{
+    struct lb_queued *q = wp->queue_head;
+    if (!q)
+        return;
+    lb_queue_del(wp, q);
+    q->retry(q);
 }

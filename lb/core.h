@@ -126,6 +126,16 @@ struct lb_wpool {
     bool built;
     struct lb_bconn **idle; /* per server: idle keep-alive backend connections */
     uint32_t *nidle;
+    /* Requests waiting for a server slot (max_connections), oldest first. */
+    struct lb_queued *queue_head, *queue_tail;
+    uint32_t queued;
+    ev_timer queue_timer;
+};
+
+/* A request waiting in a pool's queue; embedded in the session. */
+struct lb_queued {
+    struct lb_queued *next, *prev;
+    void (*retry)(struct lb_queued *q); /* try to get a server again */
 };
 
 /*
@@ -223,7 +233,10 @@ struct lb_bconn {
     bool reused;
 };
 
-/* Picks a usable server of pool wp (not in avoid). Returns the index or -1. */
+#define LB_PICK_FULL (-2)
+/* Picks a usable server of pool wp (not in avoid). Returns the index, -1 when
+ * no server is usable, or LB_PICK_FULL when every usable one is at its
+ * max_connections (the request may wait in the pool's queue). */
 int lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
                     size_t navoid);
 bool lb_server_usable(const struct lb_server *s);
@@ -234,6 +247,13 @@ void lb_server_observe(struct lb_server *s, uint64_t us);
 struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);
 /* Gives a connection back: kept idle for reuse when keep, else closed. */
 void lb_backend_put(struct lb_bconn *b, bool keep);
+/* Queues q on wp (false when the queue is full). A slot freed on this worker
+ * retries the oldest at once; slots freed by other workers are noticed by a
+ * short poll while the queue is not empty. */
+bool lb_queue_add(struct lb_wpool *wp, struct lb_queued *q);
+void lb_queue_del(struct lb_wpool *wp, struct lb_queued *q);
+/* Retries the oldest waiting request, if any. */
+void lb_queue_kick(struct lb_wpool *wp);
 int lb_wpools_init(struct lb_wgen *g);
 void lb_wpools_free(struct lb_wgen *g);
 /* Closes the idle backend connections of a generation being retired. */

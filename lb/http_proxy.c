@@ -33,7 +33,7 @@
 #include "lb/http1.h"
 #include "lb/log.h"
 
-enum { ST_HEAD, ST_CONNECT, ST_FORWARD, ST_TUNNEL, ST_LINGER };
+enum { ST_HEAD, ST_QUEUED, ST_CONNECT, ST_FORWARD, ST_TUNNEL, ST_LINGER };
 enum { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_CLOSE, BODY_TUNNEL };
 
 #define MAX_TRIES 8
@@ -48,6 +48,7 @@ struct http_sess {
     struct lb_worker *w;
     struct lb_wgen *gen; /* holds a reference */
     struct lb_bconn *b;
+    struct lb_queued q; /* while waiting for a server slot */
     struct lb_buf cin, cout, sout, sin;
     int cfd;
     uint8_t state;
@@ -60,6 +61,7 @@ struct http_sess {
     bool backend_close;
     bool req_done, resp_head_done, resp_done, upgrade;
     bool head_timer; /* the header timeout runs (not reset by activity) */
+    bool queued;     /* in the pool's queue (state ST_QUEUED) */
     bool any_resp_sent;
     int16_t pool;
     int16_t srv;
@@ -245,7 +247,11 @@ backend_release(struct http_sess *s, bool keep)
     ev_io_stop(s->w->loop, &s->bio);
     atomic_fetch_sub_explicit(&b->srv->active, 1, memory_order_relaxed);
     s->b = NULL;
+    struct lb_wpool *wp = b->wp;
     lb_backend_put(b, keep);
+    /* A slot is free: the oldest request waiting for one goes first. */
+    if (wp->queued)
+        lb_queue_kick(wp);
 }
 
 static void backend_cb(struct ev_loop *loop, ev_io *io, int revents);
@@ -284,6 +290,17 @@ backend_connect(struct http_sess *s)
         for (int i = 0; i < s->tries; i++)
             avoid[i] = s->avoid[i];
         int i = lb_backend_pick(w, wp, key, avoid, s->tries);
+        if (i == LB_PICK_FULL && s->state == ST_QUEUED) {
+            if (lb_queue_add(wp, &s->q)) {
+                s->queued = true;
+                return 0;
+            }
+        } else if (i == LB_PICK_FULL && lb_queue_add(wp, &s->q)) {
+            s->queued = true;
+            s->state = ST_QUEUED;
+            arm_timer(s, pcf(s)->timeout_queue);
+            return 0;
+        }
         if (i < 0) {
             atomic_fetch_add_explicit(&wp->pool->no_server, 1, memory_order_relaxed);
             return send_error(s, 503);
@@ -953,6 +970,8 @@ static void
 sess_free(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
+    if (s->queued)
+        lb_queue_del(&s->gen->wpools[s->pool], &s->q);
     ev_io_stop(w->loop, &s->cio);
     ev_timer_stop(w->loop, &s->timer);
     backend_release(s, false);
@@ -1056,6 +1075,7 @@ update_watchers(struct http_sess *s)
         if (!s->c_rd && !s->c_eof)
             cev |= EV_READ;
         break;
+    case ST_QUEUED:
     case ST_CONNECT:
         /* bio waits for EV_WRITE (set by backend_connect); the client is not
          * read until the request can go somewhere. */
@@ -1202,6 +1222,12 @@ sess_run(struct http_sess *s)
             break;
         }
 
+        if (s->state == ST_QUEUED) {
+            if (s->queued)
+                break;
+            backend_connect(s); /* a slot was freed: try again */
+            continue;
+        }
         if (s->state == ST_CONNECT)
             break;
 
@@ -1388,6 +1414,15 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             sess_free(s); /* idle keep-alive connection */
         }
         return;
+    case ST_QUEUED:
+        if (s->queued) {
+            lb_queue_del(&s->gen->wpools[s->pool], &s->q);
+            s->queued = false;
+        }
+        lb_warn("pool %s: no server slot within the queue timeout", pcf(s)->name);
+        send_error(s, 503);
+        sess_run(s);
+        return;
     case ST_CONNECT:
         lb_warn("pool %s server %s: connect timeout", pcf(s)->name, s->b->srv->name);
         connect_failed(s);
@@ -1407,6 +1442,16 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         sess_free(s);
         return;
     }
+}
+
+static void
+queue_retry(struct lb_queued *q)
+{
+    struct http_sess *s = (struct http_sess *)((char *)q - offsetof(struct http_sess, q));
+    s->queued = false;
+    /* Run it from the loop, not from inside whichever session freed the
+     * slot. */
+    ev_feed_event(s->w->loop, &s->cio, EV_CUSTOM);
 }
 
 static void
@@ -1454,6 +1499,7 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
     s->c_rd = true; /* try at once: the request often arrived with the handshake */
     s->c_wr = true;
     s->t_start = lb_now_us(w->loop);
+    s->q.retry = queue_retry;
     s->link.idle_close = idle_close;
     s->link.force_close = force_close;
     lb_worker_conn_add(w, &s->link);

@@ -377,3 +377,58 @@ def test_access_log_lines(backends, tern, tmp_path):
     lines = log.read_text().splitlines()
     assert len(lines) == 1
     assert ' web web/b1 "GET /status/404 HTTP/1.1" 404 ' in lines[0], lines[0]
+
+
+def _concurrent_gets(port, path, n):
+    out = [None] * n
+
+    def one(i):
+        try:
+            r, data, c = get(port, path)
+            out[i] = (r.status, time.monotonic())
+            c.close()
+        except Exception as e:  # noqa: BLE001 - recorded for the assertion
+            out[i] = (repr(e), time.monotonic())
+
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for th in ths:
+        th.start()
+        time.sleep(0.02)
+    for th in ths:
+        th.join(scaled(20))
+    return out
+
+
+def test_max_connections_queues_requests(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    cfg = (
+        "global:\n  workers: 1\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, pool: web }}\n"
+        "pools:\n  web:\n    queue_size: 10\n    timeouts: { queue: 5s }\n    servers:\n"
+        f"      - {{ name: b1, address: {b.address}, max_connections: 1 }}\n"
+    )
+    tern(cfg, [port])
+    t0 = time.monotonic()
+    res = _concurrent_gets(port, "/slow?ms=400", 3)
+    assert [r[0] for r in res] == [200, 200, 200], res
+    # One at a time: the last answer comes after three backend turns.
+    assert max(r[1] for r in res) - t0 >= 1.1
+
+
+def test_queue_full_and_queue_timeout_give_503(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    cfg = (
+        "global:\n  workers: 1\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, pool: web }}\n"
+        "pools:\n  web:\n    queue_size: 1\n    timeouts: { queue: 300ms }\n    servers:\n"
+        f"      - {{ name: b1, address: {b.address}, max_connections: 1 }}\n"
+    )
+    tern(cfg, [port])
+    t0 = time.monotonic()
+    res = _concurrent_gets(port, "/slow?ms=1500", 3)
+    statuses = sorted(r[0] for r in res)
+    assert statuses == [200, 503, 503], res
+    # The queued one gave up at the queue timeout, long before the first ended.
+    assert min(r[1] for r in res if r[0] == 503) - t0 < scaled(1.2)
