@@ -110,6 +110,16 @@ lb_daemon_run(const char *path)
     ctl->nworkers = c->global.workers > 0 ? c->global.workers : 1;
     if (ctl->nworkers > LB_MAX_WORKERS)
         ctl->nworkers = LB_MAX_WORKERS;
+    /* Hold the control signals until their watchers exist: once a port
+     * listens, a supervisor may send SIGHUP or SIGTERM at any moment, and
+     * the default action would kill us. */
+    sigset_t ctl_sigs, prev_sigs;
+    sigemptyset(&ctl_sigs);
+    sigaddset(&ctl_sigs, SIGHUP);
+    sigaddset(&ctl_sigs, SIGTERM);
+    sigaddset(&ctl_sigs, SIGINT);
+    sigaddset(&ctl_sigs, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &ctl_sigs, &prev_sigs);
     if (lb_listeners_open(c, ctl->nworkers, &fds) < 0)
         goto out;
     /* Before any thread exists: capabilities are per thread. */
@@ -156,6 +166,7 @@ lb_daemon_run(const char *path)
     ev_signal_start(ctl->loop, &d.sigint);
     ev_signal_start(ctl->loop, &d.sighup);
     ev_signal_start(ctl->loop, &d.sigusr1);
+    pthread_sigmask(SIG_SETMASK, &prev_sigs, NULL);
     /* Drains end on the control thread: a few checks a second is plenty next
      * to drain bounds measured in seconds. */
     ev_timer_init(&d.tick, on_tick, 0.2, 0.2);

@@ -25,6 +25,7 @@
 #include "lb/admin.h"
 #include "lb/health.h"
 #include "lb/log.h"
+#include "lb/notify.h"
 
 static void
 record(struct lb_ctl *ctl, bool ok, char *errors)
@@ -62,8 +63,8 @@ reopen_logs(const struct conf *old, const struct conf *c)
         lb_err("reload: cannot open access log %s; keeping the old one", c->global.access_log);
 }
 
-int
-lb_reload(struct lb_ctl *ctl)
+static int
+reload_apply(struct lb_ctl *ctl)
 {
     const struct conf *oc = ctl->snap->conf;
     int nw = ctl->nworkers;
@@ -192,4 +193,15 @@ fail:
            errbuf ? errbuf : "?");
     record(ctl, false, errbuf);
     return -1;
+}
+
+int
+lb_reload(struct lb_ctl *ctl)
+{
+    /* systemd shows the unit as reloading until READY=1 comes back, which it
+     * does whether or not the new file was accepted. */
+    lb_notify_reloading();
+    int r = reload_apply(ctl);
+    lb_notify_ready();
+    return r;
 }

@@ -150,4 +150,10 @@ def test_reloads_under_load_lose_nothing(backends, tern):
     for name, out in results.items():
         assert "requests in" in out, out
         assert "Non-2xx" not in out and "Socket errors" not in out, (name, out)
-    assert t.log().count("in effect") == n
+    time.sleep(scaled(0.3))
+    log = t.log()
+    # Signals sent faster than they are handled coalesce; every one handled
+    # must have applied.
+    handled = log.count("SIGHUP: reloading")
+    assert handled >= n // 2 and log.count("in effect") == handled, log[-2000:]
+    assert "refused" not in log and "failed" not in log
