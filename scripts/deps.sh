@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libev-dev libssl-dev libyaml-dev libjansson-dev)
-test=(libcmocka-dev python3-pytest curl wrk clang libclang-rt-14-dev openssl chromium chromium-driver python3-selenium)
+test=(libcmocka-dev python3-pytest curl wrk clang libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium)
 bench=(haproxy nginx-light)
 
 want=("${build[@]}")
