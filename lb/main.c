@@ -3,6 +3,7 @@
  * to the daemon (lb/daemon.c) or the config checker (conf/).
  */
 #include "conf/config.h"
+#include "lb/ctl.h"
 #include "lb/daemon.h"
 
 #include <getopt.h>
@@ -16,6 +17,7 @@ usage(FILE *out)
     fprintf(out, "usage: tern -c FILE          run in the foreground\n"
                  "       tern -t -c FILE       check FILE and exit (0: valid, 1: errors)\n"
                  "       tern --reference      print the configuration reference (markdown)\n"
+                 "       tern ctl [-a HOST:PORT] [-T TOKENFILE] COMMAND   (tern ctl --help)\n"
                  "       tern --version | --help\n"
                  "\n"
                  "signals: SIGHUP reload, SIGTERM graceful stop, SIGINT fast stop,\n"
@@ -33,6 +35,8 @@ main(int argc, char **argv)
     const char *path = NULL;
     int test = 0, opt;
 
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+        return lb_ctl_main(argc - 1, argv + 1);
     while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':

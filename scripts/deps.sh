@@ -29,7 +29,7 @@ $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian packages enable and start their services; the benchmarks run
 # their own instances on other ports, so the system ones are not needed.
-for svc in haproxy nginx; do
+for svc in haproxy nginx prometheus; do
     if [[ " ${missing[*]} " == *" $svc"* ]] && command -v systemctl >/dev/null; then
         $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
