@@ -125,6 +125,16 @@ struct conf_health {
     uint32_t rise, fall;
 };
 
+/* Passive health (outlier detection): the workers count failed connects and
+ * 5xx answers in a row per server; the control thread ejects a server whose
+ * count reaches consecutive_failures. */
+struct conf_outlier {
+    uint32_t consecutive_failures; /* 0: off */
+    uint64_t base_ejection;        /* first ejection; doubles with each further one */
+    uint64_t max_ejection;         /* cap on one ejection */
+    uint32_t max_ejection_percent; /* of the pool's servers ejected at once */
+};
+
 struct conf_pool {
     char *name;
     int balance; /* enum lb_balance_alg, by name; conf/ keeps the int */
@@ -140,6 +150,7 @@ struct conf_pool {
     char *tls_ca; /* verify against this CA file */
     char *tls_sni;
     int line, col;
+    struct conf_outlier outlier;
 };
 
 struct conf_vrrp {

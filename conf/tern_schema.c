@@ -519,7 +519,8 @@ static const struct conf_field health_fields[] = {
      .kind = CONF_DURATION,
      CONF_AT(struct conf_health, jitter),
      .def = "0",
-     .doc = "random delay up to this added to each interval, to spread checks"},
+     .doc = "each interval is moved by a random amount of up to plus or minus this, to spread "
+            "checks"},
     {.key = "rise",
      .kind = CONF_UINT,
      CONF_AT(struct conf_health, rise),
@@ -540,6 +541,56 @@ static const struct conf_field health_fields[] = {
 static const struct conf_schema health_schema = {
     .name = "health_check",
     .fields = health_fields,
+};
+
+static void
+check_outlier(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
+{
+    const struct conf_outlier *o = obj;
+
+    if (o->max_ejection < o->base_ejection)
+        conf_key_error(ctx, map, "max_ejection",
+                       "is shorter than base_ejection: an ejection could never last its "
+                       "base time");
+}
+
+static const struct conf_field outlier_fields[] = {
+    {.key = "consecutive_failures",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_outlier, consecutive_failures),
+     .min = 0,
+     .max = 1000,
+     .def = "5",
+     .doc = "failed connects or 5xx answers in a row that eject a server; 0: passive checks "
+            "off"},
+    {.key = "base_ejection",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_outlier, base_ejection),
+     .min = 1,
+     .def = "10s",
+     .doc = "how long a first ejection lasts; each further one doubles it (a clean period of "
+            "this length forgets one)"},
+    {.key = "max_ejection",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_outlier, max_ejection),
+     .min = 1,
+     .def = "5m",
+     .doc = "the longest one ejection lasts"},
+    {.key = "max_ejection_percent",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_outlier, max_ejection_percent),
+     .min = 0,
+     .max = 100,
+     .def = "50",
+     .doc = "share of the pool's servers ejected at once, rounded down: a lone server is never "
+            "ejected"},
+    END,
+};
+
+static const struct conf_schema outlier_schema = {
+    .name = "outlier",
+    .fields = outlier_fields,
+    .check = check_outlier,
 };
 
 /* timeouts: is flattened into struct conf_pool. */
@@ -599,6 +650,11 @@ static const struct conf_field pool_fields[] = {
      .sub = &health_schema,
      CONF_AT(struct conf_pool, health),
      .doc = "active health checks; absent: none, every server counts as up"},
+    {.key = "outlier",
+     .kind = CONF_STRUCT,
+     .sub = &outlier_schema,
+     CONF_AT(struct conf_pool, outlier),
+     .doc = "passive health: eject a server that fails requests in a row, for a while"},
     {.key = "timeouts",
      .kind = CONF_STRUCT,
      .sub = &pool_timeout_schema,

@@ -16,7 +16,13 @@ misbehave on purpose, byte by byte:
   GET  /big?n=N          N bytes of body
   GET  /conn             the number of this connection (keep-alive reuse shows)
   GET  /ws               WebSocket upgrade; then echoes text frames
-  GET  /healthz          200 "ok" (or 500 when started with --unhealthy)
+  GET  /healthz          200 "ok" (or 500 when started with --unhealthy), or as set by:
+  GET  /healthz/ok       /healthz answers 200 "ok" from now on
+  GET  /healthz/fail     /healthz answers 500 "sick"
+  GET  /healthz/hang     /healthz never answers
+  GET  /healthz/body     /healthz answers 200 "nope" (a body check fails)
+  GET  /fail/on          every other path answers 500 (passive health tests)
+  GET  /fail/off         back to normal
 
 Usage: backend.py --port N [--name NAME] [--host 127.0.0.1] [--log FILE]
 It prints "ready <port>" on stdout once it listens.
@@ -29,6 +35,8 @@ import itertools
 import sys
 
 conn_ids = itertools.count(1)
+# What the test switched at runtime (/healthz/*, /fail/*).
+state = {"healthz": "ok", "fail": False}
 
 
 async def read_head(reader):
@@ -162,11 +170,24 @@ async def handle(reader, writer, args):
             elif path == "/ws" and (hget(headers, "upgrade") or "").lower() == "websocket":
                 await websocket(reader, writer, headers)
                 return
+            elif path in ("/healthz/ok", "/healthz/fail", "/healthz/hang", "/healthz/body"):
+                state["healthz"] = path[9:]
+                writer.write(response(200, b"set\n", extra))
             elif path == "/healthz":
-                if args.unhealthy:
+                mode = state["healthz"]
+                if mode == "hang":
+                    await asyncio.sleep(3600)
+                elif mode == "fail":
                     writer.write(response(500, b"sick\n", extra))
+                elif mode == "body":
+                    writer.write(response(200, b"nope\n", extra))
                 else:
                     writer.write(response(200, b"ok\n", extra))
+            elif path in ("/fail/on", "/fail/off"):
+                state["fail"] = path == "/fail/on"
+                writer.write(response(200, b"set\n", extra))
+            elif state["fail"]:
+                writer.write(response(500, b"failing\n", extra, reason="Internal Server Error"))
             else:
                 if method == "HEAD":
                     writer.write(
@@ -196,6 +217,8 @@ async def main():
     ap.add_argument("--unhealthy", action="store_true")
     ap.add_argument("--log", help="append a line per request to this file")
     args = ap.parse_args()
+    if args.unhealthy:
+        state["healthz"] = "fail"
     server = await asyncio.start_server(
         lambda r, w: handle(r, w, args), args.host, args.port, reuse_address=True, backlog=1024
     )
