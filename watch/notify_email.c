@@ -1,0 +1,245 @@
+/*
+ * The e-mail channel: one blocking SMTP submission through libesmtp, run on
+ * the host's job pool (notify.c). libesmtp lives in this file only.
+ *
+ * Three traps of libesmtp 1.1 are handled here (shared/notes/autoscale.md,
+ * section 5):
+ *   - its own TLS setup intermittently gives up after STARTTLS when the
+ *     server speaks TLS 1.3 and sends session tickets, so we always hand it
+ *     an OpenSSL context of ours (TLS 1.2 at least, peer verified against
+ *     email.ca_file or the system's CAs);
+ *   - its default timeouts are RFC 5321's minimums (5 minutes for the
+ *     greeting) and it raises smaller values to them unless told
+ *     Timeout_OVERRIDE_RFC2822_MINIMUM;
+ *   - smtp_start_session() returns success when the protocol ran, even if
+ *     the server refused the message: success is a 2xx transfer status and
+ *     a 2xx status for every recipient.
+ * AUTH credentials come through the interact callback's argument, not the
+ * statics of libesmtp's example, because several sends may run at once.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Order matters: libesmtp.h uses size_t without including stddef.h, and
+ * declares smtp_starttls_set_ctx only after openssl/ssl.h and
+ * smtp_auth_set_context only after auth-client.h. */
+// clang-format off
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <auth-client.h>
+#include <libesmtp.h>
+// clang-format on
+
+#include "watch/watch.h"
+
+struct send_ctx {
+    const struct watch_email_cfg *cfg;
+    char event[200]; /* what libesmtp's events said went wrong */
+    char rcpt_err[200];
+};
+
+void
+watch_email_global_init(void)
+{
+    auth_client_init();
+}
+
+void
+watch_email_global_exit(void)
+{
+    auth_client_exit();
+}
+
+static int
+interact(auth_client_request_t req, char **result, int fields, void *arg)
+{
+    struct send_ctx *sc = arg;
+
+    for (int i = 0; i < fields; i++) {
+        if (req[i].flags & AUTH_USER)
+            result[i] = sc->cfg->user;
+        else if (req[i].flags & AUTH_PASS)
+            result[i] = sc->cfg->password;
+        else
+            result[i] = NULL;
+        if (result[i] == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+static void
+on_event(smtp_session_t s, int event, void *arg, ...)
+{
+    struct send_ctx *sc = arg;
+    va_list ap;
+
+    va_start(ap, arg);
+    switch (event) {
+    case SMTP_EV_EXTNA_STARTTLS:
+        if (sc->cfg->starttls == WATCH_TLS_REQUIRED)
+            snprintf(sc->event, sizeof(sc->event),
+                     "the server does not offer STARTTLS, which email.starttls requires");
+        break;
+    case SMTP_EV_INVALID_PEER_CERTIFICATE: {
+        long result = va_arg(ap, long);
+        int *ok = va_arg(ap, int *);
+
+        *ok = 0;
+        snprintf(sc->event, sizeof(sc->event), "the server's certificate was rejected: %s",
+                 X509_verify_cert_error_string(result));
+        break;
+    }
+    case SMTP_EV_NO_PEER_CERTIFICATE:
+    case SMTP_EV_WRONG_PEER_CERTIFICATE: {
+        int *ok = va_arg(ap, int *);
+
+        *ok = 0;
+        snprintf(sc->event, sizeof(sc->event),
+                 event == SMTP_EV_NO_PEER_CERTIFICATE
+                     ? "the server sent no certificate"
+                     : "the server's certificate does not name %s (use the name it was issued for)",
+                 sc->cfg->server);
+        break;
+    }
+    case SMTP_EV_WEAK_CIPHER: {
+        int bits = va_arg(ap, int);
+        int *ok = va_arg(ap, int *);
+
+        *ok = bits >= 128;
+        break;
+    }
+    default:
+        break;
+    }
+    va_end(ap);
+}
+
+static void
+check_rcpt(smtp_recipient_t r, const char *mailbox, void *arg)
+{
+    struct send_ctx *sc = arg;
+    const smtp_status_t *st = smtp_recipient_status(r);
+
+    if (sc->rcpt_err[0] == '\0' && (st == NULL || st->code / 100 != 2))
+        snprintf(sc->rcpt_err, sizeof(sc->rcpt_err), "recipient %s refused: %d %s", mailbox,
+                 st ? st->code : 0, st && st->text ? st->text : "");
+}
+
+static SSL_CTX *
+make_ssl_ctx(const struct watch_email_cfg *c, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (c->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1
+                           : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(err, errlen, "cannot load CA certificates%s%s: %s", c->ca_file ? " from " : "",
+                 c->ca_file ? c->ca_file : "", ERR_reason_error_string(ERR_get_error()));
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+int
+watch_email_send(const struct watch_email_cfg *c, const char *subject, const char *body, char *err,
+                 size_t errlen)
+{
+    struct send_ctx sc = {.cfg = c};
+    static const int steps[] = {Timeout_GREETING, Timeout_ENVELOPE, Timeout_DATA, Timeout_TRANSFER,
+                                Timeout_DATA2};
+    smtp_session_t s = NULL;
+    smtp_message_t m;
+    auth_context_t a = NULL;
+    SSL_CTX *ctx = NULL;
+    const smtp_status_t *st;
+    int rc = -1;
+
+    err[0] = '\0';
+    s = smtp_create_session();
+    if (s == NULL) {
+        snprintf(err, errlen, "cannot create an SMTP session");
+        return -1;
+    }
+    if (smtp_set_server(s, c->server) == 0 || (m = smtp_add_message(s)) == NULL)
+        goto lib_error;
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+        smtp_set_timeout(s, steps[i] | Timeout_OVERRIDE_RFC2822_MINIMUM,
+                         c->timeout_ms > 1000 ? c->timeout_ms : 1000);
+    smtp_set_eventcb(s, on_event, &sc);
+    if (c->starttls != WATCH_TLS_OFF) {
+        ctx = make_ssl_ctx(c, err, errlen);
+        if (ctx == NULL)
+            goto out;
+        smtp_starttls_set_ctx(s, ctx);
+        smtp_starttls_enable(s, c->starttls == WATCH_TLS_REQUIRED ? Starttls_REQUIRED
+                                                                  : Starttls_ENABLED);
+    } else {
+        smtp_starttls_enable(s, Starttls_DISABLED);
+    }
+    if (c->user != NULL) {
+        a = auth_create_context();
+        if (a == NULL)
+            goto lib_error;
+        auth_set_mechanism_flags(a, AUTH_PLUGIN_PLAIN, 0);
+        auth_set_interact_cb(a, interact, &sc);
+        smtp_auth_set_context(s, a);
+    }
+    smtp_set_reverse_path(m, c->from);
+    smtp_set_header(m, "Subject", subject);
+    smtp_set_header_option(m, "Subject", Hdr_OVERRIDE, 1);
+    for (size_t i = 0; i < c->nto; i++) {
+        if (smtp_add_recipient(m, c->to[i]) == NULL)
+            goto lib_error;
+        smtp_set_header(m, "To", NULL, c->to[i]);
+    }
+    smtp_set_message_str(m, (void *)body);
+
+    if (smtp_start_session(s) == 0) {
+        char buf[128];
+
+        snprintf(err, errlen, "%s%s%s", sc.event[0] ? sc.event : "", sc.event[0] ? ": " : "",
+                 smtp_strerror(smtp_errno(), buf, sizeof(buf)));
+        goto out;
+    }
+    st = smtp_message_transfer_status(m);
+    if (st == NULL || st->code / 100 != 2) {
+        if (sc.event[0])
+            snprintf(err, errlen, "%s", sc.event);
+        else if (st != NULL && st->code != 0)
+            snprintf(err, errlen, "message refused: %d %s", st->code, st->text ? st->text : "");
+        else
+            snprintf(err, errlen,
+                     "the session ended before the message was sent (TLS or AUTH "
+                     "failed, or the server closed)");
+        goto out;
+    }
+    smtp_enumerate_recipients(m, check_rcpt, &sc);
+    if (sc.rcpt_err[0]) {
+        snprintf(err, errlen, "%s", sc.rcpt_err);
+        goto out;
+    }
+    rc = 0;
+    goto out;
+lib_error : {
+    char buf[128];
+
+    snprintf(err, errlen, "libesmtp: %s", smtp_strerror(smtp_errno(), buf, sizeof(buf)));
+}
+out:
+    smtp_destroy_session(s);
+    if (a != NULL)
+        auth_destroy_context(a);
+    if (ctx != NULL)
+        SSL_CTX_free(ctx);
+    return rc;
+}
