@@ -2,6 +2,8 @@
  * Buffered per-worker access log (see accesslog.h). The line format follows
  * nginx's "combined" spirit with HAProxy's timers:
  *   TIME CLIENT LISTENER POOL/SERVER "METHOD PATH HTTP/1.x" STATUS IN OUT Tc/Tr/Tt TERM
+ *   TLSVERSION CIPHER
+ * (the last two "-" on a plain-text connection).
  * Timers are in milliseconds with microsecond precision; -1 means the phase
  * was never reached.
  */
@@ -142,8 +144,9 @@ lb_accesslog_write(struct lb_worker *w, const struct lb_access *a)
     put_ms(&p, end, a->t_response_us);
     *p++ = '/';
     put_ms(&p, end, a->t_total_us);
-    p += snprintf(p, (size_t)(end - p), " %s\n",
-                  (a->termination && *a->termination) ? a->termination : "-");
+    p += snprintf(p, (size_t)(end - p), " %s %s %s\n",
+                  (a->termination && *a->termination) ? a->termination : "-",
+                  a->tls_version ? a->tls_version : "-", a->tls_cipher ? a->tls_cipher : "-");
     if (p > end)
         p = end;
     al->len = (size_t)(p - al->buf);

@@ -31,6 +31,7 @@ struct lb_access {
     uint64_t bytes_in, bytes_out;
     uint64_t t_connect_us, t_response_us, t_total_us; /* UINT64_MAX: never reached */
     const char *termination;                          /* "" or why it ended early */
+    const char *tls_version, *tls_cipher;             /* NULL: plain text */
 };
 
 void lb_accesslog_write(struct lb_worker *w, const struct lb_access *a);

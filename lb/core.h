@@ -98,11 +98,14 @@ struct lb_snapshot {
     struct conf *conf;
     struct lb_pool *pools;
     size_t npools;
+    struct lb_tls *tls; /* lb/tls.h: TLS contexts, owned; NULL: no TLS */
     atomic_int refs;
 };
 
 struct lb_worker;
 struct lb_wgen;
+struct lb_tls;
+struct ssl_st;
 
 /* A listening socket of one worker. */
 struct lb_listener {
@@ -231,6 +234,8 @@ struct lb_bconn {
     struct lb_bconn *next_idle;
     void *owner;
     bool reused;
+    struct ssl_st *ssl; /* lb/tls.h: set for a pool with tls, kept across reuse */
+    bool tls_ready;     /* handshake done */
 };
 
 #define LB_PICK_FULL (-2)

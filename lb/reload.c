@@ -25,6 +25,7 @@
 #include "lb/admin.h"
 #include "lb/health.h"
 #include "lb/log.h"
+#include "lb/tls.h"
 #include "lb/notify.h"
 
 static void
@@ -107,6 +108,10 @@ reload_apply(struct lb_ctl *ctl)
         errbuf = strdup("cannot build the new runtime state (out of memory)\n");
         goto fail;
     }
+    /* Certificates and keys are read here, while a bad one can still refuse
+     * the reload; the snapshot owns the contexts. */
+    if (lb_tls_attach(ns, &errbuf) < 0)
+        goto fail;
     nfds = calloc((size_t)nw, sizeof(*nfds));
     opened = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*opened));
     gens = calloc((size_t)nw, sizeof(*gens));

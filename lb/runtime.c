@@ -8,6 +8,7 @@
 #include "lb/runtime.h"
 
 #include "lb/log.h"
+#include "lb/tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -131,6 +132,7 @@ lb_snapshot_unref(struct lb_snapshot *s)
     for (size_t i = 0; i < s->npools; i++)
         pool_free(&s->pools[i]);
     free(s->pools);
+    lb_tls_free(s->tls);
     conf_free(s->conf);
     free(s);
 }
