@@ -586,7 +586,11 @@ plugin_load(struct lb_plugins *ps, const char *path, const char *want_name, bool
     p->ps = ps;
     p->external = external;
     p->id = ++ps->next_id;
-    p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_NODELETE: the libraries a module links (libvirt, OpenSSL,
+     * libcurl) leave thread-local destructors and atexit handlers behind;
+     * unmapping their code would turn those into crashes at thread or
+     * process exit. An unloaded module stays mapped, inert. */
+    p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (p->dl == NULL) {
         lb_err("plugin %s: cannot load %s: %s; running without it", what, path, dlerror());
         goto fail;

@@ -566,14 +566,14 @@ watch_lv_start(const struct tern_host *h, const char *uri, long interval_ms)
 }
 
 void
-watch_lv_stop(struct watch_lv *lv)
+watch_lv_stop(struct watch_lv *lv, bool timers_gone)
 {
     if (lv == NULL)
         return;
     /* Called from fini (the host has ended our jobs and timers) or from a
      * reload that changed the URI: then a poll may still be out, and it
      * owns lv until it is done. */
-    if (lv->timer != NULL)
+    if (lv->timer != NULL && !timers_gone)
         lv->h->timer_cancel(lv->h, lv->timer);
     lv->timer = NULL;
     for (size_t i = 0; i < lv->npublished; i++) {

@@ -84,7 +84,7 @@ watch_lv_start(const struct tern_host *h, const char *uri, long interval_ms)
 }
 
 void
-watch_lv_stop(struct watch_lv *lv)
+watch_lv_stop(struct watch_lv *lv, bool timers_gone)
 {
 }
 
@@ -328,7 +328,7 @@ configure(struct watch *w, const struct tern_value *sec)
         return -ENOMEM;
 
     if ((uri == NULL) != (w->lv_uri == NULL) || (uri && strcmp(uri, w->lv_uri) != 0)) {
-        watch_lv_stop(w->lv);
+        watch_lv_stop(w->lv, false);
         w->lv = NULL;
         free(w->lv_uri);
         w->lv_uri = uri ? strdup(uri) : NULL;
@@ -398,7 +398,7 @@ watch_fini(void *state)
     if (w == NULL)
         return;
     /* The host has dropped our timers and waited for our jobs. */
-    watch_lv_stop(w->lv);
+    watch_lv_stop(w->lv, true);
     watch_notify_free(w->notify);
     free_alarms(w->alarms, w->nalarms);
     free(w->lv_uri);

@@ -105,7 +105,9 @@ struct watch_lv;
  * ... and pool.<pool>.cpu_percent / memory_percent averages for domains that
  * match a pool server by name or address. NULL when uri is NULL. */
 struct watch_lv *watch_lv_start(const struct tern_host *h, const char *uri, long interval_ms);
-void watch_lv_stop(struct watch_lv *lv);
+/* Stops the source. timers_gone: called from fini, when the host has
+ * already dropped the plugin's timers. */
+void watch_lv_stop(struct watch_lv *lv, bool timers_gone);
 json_t *watch_lv_json(struct watch_lv *lv);
 
 #endif
