@@ -66,6 +66,7 @@ struct conf_admin {
 struct conf_tls_cert {
     char *cert;
     char *key;
+    char *ocsp; /* DER OCSP response to staple; NULL: none */
 };
 
 struct conf_tls {

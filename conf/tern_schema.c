@@ -144,6 +144,11 @@ static const struct conf_field tls_cert_fields[] = {
      .flags = CONF_F_REQUIRED,
      CONF_AT(struct conf_tls_cert, key),
      .doc = "PEM private key file"},
+    {.key = "ocsp",
+     .kind = CONF_STRING,
+     CONF_AT(struct conf_tls_cert, ocsp),
+     .doc = "DER OCSP response for this certificate, stapled to handshakes that ask for it "
+            "(refresh the file and reload); absent: no stapling"},
     END,
 };
 
@@ -190,7 +195,8 @@ static const struct conf_field tls_fields[] = {
     {.key = "ciphers",
      .kind = CONF_STRING,
      CONF_AT(struct conf_tls, ciphers),
-     .doc = "OpenSSL cipher list for TLS 1.2; absent: OpenSSL's default"},
+     .doc = "OpenSSL cipher list for TLS 1.2; absent: ECDHE with AES-GCM or ChaCha20-Poly1305 "
+            "only (TLS 1.3 suites are OpenSSL's)"},
     {.key = "client_ca",
      .kind = CONF_STRING,
      CONF_AT(struct conf_tls, client_ca),
@@ -206,7 +212,9 @@ static const struct conf_field tls_fields[] = {
      .elem = CONF_STRING,
      CONF_AT(struct conf_tls, alpn),
      CONF_COUNT(struct conf_tls, nalpn),
-     .doc = "protocols offered in ALPN, in order of preference, e.g. [http/1.1]"},
+     .doc = "protocols offered in ALPN, in order of preference; http listeners take only "
+            "http/1.1 and http/1.0 (the default: [http/1.1]); tcp listeners any, none by "
+            "default"},
     END,
 };
 
@@ -689,11 +697,14 @@ static const struct conf_field pool_fields[] = {
     {.key = "tls_ca",
      .kind = CONF_STRING,
      CONF_AT(struct conf_pool, tls_ca),
-     .doc = "CA file to verify servers against; absent: the system store"},
+     .doc = "CA file to verify servers against; absent: the system store (tls_sni is then "
+            "required)"},
     {.key = "tls_sni",
      .kind = CONF_STRING,
      CONF_AT(struct conf_pool, tls_sni),
-     .doc = "server name sent in SNI and verified; absent: no SNI"},
+     .doc = "server name sent in SNI and checked against the servers' certificates (an IP "
+            "address is checked, not sent); absent: no SNI and no name check, only the chain "
+            "against tls_ca"},
     END,
 };
 

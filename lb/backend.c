@@ -21,6 +21,7 @@
 
 #include "lb/core.h"
 #include "lb/log.h"
+#include "lb/tls.h"
 
 #define IDLE_PER_SERVER 256
 
@@ -50,6 +51,7 @@ static void
 bconn_close(struct lb_bconn *b)
 {
     ev_io_stop(b->w->loop, &b->io);
+    lb_tls_conn_free(b->ssl);
     close(b->fd);
     free(b);
 }
@@ -171,6 +173,10 @@ idle_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct lb_bconn *b = (struct lb_bconn *)io;
     struct lb_wpool *wp = b->wp;
+    /* A TLS server may send a session ticket after the handshake: that
+     * leaves the connection as good as it was. */
+    if (b->ssl && lb_tls_idle_ok(b->ssl))
+        return;
     /* Any readable event on an idle connection means EOF, an error or bytes
      * we never asked for: none of these leaves it reusable. */
     struct lb_bconn **pp = &wp->idle[b->srv_index];
@@ -226,6 +232,18 @@ lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse
     b->srv = s;
     b->srv_index = i;
     b->fd = fd;
+    struct lb_tls *tls = wp->gen->snap->tls;
+    size_t pi = (size_t)(wp - wp->gen->wpools);
+    if (tls && tls->pools[pi]) {
+        /* The handshake runs once connected, driven by the session. */
+        b->ssl = lb_tls_connect_new(tls->pools[pi], fd);
+        if (!b->ssl) {
+            close(fd);
+            free(b);
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
     return b;
 }
 
@@ -237,6 +255,9 @@ lb_backend_put(struct lb_bconn *b, bool keep)
 
     ev_io_stop(b->w->loop, &b->io);
     b->owner = NULL;
+    /* Bytes already inside a TLS connection were never asked for. */
+    if (b->ssl && (!b->tls_ready || lb_tls_pending(b->ssl)))
+        keep = false;
     if (!keep || b->w->draining || wp->gen->retired || wp->nidle[i] >= IDLE_PER_SERVER ||
         !lb_server_usable(b->srv)) {
         bconn_close(b);

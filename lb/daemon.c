@@ -23,6 +23,7 @@
 #include "lb/privs.h"
 #include "lb/reload.h"
 #include "lb/runtime.h"
+#include "lb/tls.h"
 
 struct daemon {
     struct lb_ctl ctl;
@@ -107,6 +108,12 @@ lb_daemon_run(const char *path)
         conf_free(c);
         goto out;
     }
+    char *tls_errors = NULL;
+    if (lb_tls_attach(ctl->snap, &tls_errors) < 0) {
+        fputs(tls_errors ? tls_errors : "TLS setup failed\n", stderr);
+        free(tls_errors);
+        goto out;
+    }
     ctl->nworkers = c->global.workers > 0 ? c->global.workers : 1;
     if (ctl->nworkers > LB_MAX_WORKERS)
         ctl->nworkers = LB_MAX_WORKERS;
@@ -172,6 +179,7 @@ lb_daemon_run(const char *path)
     ev_timer_init(&d.tick, on_tick, 0.2, 0.2);
     d.tick.data = &d;
     ev_timer_start(ctl->loop, &d.tick);
+    lb_tls_keys_start(ctl->loop); /* session ticket keys rotate hourly */
 
     lb_info("tern %s started: %d worker%s, %zu listener%s, %zu pool%s", TERN_VERSION, ctl->nworkers,
             ctl->nworkers == 1 ? "" : "s", c->nlisteners, c->nlisteners == 1 ? "" : "s", c->npools,
@@ -184,6 +192,7 @@ lb_daemon_run(const char *path)
     ev_run(ctl->loop, 0);
 
     ev_timer_stop(ctl->loop, &d.tick);
+    lb_tls_keys_stop(ctl->loop);
     ev_signal_stop(ctl->loop, &d.sigterm);
     ev_signal_stop(ctl->loop, &d.sigint);
     ev_signal_stop(ctl->loop, &d.sighup);

@@ -17,6 +17,16 @@
  * message ever reaches the other side. sout keeps the whole request head
  * until the request ends: it is replayed when a reused backend connection
  * turns out to be closed, and it names the request in the access log.
+ *
+ * TLS (lb/tls.h) sits under read_into() and write_out() on either side. The
+ * readiness flags keep their meaning ("the last attempt did not block"), but
+ * the event that sets them again is whatever TLS asked for (c_rdw etc.): a
+ * read may wait for the socket to be writable. A flag is only cleared when
+ * TLS says it would block, never because the socket looked idle, so
+ * plaintext already decrypted inside the connection (which epoll cannot
+ * see) is always read on a later pass. The client handshake runs first, in
+ * ST_HEAD, under the header timeout; a server handshake runs in ST_CONNECT,
+ * under the connect timeout.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -32,6 +42,7 @@
 #include "lb/core.h"
 #include "lb/http1.h"
 #include "lb/log.h"
+#include "lb/tls.h"
 
 enum { ST_HEAD, ST_QUEUED, ST_CONNECT, ST_FORWARD, ST_TUNNEL, ST_LINGER };
 enum { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_CLOSE, BODY_TUNNEL };
@@ -56,6 +67,13 @@ struct http_sess {
     uint8_t meth;
     int8_t minor;
     bool c_rd, c_wr, b_rd, b_wr; /* socket ready (last op did not hit EAGAIN) */
+    /* The event that sets each of those again: EV_READ / EV_WRITE, swapped
+     * while TLS needs the other direction to make progress. */
+    uint8_t c_rdw, c_wrw, b_rdw, b_wrw;
+    struct ssl_st *ssl; /* client side TLS, NULL: plain text */
+    char *cert_subject; /* verified client certificate's subject, or NULL */
+    bool tls_hs;        /* client handshake in progress */
+    bool b_hs;          /* server connected, its TLS handshake in progress */
     bool c_eof, b_eof;
     bool client_close; /* close the client connection after this response */
     bool backend_close;
@@ -232,6 +250,8 @@ log_request(struct http_sess *s, const char *term)
         .t_response_us = s->t_resp ? s->t_resp - s->t_start : UINT64_MAX,
         .t_total_us = now - s->t_start,
         .termination = term,
+        .tls_version = s->ssl ? lb_tls_version(s->ssl) : NULL,
+        .tls_cipher = s->ssl ? lb_tls_cipher(s->ssl) : NULL,
     };
     lb_accesslog_write(s->w, &a);
 }
@@ -324,6 +344,9 @@ backend_connect(struct http_sess *s)
         b->owner = s;
         s->b = b;
         s->b_rd = false;
+        s->b_rdw = EV_READ;
+        s->b_wrw = EV_WRITE;
+        s->b_hs = false;
         s->b_eof = false;
         s->sin.head = s->sin.tail = 0;
         ev_io_init(&s->bio, backend_cb, b->fd, EV_WRITE);
@@ -342,10 +365,11 @@ backend_connect(struct http_sess *s)
     }
 }
 
-/* A connection attempt failed (refused, timed out) before any byte of the
- * request could matter: try another server if retries allow. */
+/* A connection attempt failed (refused, timed out, TLS refused) before any
+ * byte of the request could matter: try another server if retries allow,
+ * else answer status. */
 static void
-connect_failed(struct http_sess *s)
+connect_failed(struct http_sess *s, int status)
 {
     struct lb_server *srv = s->b->srv;
     atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
@@ -355,7 +379,7 @@ connect_failed(struct http_sess *s)
         s->sout.head = 0;
         backend_connect(s);
     } else {
-        send_error(s, 503);
+        send_error(s, status);
     }
 }
 
@@ -503,6 +527,9 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
         if (r->f.conn_close || r->f.conn_keep_alive || r->f.conn_upgrade)
             if (listed_in_connection(r->headers, r->nheaders, h->name))
                 continue;
+        /* Only we can vouch for a client certificate, on any listener. */
+        if (http1_str_ieq(h->name, "x-client-cert-subject"))
+            continue;
         if (cl->forwarded_headers) {
             if (http1_str_ieq(h->name, "x-forwarded-for")) {
                 if (nxff < 8)
@@ -526,12 +553,19 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
         puts_(&o, s->gen->snap->pools[s->pool].servers[s->srv >= 0 ? s->srv : 0].addr.text);
         puts_(&o, "\r\n");
     }
+    if (s->cert_subject) {
+        puts_(&o, "X-Client-Cert-Subject: ");
+        puts_(&o, s->cert_subject);
+        puts_(&o, "\r\n");
+    }
     if (s->upgrade)
         puts_(&o, "Connection: upgrade\r\n");
     else if (!r->minor_version)
         puts_(&o, "Connection: keep-alive\r\n");
     if (cl->forwarded_headers) {
-        const char *proto = cl->tls.enabled ? "https" : "http";
+        /* The connection's own transport: it may predate a reload that
+         * changed the listener. */
+        const char *proto = s->ssl ? "https" : "http";
         puts_(&o, "X-Forwarded-For: ");
         for (size_t i = 0; i < nxff; i++) {
             put(&o, xff[i].p, xff[i].len);
@@ -890,9 +924,41 @@ approve_response(struct http_sess *s)
 
 /* ---- socket I/O ---- */
 
-/* Returns bytes read, 0 on EOF, -1 on EAGAIN (ready cleared), -2 on error. */
+/* TLS hands out one record per call: read until the buffer is full or the
+ * connection would block. What stays inside the connection keeps *ready set.
+ * An EOF or error after some bytes is seen again by the next call. */
 static ssize_t
-read_into(struct lb_worker *w, int fd, struct lb_buf *b, bool *ready)
+tls_read_into(struct lb_worker *w, struct ssl_st *ssl, struct lb_buf *b, size_t room, bool *ready,
+              uint8_t *want)
+{
+    ssize_t total = 0;
+    while (room) {
+        int wt = EV_READ;
+        ssize_t n = lb_tls_read(ssl, b->data + b->tail, room, &wt);
+        if (n > 0) {
+            b->tail += (uint32_t)n;
+            room -= (size_t)n;
+            total += n;
+            continue;
+        }
+        if (n == -1) {
+            *ready = false;
+            *want = (uint8_t)wt;
+            if (!total)
+                lb_buf_release(&w->bufs, b, false);
+            return total ? total : -1;
+        }
+        return total ? total : n;
+    }
+    return total;
+}
+
+/* Returns bytes read, 0 on EOF, -1 when it would block (ready cleared, *want
+ * set to the event to wait for), -2 on error (for TLS: also a cut without
+ * close_notify). */
+static ssize_t
+read_into(struct lb_worker *w, int fd, struct ssl_st *ssl, struct lb_buf *b, bool *ready,
+          uint8_t *want)
 {
     if (lb_buf_alloc(&w->bufs, b) < 0)
         return -2;
@@ -901,6 +967,8 @@ read_into(struct lb_worker *w, int fd, struct lb_buf *b, bool *ready)
     size_t room = LB_BUF_SIZE - b->tail;
     if (!room)
         return -1;
+    if (ssl)
+        return tls_read_into(w, ssl, b, room, ready, want);
     for (;;) {
         ssize_t n = read(fd, b->data + b->tail, room);
         if (n > 0) {
@@ -920,12 +988,58 @@ read_into(struct lb_worker *w, int fd, struct lb_buf *b, bool *ready)
     }
 }
 
-/* Writes head bytes [hb->head, hb->tail) then up to *fwd approved bytes of
- * body from the front of bb. Returns bytes written, -1 on EAGAIN, -2 on
- * error. */
+/* No writev in TLS: the head, then the body, each in as many records as the
+ * socket takes. A body that fits behind its head is moved there first, so a
+ * small response is one record and one write(2). That keeps OpenSSL's retry
+ * rule after "would block": the next call starts with the same bytes (maybe
+ * moved, maybe more of them), since the head is only ever appended to while
+ * it is pending and a body is written only once its head is out. */
 static ssize_t
-write_out(int fd, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd, bool *ready)
+tls_write_out(struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd, bool *ready,
+              uint8_t *want)
 {
+    ssize_t total = 0, k = 0;
+    int wt = EV_WRITE;
+
+    if (*fwd && hb->data && hb->tail > hb->head && *fwd <= LB_BUF_SIZE - hb->tail) {
+        memcpy(hb->data + hb->tail, bb->data + bb->head, *fwd);
+        hb->tail += (uint32_t)*fwd;
+        lb_buf_consume(bb, (uint32_t)*fwd);
+        *fwd = 0;
+    }
+    while (hb->data && hb->tail > hb->head) {
+        k = lb_tls_write(ssl, hb->data + hb->head, hb->tail - hb->head, &wt);
+        if (k < 0)
+            goto stop;
+        hb->head += (uint32_t)k;
+        total += k;
+    }
+    while (*fwd) {
+        k = lb_tls_write(ssl, bb->data + bb->head, *fwd, &wt);
+        if (k < 0)
+            goto stop;
+        lb_buf_consume(bb, (uint32_t)k);
+        *fwd -= (uint64_t)k;
+        total += k;
+    }
+    return total;
+stop:
+    if (k == -2)
+        return -2;
+    *ready = false;
+    *want = (uint8_t)wt;
+    return total ? total : -1;
+}
+
+/* Writes head bytes [hb->head, hb->tail) then up to *fwd approved bytes of
+ * body from the front of bb. Returns bytes written, -1 when it would block
+ * (ready cleared, *want set), -2 on error. */
+static ssize_t
+write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
+          bool *ready, uint8_t *want)
+{
+    if (ssl)
+        return tls_write_out(ssl, hb, bb, fwd, ready, want);
     struct iovec iov[2];
     int n = 0;
     if (hb->data && hb->tail > hb->head) {
@@ -964,6 +1078,15 @@ write_out(int fd, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd, bool *rea
     }
 }
 
+/* Ends our direction of a connection: close_notify first over TLS. */
+static void
+half_close(int fd, struct ssl_st *ssl)
+{
+    if (ssl)
+        lb_tls_shutdown(ssl);
+    shutdown(fd, SHUT_WR);
+}
+
 /* ---- lifecycle ---- */
 
 static void
@@ -975,6 +1098,9 @@ sess_free(struct http_sess *s)
     ev_io_stop(w->loop, &s->cio);
     ev_timer_stop(w->loop, &s->timer);
     backend_release(s, false);
+    if (s->ssl)
+        lb_tls_conn_free(s->ssl); /* close_notify first, if the connection is sound */
+    free(s->cert_subject);
     close(s->cfd);
     lb_buf_release(&w->bufs, &s->cin, true);
     lb_buf_release(&w->bufs, &s->cout, true);
@@ -1073,7 +1199,7 @@ update_watchers(struct http_sess *s)
     switch (s->state) {
     case ST_HEAD:
         if (!s->c_rd && !s->c_eof)
-            cev |= EV_READ;
+            cev |= s->c_rdw;
         break;
     case ST_QUEUED:
     case ST_CONNECT:
@@ -1085,21 +1211,21 @@ update_watchers(struct http_sess *s)
     case ST_FORWARD:
     case ST_TUNNEL:
         if (!s->req_done && !s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE)
-            cev |= EV_READ;
+            cev |= s->c_rdw;
         if (cout_pending && !s->c_wr)
-            cev |= EV_WRITE;
+            cev |= s->c_wrw;
         if (s->b) {
             if (!s->resp_done && !s->b_rd && !s->b_eof)
-                bev |= EV_READ;
+                bev |= s->b_rdw;
             if (sout_pending && !s->b_wr)
-                bev |= EV_WRITE;
+                bev |= s->b_wrw;
         }
         break;
     case ST_LINGER:
         if (cout_pending && !s->c_wr)
-            cev |= EV_WRITE;
+            cev |= s->c_wrw;
         else if (!cout_pending && !s->c_rd)
-            cev |= EV_READ;
+            cev |= EV_READ; /* discarding raw bytes, TLS or not */
         break;
     }
     if ((s->cio.events & (EV_READ | EV_WRITE)) != cev || !ev_is_active(&s->cio)) {
@@ -1160,6 +1286,32 @@ sess_run(struct http_sess *s)
     struct lb_worker *w = s->w;
     int guard;
 
+    if (s->tls_hs) {
+        if (!s->c_rd) {
+            update_watchers(s);
+            return;
+        }
+        int want = EV_READ;
+        int r = lb_tls_handshake(s->ssl, &want);
+        if (r < 0) {
+            char why[256];
+            lb_debug("listener %s: TLS handshake failed: %s", lcf(s)->name,
+                     lb_tls_why(s->ssl, why, sizeof(why)));
+            sess_free(s);
+            return;
+        }
+        if (r == 0) {
+            s->c_rd = false;
+            s->c_rdw = (uint8_t)want;
+            update_watchers(s);
+            return;
+        }
+        s->tls_hs = false;
+        s->c_rdw = EV_READ;
+        s->c_rd = s->c_wr = true;
+        s->cert_subject = lb_tls_peer_subject(s->ssl);
+    }
+
     /* Bounded so one busy connection cannot starve the others of the loop. */
     for (guard = 0; guard < 64; guard++) {
         bool progress = false;
@@ -1176,7 +1328,7 @@ sess_run(struct http_sess *s)
             }
             if (!s->c_rd)
                 break;
-            ssize_t n = read_into(w, s->cfd, &s->cin, &s->c_rd);
+            ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 if (!s->head_timer) {
                     s->head_timer = true;
@@ -1193,7 +1345,8 @@ sess_run(struct http_sess *s)
         }
 
         if (s->state == ST_LINGER) {
-            ssize_t k = write_out(s->cfd, &s->cout, &s->cin, &s->resp_fwd, &s->c_wr);
+            ssize_t k =
+                write_out(s->cfd, s->ssl, &s->cout, &s->cin, &s->resp_fwd, &s->c_wr, &s->c_wrw);
             if (k == -2) {
                 sess_free(s);
                 return;
@@ -1201,9 +1354,10 @@ sess_run(struct http_sess *s)
             if (s->cout.head < s->cout.tail)
                 break;
             if (!s->c_eof) {
-                shutdown(s->cfd, SHUT_WR);
+                half_close(s->cfd, s->ssl);
                 s->c_eof = true; /* from now on: reading until EOF */
                 s->c_rd = true;
+                s->c_rdw = EV_READ; /* raw bytes, never decrypted */
             }
             char junk[4096];
             for (;;) {
@@ -1241,12 +1395,13 @@ sess_run(struct http_sess *s)
             continue;
         }
         if (s->b && s->b_wr && ((s->sout.tail > s->sout.head) || s->req_fwd)) {
-            ssize_t k = write_out(s->b->fd, &s->sout, &s->cin, &s->req_fwd, &s->b_wr);
+            ssize_t k =
+                write_out(s->b->fd, s->b->ssl, &s->sout, &s->cin, &s->req_fwd, &s->b_wr, &s->b_wrw);
             if (k > 0) {
                 progress = true;
                 if (s->req_fwd == 0 && s->sout.head == s->sout.tail && s->state == ST_TUNNEL &&
                     s->c_eof)
-                    shutdown(s->b->fd, SHUT_WR);
+                    half_close(s->b->fd, s->b->ssl);
             } else if (k == -2) {
                 if (backend_lost(s, true))
                     return;
@@ -1256,7 +1411,7 @@ sess_run(struct http_sess *s)
         /* Read more of the request body, or tunnel bytes, when there is room. */
         if (!s->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
             uint32_t before = lb_buf_len(&s->cin);
-            ssize_t n = read_into(w, s->cfd, &s->cin, &s->c_rd);
+            ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 s->bytes_in += (uint64_t)n;
                 progress = true;
@@ -1269,13 +1424,13 @@ sess_run(struct http_sess *s)
                     return;
                 }
                 if (s->b && s->req_fwd == 0)
-                    shutdown(s->b->fd, SHUT_WR);
+                    half_close(s->b->fd, s->b->ssl);
                 progress = true;
             }
         }
         /* Response side. */
         if (s->b && !s->resp_done && s->b_rd && !s->b_eof) {
-            ssize_t n = read_into(w, s->b->fd, &s->sin, &s->b_rd);
+            ssize_t n = read_into(w, s->b->fd, s->b->ssl, &s->sin, &s->b_rd, &s->b_rdw);
             if (n > 0) {
                 progress = true;
                 if (s->state == ST_FORWARD)
@@ -1312,13 +1467,14 @@ sess_run(struct http_sess *s)
             return;
         }
         if (s->c_wr && ((s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd)) {
-            ssize_t k = write_out(s->cfd, &s->cout, &s->sin, &s->resp_fwd, &s->c_wr);
+            ssize_t k =
+                write_out(s->cfd, s->ssl, &s->cout, &s->sin, &s->resp_fwd, &s->c_wr, &s->c_wrw);
             if (k > 0) {
                 s->bytes_out += (uint64_t)k;
                 progress = true;
                 if (s->state == ST_TUNNEL && s->b_eof && !s->resp_fwd &&
                     s->cout.head == s->cout.tail)
-                    shutdown(s->cfd, SHUT_WR);
+                    half_close(s->cfd, s->ssl);
             } else if (k == -2) {
                 sess_close(s);
                 return;
@@ -1365,9 +1521,9 @@ static void
 client_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct http_sess *s = (struct http_sess *)((char *)io - offsetof(struct http_sess, cio));
-    if (revents & EV_READ)
+    if (revents & s->c_rdw)
         s->c_rd = true;
-    if (revents & EV_WRITE)
+    if (revents & s->c_wrw)
         s->c_wr = true;
     sess_run(s);
 }
@@ -1384,9 +1540,36 @@ backend_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (err) {
             lb_warn("pool %s server %s: connect to %s failed: %s", pcf(s)->name, s->b->srv->name,
                     s->b->srv->addr.text, strerror(err));
-            connect_failed(s);
+            connect_failed(s, 503);
             sess_run(s);
             return;
+        }
+        if (s->b->ssl && !s->b->tls_ready) {
+            int want = EV_WRITE;
+            s->b_hs = true;
+            int r = lb_tls_handshake(s->b->ssl, &want);
+            if (r == 0) {
+                if (!ev_is_active(&s->bio) || (s->bio.events & (EV_READ | EV_WRITE)) != want) {
+                    ev_io_stop(loop, &s->bio);
+                    ev_io_modify(&s->bio, want);
+                    ev_io_start(loop, &s->bio);
+                }
+                return;
+            }
+            if (r < 0) {
+                char why[256];
+                lb_warn("pool %s server %s: TLS handshake with %s failed: %s", pcf(s)->name,
+                        s->b->srv->name, s->b->srv->addr.text,
+                        lb_tls_why(s->b->ssl, why, sizeof(why)));
+                /* A server we cannot trust is a bad gateway, not a missing
+                 * one. */
+                connect_failed(s, 502);
+                sess_run(s);
+                return;
+            }
+            s->b->tls_ready = true;
+            s->b_hs = false;
+            s->b_wr = true;
         }
         s->state = ST_FORWARD;
         s->t_connect = lb_now_us(loop);
@@ -1394,9 +1577,9 @@ backend_cb(struct ev_loop *loop, ev_io *io, int revents)
         ev_io_stop(loop, &s->bio);
         s->bio.events = 0;
     }
-    if (revents & EV_READ)
+    if (revents & s->b_rdw)
         s->b_rd = true;
-    if (revents & EV_WRITE)
+    if (revents & s->b_wrw)
         s->b_wr = true;
     sess_run(s);
 }
@@ -1424,8 +1607,10 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         sess_run(s);
         return;
     case ST_CONNECT:
-        lb_warn("pool %s server %s: connect timeout", pcf(s)->name, s->b->srv->name);
-        connect_failed(s);
+        lb_warn("pool %s server %s: %s timeout", pcf(s)->name, s->b->srv->name,
+                s->b_hs ? "TLS handshake" : "connect");
+        /* Connected but no TLS: something else answers on that port. */
+        connect_failed(s, s->b_hs ? 502 : 503);
         sess_run(s);
         return;
     case ST_FORWARD:
@@ -1477,6 +1662,18 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
         close(fd);
         return;
     }
+    struct lb_tls *tls = l->gen->snap->tls;
+    if (tls && tls->listeners[l->index]) {
+        s->ssl = lb_tls_accept_new(tls->listeners[l->index], fd);
+        if (!s->ssl) {
+            free(s);
+            close(fd);
+            return;
+        }
+        s->tls_hs = true;
+    }
+    s->c_rdw = s->b_rdw = EV_READ;
+    s->c_wrw = s->b_wrw = EV_WRITE;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->l = l;

@@ -8,6 +8,9 @@
  * client that sends a request and shuts down its side, then waits for the
  * answer) work as with a direct connection. The session ends when both
  * directions have ended, on an error, or after the idle timeout.
+ *
+ * A listener that terminates TLS, or a pool reached over TLS, needs the bytes
+ * in user space: those connections go to lb/tls_tunnel.c instead.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +25,7 @@
 #include "lb/accesslog.h"
 #include "lb/core.h"
 #include "lb/log.h"
+#include "lb/tls.h"
 
 #define PIPE_SIZE (256 * 1024)
 #define MAX_TRIES 8
@@ -359,6 +363,11 @@ void
 lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     struct lb_worker *w = l->w;
+    /* Bytes that must be decrypted or encrypted cannot be spliced. */
+    if (l->cf->tls.enabled || l->gen->snap->pools[l->cf->pool_index].cf->tls) {
+        lb_tls_tunnel_accept(l, fd, peer);
+        return;
+    }
     struct tcp_sess *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
