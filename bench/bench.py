@@ -34,7 +34,7 @@ REPO = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-NOISY = 0.3  # cores used by other processes during a run above which it is flagged
+NOISY = 0.15  # cores used by other processes during a run above which it is flagged
 BODY_SIZE = 100
 BODY_PATH = "/100b.bin"
 
@@ -1111,7 +1111,7 @@ class Bench:
             notes.append("repeated because other processes were busy (the quieter run is kept): %s"
                          % ", ".join(retried))
         if noisy:
-            notes.append("noisy runs (other processes kept more than %.1f core busy; test/target/round "
+            notes.append("noisy runs (other processes kept more than %.2f cores busy; test/target/round "
                          "(cores)): %s" % (NOISY, ", ".join(noisy)))
         L.append("")
         L.append("## Notes")
@@ -1354,7 +1354,7 @@ def main():
     ap.add_argument("--retries", type=int,
                     help="runs that may be repeated in all because other processes were busy during "
                          "them (default 8, --quick 4; the quieter run is kept)")
-    ap.add_argument("--quiet-cores", type=float, default=0.3, help="see --wait-quiet (default 0.3)")
+    ap.add_argument("--quiet-cores", type=float, default=0.15, help="see --wait-quiet (default 0.15)")
     ap.add_argument("--only", default="tern,haproxy,nginx", help="comma-separated proxies to run")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the report")
     ap.add_argument("--json", help="also write the raw results as JSON here")
