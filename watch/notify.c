@@ -692,10 +692,10 @@ watch_notify_alarm(struct watch_notify *wn, const struct watch_fields *f, char *
     }
 }
 
-json_t *
-watch_notify_json(struct watch_notify *wn)
+void
+watch_notify_json(struct watch_notify *wn, json_t *root)
 {
-    json_t *arr = json_array(), *rec = json_array(), *root = json_object();
+    json_t *arr = json_array(), *rec = json_array();
 
     for (size_t i = 0; i < wn->n; i++) {
         const struct notifier *nt = wn->v[i];
@@ -729,7 +729,6 @@ watch_notify_json(struct watch_notify *wn)
     }
     json_object_set_new(root, "notifiers", arr);
     json_object_set_new(root, "deliveries", rec);
-    return root;
 }
 
 void

@@ -382,7 +382,7 @@ api_alarms(void *arg, const char *route)
                            (double)a->last_change / 1000.0, "notify", notify, "history", hist));
     }
     json_object_set_new(root, "alarms", arr);
-    json_object_set_new(root, "notifiers", watch_notify_json(w->notify));
+    watch_notify_json(w->notify, root);
     if (w->lv != NULL)
         json_object_set_new(root, "libvirt", watch_lv_json(w->lv));
     out = json_dumps(root, JSON_COMPACT);

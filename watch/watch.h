@@ -92,8 +92,9 @@ int watch_notify_configure(struct watch_notify *n, const struct tern_value *watc
 /* An alarm changed state (or reminds): notify each named notifier. */
 void watch_notify_alarm(struct watch_notify *n, const struct watch_fields *f, char *const *names,
                         size_t nnames);
-/* {"notifiers":[...]} status for the API. */
-json_t *watch_notify_json(struct watch_notify *n);
+/* Sets "notifiers" (counters, last error) and "deliveries" (the last
+ * sends, newest first) in root, for the API. */
+void watch_notify_json(struct watch_notify *n, json_t *root);
 void watch_notify_free(struct watch_notify *n);
 
 /* ---- libvirt metric source (libvirt_source.c) ---- */
