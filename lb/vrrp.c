@@ -1,0 +1,1478 @@
+/*
+ * The VRRP runtime (see lb/vrrp.h): sockets, timers, netlink and scripts
+ * around the pure state machine (lb/vrrp_fsm.c) and packet code
+ * (lb/vrrp_pkt.c), all on the control thread's libev loop.
+ *
+ * Per instance: a raw IPPROTO_VRRP socket with IP_HDRINCL (we write the IPv4
+ * header ourselves, so the source address that enters the keepalived-style
+ * checksum is exactly the one on the wire, and TTL is 255), bound to the
+ * interface; a packet socket for gratuitous ARP; an ev_io for receive and one
+ * ev_timer per state machine deadline. Timers are armed from a monotonic
+ * microsecond clock and re-checked when they fire, so a deadline is never
+ * taken early; libev on epoll is late by at most a millisecond, well inside a
+ * 10 ms advertisement interval.
+ *
+ * Globals: the fatal-signal handler can reach nothing but globals, so the
+ * prebuilt priority-0 packets live in crash_slots (one per instance,
+ * published with atomics); and struct lb_ctl has no slot for this module yet,
+ * so the module state hangs off one pointer (vrrp_state) that only the
+ * control thread touches. Nothing else is global.
+ */
+#include "lb/vrrp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_packet.h>
+#include <linux/rtnetlink.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lb/log.h"
+#include "lb/vrrp_fsm.h"
+#include "lb/vrrp_pkt.h"
+
+extern char **environ;
+
+/* Pool tracking polls the snapshot (a few atomic loads per server): often
+ * enough that tracking adds nothing noticeable to health-check time. */
+#define TRACK_POLL_S 0.01
+/* Log a given drop reason at most this often per instance. */
+#define DROP_LOG_EVERY_US (10 * 1000000ULL)
+/* Priority-0 packets prebuilt for the crash handler: the multicast one, or
+ * one per unicast peer up to this many. */
+#define CRASH_MAX_PKTS 16
+#define CRASH_SLOTS 64
+#define ALTSTACK_SIZE (64 * 1024)
+/* libmnl's MNL_SOCKET_BUFFER_SIZE depends on the page size (a VLA); 8 KiB is
+ * what it amounts to on every page size we run on. */
+#define NL_BUF 8192
+
+static const uint8_t VRRP_MCAST4[4] = {224, 0, 0, 18}; /* RFC 5798 section 5.1.1.2 */
+
+/* ---- the fatal-signal path (async-signal-safe part) ---- */
+
+/* Room for RTM_DELADDR requests of this many addresses (each is 40 bytes);
+ * more are left for the next start to remove as stale. */
+#define CRASH_MAX_DEL 32
+
+struct crash_slot {
+    atomic_int armed; /* 1 while the instance is master */
+    int fd;           /* the raw VRRP socket */
+    int npkts;
+    size_t len;
+    struct sockaddr_in dst[CRASH_MAX_PKTS];
+    uint8_t pkt[CRASH_MAX_PKTS][VRRP_IPV4_HDR_LEN + VRRP_HDR_LEN + VRRP_MAX_ADDRS * 4];
+    int nlfd;      /* the netlink command socket, -1: none */
+    size_t nl_len; /* RTM_DELADDR messages for the addresses, back to back */
+    uint8_t nl[CRASH_MAX_DEL * 64];
+};
+
+/* Read by the signal handler; written by the control thread. */
+static _Atomic(struct crash_slot *) crash_slots[CRASH_SLOTS];
+
+/* SIGSEGV, SIGBUS, SIGABRT (any thread): send every armed instance's
+ * priority 0 so the backup takes over after Skew_Time, then die of the same
+ * signal. Only sendto(2), raise(3) and lock-free atomics: all
+ * async-signal-safe. SA_RESETHAND has restored the default action, and the
+ * signal is blocked until we return, so raise() takes effect right after. */
+static void
+on_fatal_signal(int sig)
+{
+    int saved = errno;
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        struct crash_slot *s = atomic_load_explicit(&crash_slots[i], memory_order_acquire);
+        if (!s || !atomic_load_explicit(&s->armed, memory_order_acquire))
+            continue;
+        for (int k = 0; k < s->npkts; k++)
+            (void)sendto(s->fd, s->pkt[k], s->len, 0, (const struct sockaddr *)&s->dst[k],
+                         sizeof(s->dst[k]));
+        /* And the addresses go, or this host would keep answering ARP for
+         * them next to the new master until it runs again. */
+        if (s->nlfd >= 0 && s->nl_len > 0) {
+            struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+            (void)sendto(s->nlfd, s->nl, s->nl_len, 0, (const struct sockaddr *)&kernel,
+                         sizeof(kernel));
+        }
+    }
+    errno = saved;
+    raise(sig);
+}
+
+static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGABRT};
+#define NFATAL (sizeof(fatal_signals) / sizeof(fatal_signals[0]))
+
+/* ---- module state ---- */
+
+struct vrrp_counters {
+    uint64_t adverts_sent, adverts_received, prio0_sent, prio0_received;
+    uint64_t dropped[VRRP_ERR_COUNT];
+    uint64_t interval_mismatch; /* v3: adopted, counted; v2: in dropped[] too */
+    uint64_t bad_source;        /* unicast: not a configured peer */
+    uint64_t csum[3];           /* accepted adverts by checksum form */
+    uint64_t garps_sent, send_errors, netlink_errors, notify_runs, notify_failed;
+    uint64_t late_timers; /* fired more than 2 ms after their deadline */
+    uint64_t max_late_us; /* worst timer lateness seen */
+    uint64_t became_master;
+};
+
+struct vrrp;
+
+struct vrrp_inst {
+    struct vrrp *v;
+    /* Settings, copied: a reload frees the configuration they came from. */
+    char *name, *ifname, *notify;
+    uint8_t vrid, version, priority, track_weight;
+    uint32_t interval_ms;
+    bool preempt, accept, pseudo;
+    uint64_t preempt_delay_ms, garp_refresh_ms;
+    uint32_t garp_repeat;
+    struct conf_cidr *vips;
+    size_t nvips;
+    uint8_t *vip_bytes; /* nvips x 4, the advertisement's address list */
+    struct in_addr *peers;
+    size_t npeers;
+    char **track_pools, **track_ifs;
+    size_t ntrack_pools, ntrack_ifs;
+
+    /* Interface and sockets. */
+    int ifindex;
+    uint8_t mac[6];
+    uint8_t primary[4];
+    int fd;  /* raw IPPROTO_VRRP, IP_HDRINCL */
+    int pfd; /* AF_PACKET, gratuitous ARP */
+    uint16_t ip_id;
+
+    ev_io rx;
+    ev_timer adver_t, mdown_t, garp_t;
+    struct vrrp_fsm fsm;
+    unsigned pools_failed, ifs_failed; /* tracked objects failing now */
+    bool if_down;                      /* own interface without link */
+    struct vrrp_counters c;
+    uint64_t last_drop_log[VRRP_ERR_COUNT + 1];
+    int slot; /* index in crash_slots, -1: none */
+    bool vips_on;
+};
+
+struct notify_child {
+    ev_child w;
+    struct vrrp *v;
+    char *what;
+    struct notify_child *next;
+};
+
+struct vrrp {
+    struct lb_ctl *ctl;
+    struct vrrp_inst **inst;
+    size_t n;
+    struct mnl_socket *nl;      /* address commands */
+    struct mnl_socket *nl_link; /* link events (track_interfaces, own links) */
+    ev_io link_io;
+    ev_timer track_t;
+    ev_timer crash_t; /* TERN_TEST_CRASH_AFTER_MS, tests only */
+    uint32_t nl_seq;
+    bool shut;
+    struct notify_child *children;
+    /* Fatal-signal handling, restored at stop. */
+    bool handlers_on;
+    struct sigaction old_act[NFATAL];
+    stack_t old_stack;
+    void *altstack;
+};
+
+/* See the file comment: the single module pointer, control thread only. */
+static struct vrrp *vrrp_state;
+
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static const char *
+ip4_text(const uint8_t a[4], char *buf, size_t size)
+{
+    return inet_ntop(AF_INET, a, buf, (socklen_t)size) ? buf : "?";
+}
+
+/* ---- netlink: virtual addresses ---- */
+
+/* One RTM_NEWADDR / RTM_DELADDR and its acknowledgement. rtnetlink handles
+ * a request inside sendmsg(), so the answer is already queued when we read
+ * it; the socket's receive timeout only guards against the impossible. */
+static struct nlmsghdr *
+nl_addr_msg(void *buf, int cmd, uint32_t seq, int ifindex, const struct conf_cidr *c)
+{
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (uint16_t)cmd;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    if (cmd == RTM_NEWADDR)
+        nlh->nlmsg_flags |= NLM_F_CREATE | NLM_F_EXCL;
+    nlh->nlmsg_seq = seq;
+    struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+    ifa->ifa_family = (uint8_t)c->family;
+    ifa->ifa_prefixlen = c->prefix;
+    ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+    ifa->ifa_index = (unsigned)ifindex;
+    size_t alen = c->family == AF_INET6 ? 16 : 4;
+    mnl_attr_put(nlh, IFA_LOCAL, alen, c->addr);
+    mnl_attr_put(nlh, IFA_ADDRESS, alen, c->addr);
+    return nlh;
+}
+
+static int
+nl_addr(struct vrrp *v, int cmd, int ifindex, const struct conf_cidr *c)
+{
+    char buf[NL_BUF];
+    struct nlmsghdr *nlh = nl_addr_msg(buf, cmd, ++v->nl_seq, ifindex, c);
+    if (mnl_socket_sendto(v->nl, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    ssize_t n = mnl_socket_recvfrom(v->nl, buf, sizeof(buf));
+    if (n < 0)
+        return -errno;
+    if (mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, mnl_socket_get_portid(v->nl), NULL, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+static void
+vips_add(struct vrrp_inst *in)
+{
+    for (size_t i = 0; i < in->nvips; i++) {
+        int r = nl_addr(in->v, RTM_NEWADDR, in->ifindex, &in->vips[i]);
+        if (r < 0 && r != -EEXIST) {
+            in->c.netlink_errors++;
+            lb_err("vrrp %s: cannot add %s on %s: %s", in->name, in->vips[i].text, in->ifname,
+                   strerror(-r));
+        }
+    }
+    in->vips_on = true;
+}
+
+static void
+vips_del(struct vrrp_inst *in, bool quiet)
+{
+    for (size_t i = 0; i < in->nvips; i++) {
+        int r = nl_addr(in->v, RTM_DELADDR, in->ifindex, &in->vips[i]);
+        if (r < 0 && r != -EADDRNOTAVAIL && r != -ENOENT && r != -ENODEV && !quiet) {
+            in->c.netlink_errors++;
+            lb_err("vrrp %s: cannot remove %s from %s: %s", in->name, in->vips[i].text, in->ifname,
+                   strerror(-r));
+        }
+    }
+    in->vips_on = false;
+}
+
+/* Start-up: an earlier run that crashed (or was killed with -9) left its
+ * addresses configured, and this host would go on answering ARP for them
+ * while another one is master. */
+static void
+vips_remove_stale(struct vrrp_inst *in)
+{
+    for (size_t i = 0; i < in->nvips; i++) {
+        if (nl_addr(in->v, RTM_DELADDR, in->ifindex, &in->vips[i]) == 0)
+            lb_warn("vrrp %s: removed %s from %s, left behind by an earlier run", in->name,
+                    in->vips[i].text, in->ifname);
+    }
+}
+
+/* ---- sending ---- */
+
+/* Encodes priority prio for destination dst into buf (IPv4 header
+ * included). Returns the length, or 0. */
+static size_t
+build_advert(struct vrrp_inst *in, uint8_t prio, const uint8_t dst[4], uint8_t *buf, size_t size)
+{
+    struct vrrp_adv a = {.version = in->version,
+                         .vrid = in->vrid,
+                         .priority = prio,
+                         .naddrs = (uint8_t)in->nvips,
+                         .family = AF_INET,
+                         .interval_ms = in->interval_ms,
+                         .addrs = in->vip_bytes};
+    if (size < VRRP_IPV4_HDR_LEN)
+        return 0;
+    ssize_t n = vrrp_adv_encode(&a, in->primary, dst, in->pseudo, buf + VRRP_IPV4_HDR_LEN,
+                                size - VRRP_IPV4_HDR_LEN);
+    if (n < 0)
+        return 0;
+    /* The kernel fills in the id when it is 0; a counter matches what
+     * keepalived puts on the wire and helps reading captures. */
+    vrrp_ip4_build(buf, in->primary, dst, VRRP_TTL, ++in->ip_id, (size_t)n);
+    return VRRP_IPV4_HDR_LEN + (size_t)n;
+}
+
+/* The destinations: 224.0.0.18, or every unicast peer. */
+static size_t
+destinations(const struct vrrp_inst *in, uint8_t (*out)[4], size_t max)
+{
+    if (in->npeers == 0) {
+        memcpy(out[0], VRRP_MCAST4, 4);
+        return 1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < in->npeers && n < max; i++)
+        memcpy(out[n++], &in->peers[i].s_addr, 4);
+    return n;
+}
+
+static void
+send_advert(struct vrrp_inst *in, uint8_t prio)
+{
+    uint8_t buf[VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT];
+    uint8_t dsts[256][4];
+    size_t nd = destinations(in, dsts, 256);
+    for (size_t i = 0; i < nd; i++) {
+        size_t len = build_advert(in, prio, dsts[i], buf, sizeof(buf));
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        memcpy(&sa.sin_addr, dsts[i], 4);
+        if (len == 0 || sendto(in->fd, buf, len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            if (in->c.send_errors++ == 0)
+                lb_err("vrrp %s: cannot send advertisement: %s", in->name,
+                       len == 0 ? "encoding failed" : strerror(errno));
+            continue;
+        }
+        in->c.adverts_sent++;
+        if (prio == 0)
+            in->c.prio0_sent++;
+    }
+}
+
+static void
+send_garps(struct vrrp_inst *in, unsigned repeat)
+{
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET,
+                              .sll_protocol = htons(ETH_P_ARP),
+                              .sll_ifindex = in->ifindex,
+                              .sll_halen = 6};
+    memset(sll.sll_addr, 0xff, 6);
+    for (unsigned r = 0; r < repeat; r++) {
+        for (size_t i = 0; i < in->nvips; i++) {
+            uint8_t frame[VRRP_GARP_LEN];
+            vrrp_garp_build(frame, in->mac, in->vips[i].addr);
+            if (sendto(in->pfd, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+                in->c.send_errors++;
+            else
+                in->c.garps_sent++;
+        }
+    }
+}
+
+/* ---- crash slots ---- */
+
+static void
+crash_arm(struct vrrp_inst *in)
+{
+    if (in->slot < 0)
+        return;
+    struct crash_slot *s = atomic_load(&crash_slots[in->slot]);
+    if (!s)
+        return;
+    /* Disarmed while the bytes change, so a handler never reads half a
+     * packet. */
+    atomic_store(&s->armed, 0);
+    uint8_t dsts[CRASH_MAX_PKTS][4];
+    size_t nd = destinations(in, dsts, CRASH_MAX_PKTS);
+    s->npkts = 0;
+    for (size_t i = 0; i < nd; i++) {
+        size_t len = build_advert(in, 0, dsts[i], s->pkt[i], sizeof(s->pkt[i]));
+        if (len == 0)
+            return;
+        s->len = len;
+        s->dst[i] = (struct sockaddr_in){.sin_family = AF_INET};
+        memcpy(&s->dst[i].sin_addr, dsts[i], 4);
+        s->npkts = (int)i + 1;
+    }
+    s->fd = in->fd;
+    /* The deletions, without NLM_F_ACK: nobody will read the answers. */
+    s->nl_len = 0;
+    s->nlfd = in->v->nl ? mnl_socket_get_fd(in->v->nl) : -1;
+    for (size_t i = 0; i < in->nvips && i < CRASH_MAX_DEL; i++) {
+        struct nlmsghdr *nlh =
+            nl_addr_msg(s->nl + s->nl_len, RTM_DELADDR, 0, in->ifindex, &in->vips[i]);
+        nlh->nlmsg_flags = NLM_F_REQUEST;
+        s->nl_len += NLMSG_ALIGN(nlh->nlmsg_len);
+    }
+    atomic_store_explicit(&s->armed, 1, memory_order_release);
+}
+
+static void
+crash_disarm(struct vrrp_inst *in)
+{
+    if (in->slot < 0)
+        return;
+    struct crash_slot *s = atomic_load(&crash_slots[in->slot]);
+    if (s)
+        atomic_store(&s->armed, 0);
+}
+
+static int
+crash_slot_new(void)
+{
+    for (int i = 0; i < CRASH_SLOTS; i++) {
+        if (atomic_load(&crash_slots[i]))
+            continue;
+        struct crash_slot *s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        s->fd = s->nlfd = -1;
+        atomic_store(&crash_slots[i], s);
+        return i;
+    }
+    return -1;
+}
+
+static void
+crash_slot_free(int i)
+{
+    if (i < 0)
+        return;
+    struct crash_slot *s = atomic_exchange(&crash_slots[i], NULL);
+    free(s);
+}
+
+static void
+fatal_handlers_install(struct vrrp *v)
+{
+    if (v->handlers_on)
+        return;
+    /* An alternate stack, so that a stack overflow on the control thread
+     * still reaches the handler. Other threads run it on their own stack. */
+    v->altstack = malloc(ALTSTACK_SIZE);
+    if (v->altstack) {
+        stack_t ss = {.ss_sp = v->altstack, .ss_size = ALTSTACK_SIZE};
+        if (sigaltstack(&ss, &v->old_stack) < 0) {
+            free(v->altstack);
+            v->altstack = NULL;
+        }
+    }
+    struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND | SA_ONSTACK};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < NFATAL; i++)
+        sigaction(fatal_signals[i], &sa, &v->old_act[i]);
+    v->handlers_on = true;
+}
+
+static void
+fatal_handlers_remove(struct vrrp *v)
+{
+    if (!v->handlers_on)
+        return;
+    for (size_t i = 0; i < NFATAL; i++)
+        sigaction(fatal_signals[i], &v->old_act[i], NULL);
+    if (v->altstack) {
+        stack_t off = {.ss_flags = SS_DISABLE};
+        sigaltstack(v->old_stack.ss_sp ? &v->old_stack : &off, NULL);
+        free(v->altstack);
+        v->altstack = NULL;
+    }
+    v->handlers_on = false;
+}
+
+/* ---- notify ---- */
+
+static void
+on_notify_exit(struct ev_loop *loop, ev_child *w, int revents)
+{
+    struct notify_child *ch = (struct notify_child *)w;
+    struct vrrp *v = ch->v;
+    ev_child_stop(loop, w);
+    if (!WIFEXITED(w->rstatus) || WEXITSTATUS(w->rstatus) != 0) {
+        lb_warn("vrrp: notify %s: %s %d", ch->what,
+                WIFEXITED(w->rstatus) ? "exit status" : "killed by signal",
+                WIFEXITED(w->rstatus) ? WEXITSTATUS(w->rstatus) : WTERMSIG(w->rstatus));
+    }
+    for (struct notify_child **p = &v->children; *p; p = &(*p)->next) {
+        if (*p == ch) {
+            *p = ch->next;
+            break;
+        }
+    }
+    free(ch->what);
+    free(ch);
+}
+
+/* Runs "notify NAME OLD NEW" without waiting for it: posix_spawn (vfork +
+ * exec) costs tens of microseconds, and the exit is collected by an
+ * ev_child watcher. The child gets default signal dispositions and an empty
+ * mask (the daemon ignores SIGPIPE; libev may block signals). */
+static void
+run_notify(struct vrrp_inst *in, enum vrrp_state from, enum vrrp_state to)
+{
+    if (!in->notify || !*in->notify)
+        return;
+    char *argv[] = {in->notify, in->name, (char *)vrrp_state_name(from),
+                    (char *)vrrp_state_name(to), NULL};
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    pid_t pid;
+    int e = posix_spawn(&pid, in->notify, NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    in->c.notify_runs++;
+    if (e != 0) {
+        in->c.notify_failed++;
+        lb_err("vrrp %s: cannot run notify %s: %s", in->name, in->notify, strerror(e));
+        return;
+    }
+    struct notify_child *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return; /* reaped by libev's SIGCHLD handler all the same */
+    ch->v = in->v;
+    char what[256];
+    snprintf(what, sizeof(what), "%s %s %s %s", in->notify, in->name, vrrp_state_name(from),
+             vrrp_state_name(to));
+    ch->what = strdup(what);
+    ev_child_init(&ch->w, on_notify_exit, pid, 0);
+    ev_child_start(in->v->ctl->loop, &ch->w);
+    ch->next = in->v->children;
+    in->v->children = ch;
+}
+
+/* ---- timers and actions ---- */
+
+static void
+arm(struct vrrp_inst *in, ev_timer *t, uint64_t deadline, uint64_t now)
+{
+    struct ev_loop *loop = in->v->ctl->loop;
+    ev_timer_stop(loop, t);
+    if (deadline == 0)
+        return;
+    double after = deadline > now ? (double)(deadline - now) / 1e6 : 0.0;
+    ev_timer_set(t, after, 0.0);
+    ev_timer_start(loop, t);
+}
+
+static void
+sync_timers(struct vrrp_inst *in, uint64_t now)
+{
+    /* libev measures "after" from the time it last read its clock; bring it
+     * to now so the deadline lands where the state machine put it. */
+    ev_now_update(in->v->ctl->loop);
+    arm(in, &in->adver_t, in->fsm.adver_at, now);
+    arm(in, &in->mdown_t, in->fsm.master_down_at, now);
+}
+
+static void
+garp_refresh_update(struct vrrp_inst *in)
+{
+    struct ev_loop *loop = in->v->ctl->loop;
+    if (in->fsm.state == VRRP_MASTER && in->garp_refresh_ms > 0) {
+        if (!ev_is_active(&in->garp_t)) {
+            double s = (double)in->garp_refresh_ms / 1000.0;
+            ev_timer_set(&in->garp_t, s, s);
+            ev_timer_start(loop, &in->garp_t);
+        }
+    } else {
+        ev_timer_stop(loop, &in->garp_t);
+    }
+}
+
+/* Carries out the state machine's actions in the order of enum
+ * vrrp_action: priority 0 / advertisement first (the other router reacts
+ * while we change addresses), then addresses, then the announcements. */
+static void
+apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
+{
+    unsigned a = o->actions;
+    if (a & VRRP_ACT_SEND_PRIO0) {
+        /* Twice: one lost packet would cost a Master_Down_Interval. */
+        send_advert(in, 0);
+        send_advert(in, 0);
+    }
+    if (a & VRRP_ACT_SEND_ADVERT)
+        send_advert(in, in->fsm.priority);
+    if (a & VRRP_ACT_DEL_VIPS) {
+        crash_disarm(in);
+        vips_del(in, false);
+    }
+    if (a & VRRP_ACT_ADD_VIPS) {
+        vips_add(in);
+        crash_arm(in);
+    }
+    if (a & VRRP_ACT_SEND_GARP)
+        send_garps(in, in->garp_repeat);
+    if (a & VRRP_ACT_TIMERS)
+        sync_timers(in, now);
+    in->c.became_master = in->fsm.became_master;
+    if (a & VRRP_ACT_NOTIFY) {
+        char m[INET_ADDRSTRLEN] = "-";
+        if (in->fsm.master_known && o->to == VRRP_BACKUP)
+            ip4_text(in->fsm.master_addr, m, sizeof(m));
+        lb_info("vrrp %s: %s -> %s (priority %u%s%s)", in->name, vrrp_state_name(o->from),
+                vrrp_state_name(o->to), in->fsm.priority, o->to == VRRP_BACKUP ? ", master " : "",
+                o->to == VRRP_BACKUP ? m : "");
+        garp_refresh_update(in);
+        run_notify(in, o->from, o->to);
+    }
+}
+
+/* A timer fired: the state machine's deadline must have passed (libev may
+ * run a timer up to its clock resolution early against ours); otherwise
+ * wait for the rest. */
+static bool
+due(struct vrrp_inst *in, ev_timer *t, uint64_t deadline, uint64_t now)
+{
+    if (deadline == 0)
+        return false;
+    if (now + 100 < deadline) {
+        arm(in, t, deadline, now);
+        return false;
+    }
+    uint64_t late = now > deadline ? now - deadline : 0;
+    if (late > in->c.max_late_us)
+        in->c.max_late_us = late;
+    if (late > 2000)
+        in->c.late_timers++;
+    return true;
+}
+
+static void
+on_adver_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct vrrp_inst *in = t->data;
+    uint64_t now = mono_us();
+    if (!due(in, t, in->fsm.adver_at, now))
+        return;
+    struct vrrp_fsm_out o;
+    vrrp_fsm_adver_timer(&in->fsm, now, &o);
+    apply(in, &o, now);
+}
+
+static void
+on_master_down(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct vrrp_inst *in = t->data;
+    uint64_t now = mono_us();
+    if (!due(in, t, in->fsm.master_down_at, now))
+        return;
+    struct vrrp_fsm_out o;
+    vrrp_fsm_master_down(&in->fsm, now, &o);
+    apply(in, &o, now);
+}
+
+static void
+on_garp_refresh(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct vrrp_inst *in = t->data;
+    if (in->fsm.state == VRRP_MASTER)
+        send_garps(in, 1);
+}
+
+/* ---- receiving ---- */
+
+static void
+count_drop(struct vrrp_inst *in, enum vrrp_err e, const uint8_t src[4])
+{
+    unsigned idx = (unsigned)e <= VRRP_ERR_COUNT ? (unsigned)e : VRRP_ERR_COUNT;
+    uint64_t n;
+    const char *why;
+    if (idx == VRRP_ERR_COUNT) {
+        n = ++in->c.bad_source;
+        why = "bad_source";
+    } else {
+        n = ++in->c.dropped[idx];
+        why = vrrp_err_name(e);
+    }
+    /* The first of each kind is logged, then one line per 10 s at most:
+     * a foreign router in our VRID, or a flood, must be visible but must
+     * not flood the log in turn. */
+    uint64_t now = mono_us();
+    if (n == 1 || now - in->last_drop_log[idx] >= DROP_LOG_EVERY_US) {
+        in->last_drop_log[idx] = now;
+        char s[INET_ADDRSTRLEN] = "?";
+        if (src)
+            ip4_text(src, s, sizeof(s));
+        lb_warn("vrrp %s: dropped a packet from %s: %s (%" PRIu64 " so far)", in->name, s, why, n);
+    }
+}
+
+static void
+handle_packet(struct vrrp_inst *in, const uint8_t *buf, size_t len, uint64_t now)
+{
+    struct vrrp_ip4 ip;
+    enum vrrp_err e = vrrp_ip4_parse(buf, len, &ip);
+    if (e != VRRP_OK) {
+        count_drop(in, e, NULL);
+        return;
+    }
+    /* Our own multicast does not loop back (IP_MULTICAST_LOOP is off), but
+     * a bridge in hairpin mode could reflect it. */
+    if (memcmp(ip.src, in->primary, 4) == 0)
+        return;
+    if (in->npeers > 0) {
+        /* unicast_peers: only the configured routers are heard. */
+        bool known = false;
+        for (size_t i = 0; i < in->npeers && !known; i++)
+            known = memcmp(&in->peers[i].s_addr, ip.src, 4) == 0;
+        if (!known) {
+            count_drop(in, VRRP_ERR_COUNT, ip.src);
+            return;
+        }
+    }
+    struct vrrp_rx rx = {.family = AF_INET,
+                         .src = ip.src,
+                         .dst = ip.dst,
+                         .ttl = ip.ttl,
+                         .version = in->version,
+                         .vrid = in->vrid,
+                         .interval_ms = in->interval_ms};
+    struct vrrp_adv adv;
+    e = vrrp_adv_decode(ip.payload, ip.plen, &rx, &adv);
+    if (e != VRRP_OK) {
+        if (e == VRRP_ERR_INTERVAL_MISMATCH)
+            in->c.interval_mismatch++;
+        count_drop(in, e, ip.src);
+        return;
+    }
+    in->c.adverts_received++;
+    in->c.csum[adv.csum]++;
+    if (adv.priority == 0)
+        in->c.prio0_received++;
+    if (adv.interval_ms != in->interval_ms) {
+        /* RFC 5798 section 6.4.2: a v3 backup adopts the master's interval;
+         * counted and logged (rate-limited like drops) because it is a
+         * misconfiguration all the same. */
+        uint64_t n = ++in->c.interval_mismatch;
+        uint64_t *last = &in->last_drop_log[VRRP_ERR_INTERVAL_MISMATCH];
+        if (n == 1 || now - *last >= DROP_LOG_EVERY_US) {
+            *last = now;
+            char s[INET_ADDRSTRLEN];
+            lb_warn("vrrp %s: %s advertises every %u ms, we every %u ms: interval_mismatch "
+                    "(%" PRIu64 " so far)",
+                    in->name, ip4_text(ip.src, s, sizeof(s)), adv.interval_ms, in->interval_ms, n);
+        }
+    }
+    struct vrrp_fsm_out o;
+    vrrp_fsm_advert(&in->fsm, now, adv.priority, ip.src, adv.interval_ms, &o);
+    apply(in, &o, now);
+}
+
+static void
+on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct vrrp_inst *in = w->data;
+    /* Bounded: a flood of forged packets must not keep the loop here. */
+    for (int i = 0; i < 64; i++) {
+        uint8_t buf[2048];
+        ssize_t n = recv(in->fd, buf, sizeof(buf), MSG_TRUNC);
+        if (n < 0)
+            return;
+        if ((size_t)n > sizeof(buf)) {
+            count_drop(in, VRRP_ERR_TRUNCATED, NULL);
+            continue;
+        }
+        handle_packet(in, buf, (size_t)n, mono_us());
+    }
+}
+
+/* ---- tracking ---- */
+
+static bool
+link_up(const char *ifname)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return true; /* cannot tell: do not fault on it */
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+    bool up = false;
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0)
+        up = (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+    close(s);
+    return up;
+}
+
+/* A tracked pool fails when none of its servers can take a request. */
+static bool
+pool_ok(struct lb_ctl *ctl, const char *name)
+{
+    struct lb_pool *p = ctl->snap ? lb_pool_find(ctl->snap, name) : NULL;
+    if (!p)
+        return false;
+    size_t n = lb_pool_nservers(p);
+    for (size_t i = 0; i < n; i++)
+        if (lb_server_usable(&p->servers[i]))
+            return true;
+    return false;
+}
+
+/* Re-evaluates tracking: pools always, links when links is true (at start
+ * and on netlink link events; an ioctl per interface is too much for a
+ * 10 ms poll). Tells the state machine when anything changed. */
+static void
+track_eval(struct vrrp_inst *in, bool links, uint64_t now)
+{
+    unsigned pools_failed = 0;
+    for (size_t i = 0; i < in->ntrack_pools; i++) {
+        bool ok = pool_ok(in->v->ctl, in->track_pools[i]);
+        pools_failed += !ok;
+    }
+    unsigned ifs_failed = in->ifs_failed;
+    bool if_down = in->if_down;
+    if (links) {
+        if_down = !link_up(in->ifname);
+        ifs_failed = 0;
+        for (size_t i = 0; i < in->ntrack_ifs; i++)
+            ifs_failed += !link_up(in->track_ifs[i]);
+    }
+    if (pools_failed == in->pools_failed && ifs_failed == in->ifs_failed && if_down == in->if_down)
+        return;
+    lb_info("vrrp %s: tracking: %u of %zu pool%s without a usable server, %u of %zu interface%s "
+            "down%s",
+            in->name, pools_failed, in->ntrack_pools, in->ntrack_pools == 1 ? "" : "s", ifs_failed,
+            in->ntrack_ifs, in->ntrack_ifs == 1 ? "" : "s", if_down ? ", own interface down" : "");
+    in->pools_failed = pools_failed;
+    in->ifs_failed = ifs_failed;
+    in->if_down = if_down;
+    struct vrrp_fsm_out o;
+    vrrp_fsm_track(&in->fsm, now, pools_failed + ifs_failed, if_down, &o);
+    apply(in, &o, now);
+}
+
+static void
+on_track_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct vrrp *v = t->data;
+    uint64_t now = mono_us();
+    for (size_t i = 0; i < v->n; i++)
+        if (v->inst[i]->ntrack_pools > 0)
+            track_eval(v->inst[i], false, now);
+}
+
+/* RTM_NEWLINK / RTM_DELLINK: some interface changed; which one matters
+ * little, re-reading the few we track is cheap. */
+static void
+on_link_event(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct vrrp *v = w->data;
+    char buf[NL_BUF];
+    bool any = false;
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = recv(mnl_socket_get_fd(v->nl_link), buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0) {
+            /* ENOBUFS: events were lost; re-reading covers it. */
+            if (errno == ENOBUFS)
+                any = true;
+            break;
+        }
+        any = true;
+    }
+    if (!any)
+        return;
+    uint64_t now = mono_us();
+    for (size_t i = 0; i < v->n; i++)
+        track_eval(v->inst[i], true, now);
+}
+
+/* ---- instances ---- */
+
+static char *
+xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static char **
+strv_dup(char **src, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof(*out));
+    for (size_t i = 0; out && i < n; i++)
+        out[i] = xstrdup(src[i]);
+    return out;
+}
+
+static void
+strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void
+inst_free(struct vrrp_inst *in)
+{
+    if (!in)
+        return;
+    struct ev_loop *loop = in->v->ctl->loop;
+    ev_io_stop(loop, &in->rx);
+    ev_timer_stop(loop, &in->adver_t);
+    ev_timer_stop(loop, &in->mdown_t);
+    ev_timer_stop(loop, &in->garp_t);
+    crash_disarm(in);
+    crash_slot_free(in->slot);
+    if (in->fd >= 0)
+        close(in->fd);
+    if (in->pfd >= 0)
+        close(in->pfd);
+    free(in->name);
+    free(in->ifname);
+    free(in->notify);
+    for (size_t i = 0; i < in->nvips; i++)
+        free(in->vips[i].text);
+    free(in->vips);
+    free(in->vip_bytes);
+    free(in->peers);
+    strv_free(in->track_pools, in->ntrack_pools);
+    strv_free(in->track_ifs, in->ntrack_ifs);
+    free(in);
+}
+
+static struct vrrp_inst *
+inst_new(struct vrrp *v, const struct conf_vrrp *cf)
+{
+    struct vrrp_inst *in = calloc(1, sizeof(*in));
+    if (!in)
+        return NULL;
+    in->v = v;
+    in->fd = in->pfd = -1;
+    in->slot = -1;
+    in->name = xstrdup(cf->name);
+    in->ifname = xstrdup(cf->interface);
+    in->notify = xstrdup(cf->notify);
+    in->vrid = (uint8_t)cf->vrid;
+    in->version = (uint8_t)cf->version;
+    in->priority = (uint8_t)cf->priority;
+    in->track_weight = (uint8_t)cf->track_weight;
+    in->interval_ms = (uint32_t)cf->advert_interval;
+    in->preempt = cf->preempt;
+    in->preempt_delay_ms = cf->preempt_delay;
+    in->accept = cf->accept;
+    in->pseudo = cf->checksum_pseudo_header;
+    in->garp_repeat = cf->garp_repeat ? cf->garp_repeat : 1;
+    in->garp_refresh_ms = cf->garp_refresh;
+    in->nvips = cf->nvirtual_ips;
+    in->vips = calloc(in->nvips ? in->nvips : 1, sizeof(*in->vips));
+    in->vip_bytes = calloc(in->nvips ? in->nvips : 1, 4);
+    in->npeers = cf->nunicast_peers;
+    in->peers = calloc(in->npeers ? in->npeers : 1, sizeof(*in->peers));
+    in->ntrack_pools = cf->ntrack_pools;
+    in->track_pools = strv_dup(cf->track_pools, cf->ntrack_pools);
+    in->ntrack_ifs = cf->ntrack_interfaces;
+    in->track_ifs = strv_dup(cf->track_interfaces, cf->ntrack_interfaces);
+    if (!in->name || !in->ifname || !in->vips || !in->vip_bytes || !in->peers || !in->track_pools ||
+        !in->track_ifs) {
+        inst_free(in);
+        return NULL;
+    }
+    for (size_t i = 0; i < in->nvips; i++) {
+        in->vips[i] = cf->virtual_ips[i];
+        in->vips[i].text = xstrdup(cf->virtual_ips[i].text);
+        memcpy(in->vip_bytes + 4 * i, cf->virtual_ips[i].addr, 4);
+    }
+    for (size_t i = 0; i < in->npeers; i++)
+        in->peers[i] = ((const struct sockaddr_in *)&cf->unicast_peers[i].sa)->sin_addr;
+    ev_io_init(&in->rx, on_readable, -1, EV_READ);
+    ev_timer_init(&in->adver_t, on_adver_timer, 0.0, 0.0);
+    ev_timer_init(&in->mdown_t, on_master_down, 0.0, 0.0);
+    ev_timer_init(&in->garp_t, on_garp_refresh, 0.0, 0.0);
+    in->rx.data = in->adver_t.data = in->mdown_t.data = in->garp_t.data = in;
+    return in;
+}
+
+/* Whether a running instance can stay as it is under the new settings. */
+static bool
+inst_same(const struct vrrp_inst *in, const struct conf_vrrp *cf)
+{
+    if (strcmp(in->ifname, cf->interface) != 0 || in->vrid != cf->vrid ||
+        in->version != cf->version || in->priority != cf->priority ||
+        in->track_weight != cf->track_weight || in->interval_ms != cf->advert_interval ||
+        in->preempt != cf->preempt || in->preempt_delay_ms != cf->preempt_delay ||
+        in->accept != cf->accept || in->pseudo != cf->checksum_pseudo_header ||
+        in->garp_repeat != (cf->garp_repeat ? cf->garp_repeat : 1) ||
+        in->garp_refresh_ms != cf->garp_refresh || in->nvips != cf->nvirtual_ips ||
+        in->npeers != cf->nunicast_peers || in->ntrack_pools != cf->ntrack_pools ||
+        in->ntrack_ifs != cf->ntrack_interfaces)
+        return false;
+    if ((in->notify == NULL) != (cf->notify == NULL) ||
+        (in->notify && strcmp(in->notify, cf->notify) != 0))
+        return false;
+    for (size_t i = 0; i < in->nvips; i++)
+        if (in->vips[i].prefix != cf->virtual_ips[i].prefix ||
+            memcmp(in->vips[i].addr, cf->virtual_ips[i].addr, 4) != 0)
+            return false;
+    for (size_t i = 0; i < in->npeers; i++)
+        if (in->peers[i].s_addr !=
+            ((const struct sockaddr_in *)&cf->unicast_peers[i].sa)->sin_addr.s_addr)
+            return false;
+    for (size_t i = 0; i < in->ntrack_pools; i++)
+        if (strcmp(in->track_pools[i], cf->track_pools[i]) != 0)
+            return false;
+    for (size_t i = 0; i < in->ntrack_ifs; i++)
+        if (strcmp(in->track_ifs[i], cf->track_interfaces[i]) != 0)
+            return false;
+    return true;
+}
+
+static bool
+is_vip(const struct vrrp_inst *in, const void *addr4)
+{
+    for (size_t i = 0; i < in->nvips; i++)
+        if (memcmp(in->vips[i].addr, addr4, 4) == 0)
+            return true;
+    return false;
+}
+
+/* The primary address: the interface's first IPv4 address that is not one
+ * of our virtual ones (RFC 5798 section 5.1.1.1: the source of adverts). */
+static int
+find_primary(struct vrrp_inst *in)
+{
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) < 0)
+        return -errno;
+    int r = -EADDRNOTAVAIL;
+    for (struct ifaddrs *a = ifs; a; a = a->ifa_next) {
+        if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || strcmp(a->ifa_name, in->ifname))
+            continue;
+        const struct in_addr *ia = &((const struct sockaddr_in *)a->ifa_addr)->sin_addr;
+        if (is_vip(in, &ia->s_addr))
+            continue;
+        memcpy(in->primary, &ia->s_addr, 4);
+        r = 0;
+        break;
+    }
+    freeifaddrs(ifs);
+    return r;
+}
+
+static int
+open_sockets(struct vrrp_inst *in)
+{
+    int one = 1, zero = 0, ttl = VRRP_TTL;
+    in->fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
+    if (in->fd < 0)
+        return -errno;
+    /* IP_HDRINCL: the header is ours (TTL 255 per RFC 5798 section
+     * 5.1.1.3, TOS 0xc0, source = primary address). */
+    if (setsockopt(in->fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0 ||
+        setsockopt(in->fd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
+                   (socklen_t)strlen(in->ifname) + 1) < 0)
+        return -errno;
+    struct ip_mreqn mr = {.imr_ifindex = in->ifindex};
+    memcpy(&mr.imr_address, in->primary, 4);
+    if (setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_IF, &mr, sizeof(mr)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_LOOP, &zero, sizeof(zero)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl, sizeof(ttl)) < 0)
+        return -errno;
+    if (in->npeers == 0) {
+        /* RFC 5798 section 5.1.1.2: adverts go to 224.0.0.18; a raw socket
+         * only hears a group the host joined on that interface. */
+        struct ip_mreqn join = {.imr_ifindex = in->ifindex};
+        memcpy(&join.imr_multiaddr, VRRP_MCAST4, 4);
+        if (setsockopt(in->fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof(join)) < 0)
+            return -errno;
+    }
+    /* Protocol 0: this socket only sends. */
+    in->pfd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (in->pfd < 0)
+        return -errno;
+    return 0;
+}
+
+static int
+inst_start(struct vrrp_inst *in)
+{
+    struct vrrp *v = in->v;
+    if (in->nvips == 0 || in->vips[0].family != AF_INET) {
+        lb_err("vrrp %s: only IPv4 virtual_ips are supported so far", in->name);
+        return -1;
+    }
+    in->ifindex = (int)if_nametoindex(in->ifname);
+    if (in->ifindex == 0) {
+        lb_err("vrrp %s: interface %s: %s", in->name, in->ifname, strerror(errno));
+        return -1;
+    }
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", in->ifname);
+    if (s < 0 || ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
+        lb_err("vrrp %s: cannot read the MAC address of %s: %s", in->name, in->ifname,
+               strerror(errno));
+        if (s >= 0)
+            close(s);
+        return -1;
+    }
+    close(s);
+    memcpy(in->mac, ifr.ifr_hwaddr.sa_data, 6);
+
+    vips_remove_stale(in);
+    int r = find_primary(in);
+    if (r < 0) {
+        lb_err("vrrp %s: %s has no IPv4 address of its own to send advertisements from: %s",
+               in->name, in->ifname, strerror(-r));
+        return -1;
+    }
+    r = open_sockets(in);
+    if (r < 0) {
+        lb_err("vrrp %s: cannot open VRRP sockets on %s: %s%s", in->name, in->ifname, strerror(-r),
+               r == -EPERM ? " (needs CAP_NET_RAW)" : "");
+        return -1;
+    }
+    in->slot = crash_slot_new();
+    if (in->slot < 0)
+        lb_warn("vrrp %s: no crash slot: a crash will cost a Master_Down_Interval", in->name);
+
+    struct vrrp_fsm_cfg fc = {.version = in->version,
+                              .priority = in->priority,
+                              .advert_interval_ms = in->interval_ms,
+                              .preempt = in->preempt,
+                              .preempt_delay_us = in->preempt_delay_ms * 1000,
+                              .accept = in->accept,
+                              .track_weight = in->track_weight,
+                              .family = AF_INET};
+    memcpy(fc.primary, in->primary, 4);
+    vrrp_fsm_init(&in->fsm, &fc);
+    ev_io_set(&in->rx, in->fd, EV_READ);
+    ev_io_start(v->ctl->loop, &in->rx);
+
+    char p[INET_ADDRSTRLEN];
+    lb_info("vrrp %s: VRRPv%u VRID %u on %s from %s, priority %u, every %u ms, %s%s", in->name,
+            in->version, in->vrid, in->ifname, ip4_text(in->primary, p, sizeof(p)), in->priority,
+            in->interval_ms, in->npeers ? "unicast" : "multicast 224.0.0.18",
+            in->pseudo ? "" : ", RFC 9568 checksum");
+    uint64_t now = mono_us();
+    /* Tracking first, so a failure known at start means Fault right away. */
+    in->if_down = false;
+    track_eval(in, true, now);
+    struct vrrp_fsm_out o;
+    vrrp_fsm_startup(&in->fsm, now, &o);
+    apply(in, &o, now);
+    return 0;
+}
+
+/* Graceful end of one instance: priority 0 if master, addresses removed,
+ * nothing armed any more. */
+static void
+inst_shutdown(struct vrrp_inst *in)
+{
+    uint64_t now = mono_us();
+    struct vrrp_fsm_out o;
+    vrrp_fsm_shutdown(&in->fsm, now, &o);
+    apply(in, &o, now);
+    /* Whatever the state said, no address of ours stays behind. */
+    if (in->vips_on)
+        vips_del(in, true);
+    crash_disarm(in);
+    struct ev_loop *loop = in->v->ctl->loop;
+    ev_io_stop(loop, &in->rx);
+    ev_timer_stop(loop, &in->adver_t);
+    ev_timer_stop(loop, &in->mdown_t);
+    ev_timer_stop(loop, &in->garp_t);
+}
+
+/* ---- module ---- */
+
+static void
+on_test_crash(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    lb_warn("TERN_TEST_CRASH_AFTER_MS: aborting now (test hook)");
+    abort();
+}
+
+static int
+vrrp_open_netlink(struct vrrp *v)
+{
+    v->nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (!v->nl || mnl_socket_bind(v->nl, 0, MNL_SOCKET_AUTOPID) < 0)
+        return -errno;
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(mnl_socket_get_fd(v->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    v->nl_link = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (!v->nl_link || mnl_socket_bind(v->nl_link, RTMGRP_LINK, MNL_SOCKET_AUTOPID) < 0)
+        return -errno;
+    return 0;
+}
+
+static void
+vrrp_free(struct vrrp *v)
+{
+    struct ev_loop *loop = v->ctl->loop;
+    for (size_t i = 0; i < v->n; i++)
+        inst_free(v->inst[i]);
+    free(v->inst);
+    ev_io_stop(loop, &v->link_io);
+    ev_timer_stop(loop, &v->track_t);
+    ev_timer_stop(loop, &v->crash_t);
+    while (v->children) {
+        struct notify_child *ch = v->children;
+        v->children = ch->next;
+        ev_child_stop(loop, &ch->w);
+        free(ch->what);
+        free(ch);
+    }
+    if (v->nl)
+        mnl_socket_close(v->nl);
+    if (v->nl_link)
+        mnl_socket_close(v->nl_link);
+    fatal_handlers_remove(v);
+    free(v);
+}
+
+static bool
+any_tracked_pools(const struct vrrp *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->inst[i]->ntrack_pools > 0)
+            return true;
+    return false;
+}
+
+static void
+track_timer_update(struct vrrp *v)
+{
+    if (any_tracked_pools(v) && !v->shut) {
+        if (!ev_is_active(&v->track_t))
+            ev_timer_start(v->ctl->loop, &v->track_t);
+    } else {
+        ev_timer_stop(v->ctl->loop, &v->track_t);
+    }
+}
+
+/* Starts one instance from cf and appends it; logs and returns -1 on
+ * failure. */
+static int
+add_instance(struct vrrp *v, const struct conf_vrrp *cf)
+{
+    struct vrrp_inst **grown = realloc(v->inst, (v->n + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    v->inst = grown;
+    struct vrrp_inst *in = inst_new(v, cf);
+    if (!in) {
+        lb_err("vrrp %s: out of memory", cf->name);
+        return -1;
+    }
+    if (inst_start(in) < 0) {
+        inst_shutdown(in);
+        inst_free(in);
+        return -1;
+    }
+    v->inst[v->n++] = in;
+    return 0;
+}
+
+int
+lb_vrrp_start(struct lb_ctl *ctl)
+{
+    const struct conf *c = ctl->snap->conf;
+    struct vrrp *v = calloc(1, sizeof(*v));
+    if (!v)
+        return -1;
+    v->ctl = ctl;
+    ev_io_init(&v->link_io, on_link_event, -1, EV_READ);
+    ev_timer_init(&v->track_t, on_track_timer, TRACK_POLL_S, TRACK_POLL_S);
+    ev_timer_init(&v->crash_t, on_test_crash, 0.0, 0.0);
+    v->link_io.data = v->track_t.data = v->crash_t.data = v;
+    vrrp_state = v;
+    if (c->nvrrp == 0)
+        return 0;
+
+    int r = vrrp_open_netlink(v);
+    if (r < 0) {
+        lb_err("vrrp: cannot open netlink: %s", strerror(-r));
+        goto fail;
+    }
+    ev_io_set(&v->link_io, mnl_socket_get_fd(v->nl_link), EV_READ);
+    ev_io_start(ctl->loop, &v->link_io);
+    fatal_handlers_install(v);
+    for (size_t i = 0; i < c->nvrrp; i++)
+        if (add_instance(v, &c->vrrp[i]) < 0)
+            goto fail;
+    track_timer_update(v);
+
+    /* Test hook: die of SIGABRT after this many ms, to exercise the fatal
+     * signal path. Read only when set; never in a normal run. */
+    const char *crash = getenv("TERN_TEST_CRASH_AFTER_MS");
+    if (crash && *crash) {
+        double ms = strtod(crash, NULL);
+        lb_warn("TERN_TEST_CRASH_AFTER_MS=%s: this process will abort() (test hook)", crash);
+        ev_timer_set(&v->crash_t, ms / 1000.0, 0.0);
+        ev_timer_start(ctl->loop, &v->crash_t);
+    }
+    return 0;
+fail:
+    lb_vrrp_stop(ctl);
+    return -1;
+}
+
+void
+lb_vrrp_reloaded(struct lb_ctl *ctl)
+{
+    struct vrrp *v = vrrp_state;
+    if (!v || v->ctl != ctl || v->shut)
+        return;
+    const struct conf *c = ctl->snap->conf;
+    /* Stop instances that went away or changed. */
+    size_t kept = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        struct vrrp_inst *in = v->inst[i];
+        const struct conf_vrrp *cf = NULL;
+        for (size_t k = 0; k < c->nvrrp && !cf; k++)
+            if (strcmp(c->vrrp[k].name, in->name) == 0)
+                cf = &c->vrrp[k];
+        if (cf && inst_same(in, cf)) {
+            v->inst[kept++] = in;
+            continue;
+        }
+        lb_info("vrrp %s: %s by the reload", in->name, cf ? "changed" : "removed");
+        inst_shutdown(in);
+        inst_free(in);
+    }
+    v->n = kept;
+    if (c->nvrrp > 0 && !v->nl) {
+        int r = vrrp_open_netlink(v);
+        if (r < 0) {
+            lb_err("vrrp: cannot open netlink: %s", strerror(-r));
+            return;
+        }
+        ev_io_set(&v->link_io, mnl_socket_get_fd(v->nl_link), EV_READ);
+        ev_io_start(ctl->loop, &v->link_io);
+    }
+    if (c->nvrrp > 0)
+        fatal_handlers_install(v);
+    /* Start the new and the changed ones, in configuration order. */
+    for (size_t k = 0; k < c->nvrrp; k++) {
+        bool running = false;
+        for (size_t i = 0; i < v->n && !running; i++)
+            running = strcmp(v->inst[i]->name, c->vrrp[k].name) == 0;
+        if (!running)
+            add_instance(v, &c->vrrp[k]);
+    }
+    track_timer_update(v);
+}
+
+void
+lb_vrrp_shutdown(struct lb_ctl *ctl)
+{
+    struct vrrp *v = vrrp_state;
+    if (!v || v->ctl != ctl || v->shut)
+        return;
+    v->shut = true;
+    for (size_t i = 0; i < v->n; i++)
+        inst_shutdown(v->inst[i]);
+    ev_timer_stop(ctl->loop, &v->track_t);
+    ev_io_stop(ctl->loop, &v->link_io);
+}
+
+void
+lb_vrrp_stop(struct lb_ctl *ctl)
+{
+    struct vrrp *v = vrrp_state;
+    if (!v || v->ctl != ctl)
+        return;
+    lb_vrrp_shutdown(ctl);
+    vrrp_state = NULL;
+    vrrp_free(v);
+}
+
+/* ---- GET /api/v1/vrrp ---- */
+
+static json_t *
+counters_json(const struct vrrp_inst *in)
+{
+    const struct vrrp_counters *c = &in->c;
+    json_t *o = json_object();
+    json_object_set_new(o, "adverts_sent", json_integer((json_int_t)c->adverts_sent));
+    json_object_set_new(o, "adverts_received", json_integer((json_int_t)c->adverts_received));
+    /* Every drop reason by its name: bad_ttl, bad_checksum, bad_version,
+     * bad_vrid, truncated, interval_mismatch (v2 drops; v3 adopted and
+     * counted below), bad_type, bad_addr_count, ... */
+    for (int e = 1; e < VRRP_ERR_COUNT; e++)
+        json_object_set_new(o, vrrp_err_name((enum vrrp_err)e),
+                            json_integer((json_int_t)c->dropped[e]));
+    json_object_set_new(o, "interval_mismatch", json_integer((json_int_t)c->interval_mismatch));
+    json_object_set_new(o, "bad_source", json_integer((json_int_t)c->bad_source));
+    json_object_set_new(o, "became_master", json_integer((json_int_t)c->became_master));
+    json_object_set_new(o, "priority0_sent", json_integer((json_int_t)c->prio0_sent));
+    json_object_set_new(o, "priority0_received", json_integer((json_int_t)c->prio0_received));
+    json_object_set_new(o, "checksum_pseudo_header", json_integer((json_int_t)c->csum[1]));
+    json_object_set_new(o, "checksum_rfc9568", json_integer((json_int_t)c->csum[0]));
+    json_object_set_new(o, "checksum_old_unicast", json_integer((json_int_t)c->csum[2]));
+    json_object_set_new(o, "garps_sent", json_integer((json_int_t)c->garps_sent));
+    json_object_set_new(o, "send_errors", json_integer((json_int_t)c->send_errors));
+    json_object_set_new(o, "netlink_errors", json_integer((json_int_t)c->netlink_errors));
+    json_object_set_new(o, "notify_runs", json_integer((json_int_t)c->notify_runs));
+    json_object_set_new(o, "notify_failed", json_integer((json_int_t)c->notify_failed));
+    json_object_set_new(o, "late_timers", json_integer((json_int_t)c->late_timers));
+    json_object_set_new(o, "max_timer_late_us", json_integer((json_int_t)c->max_late_us));
+    return o;
+}
+
+static json_t *
+inst_json(const struct vrrp_inst *in)
+{
+    char buf[INET_ADDRSTRLEN];
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(in->name));
+    json_object_set_new(o, "interface", json_string(in->ifname));
+    json_object_set_new(o, "vrid", json_integer(in->vrid));
+    json_object_set_new(o, "version", json_integer(in->version));
+    json_object_set_new(o, "state", json_string(vrrp_state_name(in->fsm.state)));
+    json_object_set_new(o, "priority", json_integer(in->priority));
+    json_object_set_new(o, "effective_priority", json_integer(in->fsm.priority));
+    json_object_set_new(o, "primary_ip", json_string(ip4_text(in->primary, buf, sizeof(buf))));
+    json_object_set_new(o, "master_ip",
+                        in->fsm.master_known
+                            ? json_string(ip4_text(in->fsm.master_addr, buf, sizeof(buf)))
+                            : json_null());
+    json_object_set_new(o, "advert_interval_ms", json_integer(in->interval_ms));
+    json_object_set_new(o, "master_advert_interval_ms",
+                        json_integer((json_int_t)(in->fsm.master_adver_us / 1000)));
+    json_object_set_new(o, "skew_time_us", json_integer((json_int_t)vrrp_fsm_skew_us(&in->fsm)));
+    json_object_set_new(o, "master_down_interval_us",
+                        json_integer((json_int_t)vrrp_fsm_master_down_us(&in->fsm)));
+    json_t *vips = json_array();
+    for (size_t i = 0; i < in->nvips; i++)
+        json_array_append_new(vips, json_string(in->vips[i].text));
+    json_object_set_new(o, "virtual_ips", vips);
+    json_t *peers = json_array();
+    for (size_t i = 0; i < in->npeers; i++)
+        json_array_append_new(
+            peers, json_string(ip4_text((const uint8_t *)&in->peers[i].s_addr, buf, sizeof(buf))));
+    json_object_set_new(o, "unicast_peers", peers);
+    json_object_set_new(o, "preempt", json_boolean(in->preempt));
+    json_object_set_new(o, "preempt_delay_ms", json_integer((json_int_t)in->preempt_delay_ms));
+    json_object_set_new(o, "accept", json_boolean(in->accept));
+    json_object_set_new(o, "checksum_pseudo_header", json_boolean(in->pseudo));
+    json_t *tr = json_object();
+    json_object_set_new(tr, "pools_failed", json_integer(in->pools_failed));
+    json_object_set_new(tr, "interfaces_failed", json_integer(in->ifs_failed));
+    json_object_set_new(tr, "interface_down", json_boolean(in->if_down));
+    json_object_set_new(tr, "weight", json_integer(in->track_weight));
+    json_object_set_new(o, "tracking", tr);
+    json_object_set_new(o, "counters", counters_json(in));
+    return o;
+}
+
+json_t *
+lb_vrrp_json(struct lb_ctl *ctl)
+{
+    json_t *arr = json_array();
+    struct vrrp *v = vrrp_state;
+    for (size_t i = 0; v && v->ctl == ctl && i < v->n; i++)
+        json_array_append_new(arr, inst_json(v->inst[i]));
+    return json_pack("{s:o}", "instances", arr);
+}
