@@ -6,11 +6,13 @@
  * Per instance: a raw IPPROTO_VRRP socket with IP_HDRINCL (we write the IPv4
  * header ourselves, so the source address that enters the keepalived-style
  * checksum is exactly the one on the wire, and TTL is 255), bound to the
- * interface; a packet socket for gratuitous ARP; an ev_io for receive and one
- * ev_timer per state machine deadline. Timers are armed from a monotonic
- * microsecond clock and re-checked when they fire, so a deadline is never
- * taken early; libev on epoll is late by at most a millisecond, well inside a
- * 10 ms advertisement interval.
+ * interface; a packet socket for gratuitous ARP; an ev_io for receive, and a
+ * timerfd (in the same loop through an ev_io) for the state machine's
+ * deadlines: absolute CLOCK_MONOTONIC times, fired by the kernel's
+ * high-resolution timers, so Master_Down_Interval is kept to the
+ * microsecond rather than to libev's millisecond, and 10 ms advertisements
+ * keep their pace. The loop is the control thread's, which never blocks, so
+ * the timing holds while the workers are saturated.
  *
  * Globals: the fatal-signal handler can reach nothing but globals, so the
  * prebuilt priority-0 packets live in crash_slots (one per instance,
@@ -38,6 +40,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,7 +161,9 @@ struct vrrp_inst {
     uint16_t ip_id;
 
     ev_io rx;
-    ev_timer adver_t, mdown_t, garp_t;
+    int tfd; /* timerfd for the state machine's deadlines */
+    ev_io tio;
+    ev_timer garp_t;
     struct vrrp_fsm fsm;
     unsigned pools_failed, ifs_failed; /* tracked objects failing now */
     bool if_down;                      /* own interface without link */
@@ -552,26 +557,26 @@ run_notify(struct vrrp_inst *in, enum vrrp_state from, enum vrrp_state to)
 
 /* ---- timers and actions ---- */
 
-static void
-arm(struct vrrp_inst *in, ev_timer *t, uint64_t deadline, uint64_t now)
-{
-    struct ev_loop *loop = in->v->ctl->loop;
-    ev_timer_stop(loop, t);
-    if (deadline == 0)
-        return;
-    double after = deadline > now ? (double)(deadline - now) / 1e6 : 0.0;
-    ev_timer_set(t, after, 0.0);
-    ev_timer_start(loop, t);
-}
-
+/* The state machine's two deadlines share one timerfd, armed for the
+ * nearer one: an absolute CLOCK_MONOTONIC deadline (the clock of mono_us)
+ * that the kernel's high-resolution timers fire to the microsecond. An
+ * ev_timer would do, but libev hands epoll_wait a timeout rounded up to the
+ * millisecond: a takeover would come up to 1 ms after Master_Down_Interval
+ * for no reason. */
 static void
 sync_timers(struct vrrp_inst *in, uint64_t now)
 {
-    /* libev measures "after" from the time it last read its clock; bring it
-     * to now so the deadline lands where the state machine put it. */
-    ev_now_update(in->v->ctl->loop);
-    arm(in, &in->adver_t, in->fsm.adver_at, now);
-    arm(in, &in->mdown_t, in->fsm.master_down_at, now);
+    uint64_t next = in->fsm.adver_at;
+    if (in->fsm.master_down_at && (!next || in->fsm.master_down_at < next))
+        next = in->fsm.master_down_at;
+    struct itimerspec its = {{0, 0}, {0, 0}};
+    if (next) {
+        its.it_value.tv_sec = (time_t)(next / 1000000);
+        its.it_value.tv_nsec = (long)(next % 1000000) * 1000;
+    }
+    (void)now;
+    if (timerfd_settime(in->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        lb_err("vrrp %s: timerfd_settime: %s", in->name, strerror(errno));
 }
 
 static void
@@ -628,48 +633,41 @@ apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
     }
 }
 
-/* A timer fired: the state machine's deadline must have passed (libev may
- * run a timer up to its clock resolution early against ours); otherwise
- * wait for the rest. */
-static bool
-due(struct vrrp_inst *in, ev_timer *t, uint64_t deadline, uint64_t now)
+/* Lateness of a deadline, for the counters: a control thread that cannot
+ * keep its timers (a stalled host, a blocking call someone added) shows up
+ * here before it shows up as a flap. */
+static void
+note_lateness(struct vrrp_inst *in, uint64_t deadline, uint64_t now)
 {
-    if (deadline == 0)
-        return false;
-    if (now + 100 < deadline) {
-        arm(in, t, deadline, now);
-        return false;
-    }
     uint64_t late = now > deadline ? now - deadline : 0;
     if (late > in->c.max_late_us)
         in->c.max_late_us = late;
     if (late > 2000)
         in->c.late_timers++;
-    return true;
 }
 
 static void
-on_adver_timer(struct ev_loop *loop, ev_timer *t, int revents)
+on_timerfd(struct ev_loop *loop, ev_io *w, int revents)
 {
-    struct vrrp_inst *in = t->data;
+    struct vrrp_inst *in = w->data;
+    uint64_t expirations;
+    if (read(in->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        lb_err("vrrp %s: timerfd: %s", in->name, strerror(errno));
     uint64_t now = mono_us();
-    if (!due(in, t, in->fsm.adver_at, now))
-        return;
     struct vrrp_fsm_out o;
-    vrrp_fsm_adver_timer(&in->fsm, now, &o);
-    apply(in, &o, now);
-}
-
-static void
-on_master_down(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    struct vrrp_inst *in = t->data;
-    uint64_t now = mono_us();
-    if (!due(in, t, in->fsm.master_down_at, now))
-        return;
-    struct vrrp_fsm_out o;
-    vrrp_fsm_master_down(&in->fsm, now, &o);
-    apply(in, &o, now);
+    /* RFC 5798 section 6.4.3: Adver_Timer (Master). */
+    if (in->fsm.adver_at && now >= in->fsm.adver_at) {
+        note_lateness(in, in->fsm.adver_at, now);
+        vrrp_fsm_adver_timer(&in->fsm, now, &o);
+        apply(in, &o, now);
+    }
+    /* RFC 5798 section 6.4.2: Master_Down_Timer (Backup). */
+    if (in->fsm.master_down_at && now >= in->fsm.master_down_at) {
+        note_lateness(in, in->fsm.master_down_at, now);
+        vrrp_fsm_master_down(&in->fsm, now, &o);
+        apply(in, &o, now);
+    }
+    sync_timers(in, now);
 }
 
 static void
@@ -918,8 +916,7 @@ inst_free(struct vrrp_inst *in)
         return;
     struct ev_loop *loop = in->v->ctl->loop;
     ev_io_stop(loop, &in->rx);
-    ev_timer_stop(loop, &in->adver_t);
-    ev_timer_stop(loop, &in->mdown_t);
+    ev_io_stop(loop, &in->tio);
     ev_timer_stop(loop, &in->garp_t);
     crash_disarm(in);
     crash_slot_free(in->slot);
@@ -927,6 +924,8 @@ inst_free(struct vrrp_inst *in)
         close(in->fd);
     if (in->pfd >= 0)
         close(in->pfd);
+    if (in->tfd >= 0)
+        close(in->tfd);
     free(in->name);
     free(in->ifname);
     free(in->notify);
@@ -947,7 +946,7 @@ inst_new(struct vrrp *v, const struct conf_vrrp *cf)
     if (!in)
         return NULL;
     in->v = v;
-    in->fd = in->pfd = -1;
+    in->fd = in->pfd = in->tfd = -1;
     in->slot = -1;
     in->name = xstrdup(cf->name);
     in->ifname = xstrdup(cf->interface);
@@ -985,10 +984,9 @@ inst_new(struct vrrp *v, const struct conf_vrrp *cf)
     for (size_t i = 0; i < in->npeers; i++)
         in->peers[i] = ((const struct sockaddr_in *)&cf->unicast_peers[i].sa)->sin_addr;
     ev_io_init(&in->rx, on_readable, -1, EV_READ);
-    ev_timer_init(&in->adver_t, on_adver_timer, 0.0, 0.0);
-    ev_timer_init(&in->mdown_t, on_master_down, 0.0, 0.0);
+    ev_io_init(&in->tio, on_timerfd, -1, EV_READ);
     ev_timer_init(&in->garp_t, on_garp_refresh, 0.0, 0.0);
-    in->rx.data = in->adver_t.data = in->mdown_t.data = in->garp_t.data = in;
+    in->rx.data = in->tio.data = in->garp_t.data = in;
     return in;
 }
 
@@ -1089,6 +1087,9 @@ open_sockets(struct vrrp_inst *in)
     in->pfd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (in->pfd < 0)
         return -errno;
+    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (in->tfd < 0)
+        return -errno;
     return 0;
 }
 
@@ -1147,6 +1148,8 @@ inst_start(struct vrrp_inst *in)
     vrrp_fsm_init(&in->fsm, &fc);
     ev_io_set(&in->rx, in->fd, EV_READ);
     ev_io_start(v->ctl->loop, &in->rx);
+    ev_io_set(&in->tio, in->tfd, EV_READ);
+    ev_io_start(v->ctl->loop, &in->tio);
 
     char p[INET_ADDRSTRLEN];
     lb_info("vrrp %s: VRRPv%u VRID %u on %s from %s, priority %u, every %u ms, %s%s", in->name,
@@ -1178,8 +1181,7 @@ inst_shutdown(struct vrrp_inst *in)
     crash_disarm(in);
     struct ev_loop *loop = in->v->ctl->loop;
     ev_io_stop(loop, &in->rx);
-    ev_timer_stop(loop, &in->adver_t);
-    ev_timer_stop(loop, &in->mdown_t);
+    ev_io_stop(loop, &in->tio);
     ev_timer_stop(loop, &in->garp_t);
 }
 
