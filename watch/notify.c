@@ -491,8 +491,7 @@ run_delivery(void *arg)
     d->err[0] = '\0';
     if (d->ch == CH_EMAIL) {
 #ifdef WATCH_HAVE_ESMTP
-        d->rc = watch_email_send(&d->email, d->subject, d->email.sms_format ? d->text : d->body,
-                                 d->err, sizeof(d->err));
+        d->rc = watch_email_send(&d->email, d->subject, d->body, d->err, sizeof(d->err));
 #else
         d->rc = -1;
         snprintf(d->err, sizeof(d->err), "this watch.so was built without libesmtp");
@@ -602,7 +601,13 @@ start_delivery(struct watch_notify *wn, struct notifier *nt, enum channel ch, co
         sms_copy(&d->sms, &nt->sms);
     watch_fields_copy(&d->f, &nt->batch[0]);
     d->subject = dup0(subject);
-    d->body = dup0(body);
+    if (ch == CH_EMAIL && nt->email.sms_format) {
+        /* An e-mail-to-SMS gateway texts the body: one line, no layout. */
+        if (asprintf(&d->body, "\r\n%s\r\n", text) < 0)
+            d->body = NULL;
+    } else {
+        d->body = dup0(body);
+    }
     d->text = dup0(text);
     d->next = wn->out;
     wn->out = d;

@@ -190,6 +190,31 @@ def test_alarm_sends_mail_and_clears(backends, tern):
     assert "alarm web-busy: OK -> ALARM" in log or "INSUFFICIENT_DATA -> ALARM" in log
 
 
+def test_email_to_sms_gateway_format(backends, tern):
+    (b,) = backends(1)
+    box = Mailbox()
+    smtp = smtp_server(box)
+    port, admin = free_port(), free_port()
+    watch = (
+        "watch:\n  interval: 200ms\n  group_wait: 100ms\n  alarms:\n" + busy_alarm() +
+        "  notify:\n    ops:\n"
+        f"      email: {{ server: \"127.0.0.1:{smtp.port}\", starttls: off, format: sms,"
+        " from: tern@example.com, to: [ 5550001@sms.example.net ] }\n"
+    )
+    t = tern(base_config(port, admin, b, watch), wait_ports=[port])
+    try:
+        load = Load(port)
+        assert wait_for(lambda: box.messages, 15), "no mail:\n" + t.log()
+        load.stop()
+    finally:
+        smtp.stop()
+    t.stop()
+    text = box.messages[0]["text"]
+    body = text.split("\n\n", 1)[1].strip() if "\n\n" in text else text.split("\r\n\r\n", 1)[1]
+    assert body.startswith("[ALARM] web-busy pool.web.requests_per_second="), body
+    assert "\n" not in body.strip()
+
+
 def test_starttls_and_auth(backends, tern, certs):
     import ssl
 
