@@ -55,6 +55,8 @@ struct conf_global {
     char *log;                /* NULL/"stderr" or a path */
     char *user;               /* drop privileges to this user after binding; NULL: stay */
     char *plugin_dir;         /* where watch.so / scale.so are looked up */
+    char **plugins;           /* third-party plugin modules to load, by path */
+    size_t nplugins;
 };
 
 struct conf_admin {
@@ -202,6 +204,9 @@ struct conf_email {
     char *from;
     char **to;
     size_t nto;
+    char *ca_file;    /* CAs for STARTTLS; NULL: the system's */
+    uint64_t timeout; /* each SMTP step */
+    char *format;     /* full|sms */
 };
 
 struct conf_sms {
@@ -213,6 +218,7 @@ struct conf_sms {
     char *body; /* template */
     char **to;
     size_t nto;
+    uint64_t timeout;
 };
 
 struct conf_notify {
@@ -229,6 +235,10 @@ struct conf_watch {
     size_t nalarms;
     struct conf_notify *notify;
     size_t nnotify;
+    uint64_t group_wait; /* alarms changing within this go out as one message */
+    uint64_t repeat;     /* remind while an alarm stays on; 0: never */
+    double rate_limit;   /* messages per hour per notifier */
+    uint32_t retries;    /* attempts of one send */
 };
 
 enum conf_provider { CONF_PROVIDER_NONE = 0, CONF_PROVIDER_LIBVIRT, CONF_PROVIDER_EXEC };

@@ -99,6 +99,12 @@ static const struct conf_field global_fields[] = {
      .flags = CONF_F_RESTART,
      CONF_AT(struct conf_global, plugin_dir),
      .doc = "folder holding watch.so and scale.so; absent: the directory built in"},
+    {.key = "plugins",
+     .kind = CONF_LIST,
+     .elem = CONF_STRING,
+     CONF_AT(struct conf_global, plugins),
+     CONF_COUNT(struct conf_global, nplugins),
+     .doc = "paths of further plugin modules (built against lb/plugin.h) to load"},
     END,
 };
 

@@ -176,6 +176,8 @@ parse_starttls(struct conf_ctx *ctx, const struct conf_field *f, const struct co
     return 0;
 }
 
+static const char *const email_formats[] = {"full", "sms", NULL};
+
 static const struct conf_field email_fields[] = {
     {.key = "server",
      .kind = CONF_CUSTOM,
@@ -210,6 +212,24 @@ static const struct conf_field email_fields[] = {
      CONF_AT(struct conf_email, to),
      CONF_COUNT(struct conf_email, nto),
      .doc = "recipient addresses"},
+    {.key = "ca_file",
+     .kind = CONF_STRING,
+     CONF_AT(struct conf_email, ca_file),
+     .doc = "CA certificates the server's STARTTLS certificate is checked against; absent: the "
+            "system's"},
+    {.key = "timeout",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_email, timeout),
+     .min = 1000,
+     .def = "30s",
+     .doc = "longest wait for each step of the SMTP dialogue (greeting, envelope, data)"},
+    {.key = "format",
+     .kind = CONF_CHOICE,
+     .names = email_formats,
+     CONF_AT(struct conf_email, format),
+     .def = "full",
+     .doc = "full: a mail per change with every detail; sms: one short line, for "
+            "e-mail-to-SMS gateways"},
     END,
 };
 
@@ -267,6 +287,12 @@ static const struct conf_field sms_fields[] = {
      CONF_AT(struct conf_sms, to),
      CONF_COUNT(struct conf_sms, nto),
      .doc = "phone numbers (quote them: \"+821000000000\")"},
+    {.key = "timeout",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_sms, timeout),
+     .min = 100,
+     .def = "10s",
+     .doc = "longest wait for the gateway's answer"},
     END,
 };
 
@@ -363,6 +389,29 @@ static const struct conf_field watch_fields[] = {
      CONF_AT(struct conf_watch, notify),
      CONF_COUNT(struct conf_watch, nnotify),
      .doc = "notifiers by name"},
+    {.key = "group_wait",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_watch, group_wait),
+     .def = "2s",
+     .doc = "alarms that change within this of each other go out as one message per notifier"},
+    {.key = "repeat",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_watch, repeat),
+     .def = "0",
+     .doc = "notify again at this interval while an alarm stays in ALARM; 0: once"},
+    {.key = "rate_limit",
+     .kind = CONF_DOUBLE,
+     CONF_AT(struct conf_watch, rate_limit),
+     .def = "20",
+     .doc = "messages per hour each notifier may send; those over it are counted and mentioned "
+            "in the next one"},
+    {.key = "retries",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_watch, retries),
+     .min = 1,
+     .max = 20,
+     .def = "5",
+     .doc = "attempts of a failed send, with a doubling wait from 2s (capped at 5m)"},
     END,
 };
 
