@@ -584,3 +584,34 @@ def test_libvirt_reconnects_when_the_source_comes_back(backends, tern):
     if doc is not None:
         assert doc["libvirt"]["connected"] and doc["libvirt"]["failures"] >= 1
         assert doc["libvirt"]["matched"] == 1
+
+
+def test_grouping_repeat_and_rate_limit(backends, tern):
+    (b,) = backends(1)
+    box = Mailbox()
+    smtp = smtp_server(box)
+    port, admin = free_port(), free_port()
+    watch = (
+        "watch:\n  interval: 200ms\n  group_wait: 300ms\n  repeat: 1s\n  rate_limit: 2\n"
+        "  alarms:\n" + busy_alarm() +
+        "    - { name: web-busier, metric: pool.web.requests_per_second, above: 2, period: 1s,\n"
+        "        evaluation_periods: 2, datapoints_to_alarm: 1, notify: [ops] }\n"
+        "  notify:\n    ops:\n"
+        f"      email: {{ server: \"127.0.0.1:{smtp.port}\", starttls: off, from: a@example.com,"
+        " to: [ ops@example.com ] }\n"
+    )
+    t = tern(base_config(port, admin, b, watch), wait_ports=[port])
+    try:
+        load = Load(port)
+        assert wait_for(lambda: "rate limit (2 per hour) reached" in t.log(), 20), t.log()
+        load.stop()
+    finally:
+        smtp.stop()
+    t.stop()
+    subjects = [subject_of(m["text"]) for m in box.messages]
+    # Both alarms fire in the same period: one message names both.
+    assert subjects[0] == "[tern] 2 alarms changed: ALARM web-busy, ALARM web-busier", subjects
+    assert "Alarm:     web-busy\r\n" in box.messages[0]["text"]
+    assert "Alarm:     web-busier\r\n" in box.messages[0]["text"]
+    # The reminder while they stay on, then the bucket is empty.
+    assert len(subjects) == 2 and "still on" in box.messages[1]["text"], subjects
