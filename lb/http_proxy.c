@@ -924,8 +924,8 @@ approve_response(struct http_sess *s)
 
 /* ---- socket I/O ---- */
 
-/* TLS hands out one record per call: read until the buffer is full or the
- * connection would block. What stays inside the connection keeps *ready set.
+/* TLS hands out one record per call: read until the buffer is full or
+ * nothing is left inside the connection. What stays inside keeps *ready set.
  * An EOF or error after some bytes is seen again by the next call. */
 static ssize_t
 tls_read_into(struct lb_worker *w, struct ssl_st *ssl, struct lb_buf *b, size_t room, bool *ready,
@@ -939,6 +939,11 @@ tls_read_into(struct lb_worker *w, struct ssl_st *ssl, struct lb_buf *b, size_t 
             b->tail += (uint32_t)n;
             room -= (size_t)n;
             total += n;
+            /* Nothing left inside TLS: another call would be a read(2)
+             * that most likely blocks; *ready stays set, as after a short
+             * plain read. */
+            if (!lb_tls_pending(ssl))
+                return total;
             continue;
         }
         if (n == -1) {

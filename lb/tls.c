@@ -175,7 +175,10 @@ ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENG
                 k = &ks->k[i];
         if (!k)
             return 0;
-        ret = k == &ks->k[0] ? 1 : 2;
+        /* A ticket of the previous key is renewed; in TLS 1.3 every
+         * resumption gets a fresh one, since clients use each once (RFC 8446
+         * appendix C.4: reusing one would link the connections). */
+        ret = (k != &ks->k[0] || SSL_version(ssl) >= TLS1_3_VERSION) ? 2 : 1;
     }
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
@@ -692,9 +695,11 @@ server_ctx_common(struct berr *e, const struct conf_listener *l, struct lb_tls_s
     /* Partial writes and moving buffers: the proxies write from buffers that
      * compact; released buffers keep an idle keep-alive connection at a few
      * hundred bytes of TLS state. Reading ahead takes whole records (and
-     * more) in one read(2) instead of a header and a body. */
+     * more) in one read(2) instead of a header and a body. The chain served
+     * is the one in the certificate file: building one from a store would
+     * run a verification on every handshake. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+                              SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
     SSL_CTX_set_read_ahead(ctx, 1);
     if (!SSL_CTX_set_cipher_list(ctx, ct->ciphers ? ct->ciphers : DEFAULT_CIPHERS)) {
         ERR_clear_error();
