@@ -1,0 +1,893 @@
+/*
+ * A scaling group at run time: one pool, its servers, its policies and its
+ * provider.
+ *
+ * Every SCALE_TICK the plugin calls scale_group_tick(). The first tick asks
+ * the provider which servers exist (exec: the `destroy` program with
+ * TERN_ACTION=list prints "name host:port" lines; a program that does not
+ * know the action may exit non-zero, and then nothing is adopted) and what
+ * the pool holds: servers named <pool>-tern-<n> are adopted rather than
+ * made again after a restart, and desired becomes at least their number.
+ * The list is read again every 20 ticks to adopt servers the group lost.
+ *
+ * Then, while this tern may act (no VRRP, or master of an instance), the
+ * policies move desired: a scale-out alarm in ALARM adds servers each tick
+ * its cooldown allows, a scale-in alarm removes them (not while a new
+ * server is still starting), target tracking follows its metric. The group
+ * reconciles toward desired: a launch runs the provider's create on the job
+ * pool, probes the new address with a TCP connect (on the job pool, every
+ * tick, for up to SCALE_GRACE seconds) and only then adds it to the pool
+ * (server_add); the pool's own health check takes over from there. A
+ * server leaving (the newest first) is drained with remove, so requests in
+ * flight finish; once the pool no longer lists it, destroy runs. Every
+ * activity (launch, terminate, adopt, desired) is logged, kept for the API
+ * and published on the event bus as TERN_EV_SCALING.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "scale/scale.h"
+
+#define SCALE_GRACE 120.0  /* s a new server has to answer its probe */
+#define SCALE_RELIST 20    /* ticks between two reads of the provider's list */
+#define PROBE_TIMEOUT 1000 /* ms */
+
+enum job_kind { JOB_CREATE, JOB_DESTROY, JOB_LIST, JOB_PROBE };
+
+struct job {
+    struct scale_group *g;
+    enum job_kind kind;
+    char name[SCALE_NAME_MAX];
+    char address[SCALE_ADDR_MAX];
+    /* copied configuration: the job must not read g from its thread */
+    char *cmd;
+    char group[SCALE_NAME_MAX], pool[SCALE_NAME_MAX];
+    uint64_t timeout_ms;
+    /* results */
+    int rc;
+    char *out;
+    char err[256];
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t
+now_ms(const struct scale_group *g)
+{
+    return (uint64_t)(g->h->monotonic(g->h) * 1000.0);
+}
+
+static struct scale_server *
+find_srv(struct scale_group *g, const char *name)
+{
+    for (size_t i = 0; i < g->nsrv; i++)
+        if (strcmp(g->srv[i].name, name) == 0)
+            return &g->srv[i];
+    return NULL;
+}
+
+static struct scale_server *
+add_srv(struct scale_group *g, const char *name, enum scale_srv_state st)
+{
+    struct scale_server *s;
+
+    if (g->nsrv == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 8;
+        struct scale_server *n = realloc(g->srv, cap * sizeof(*n));
+
+        if (n == NULL)
+            return NULL;
+        g->srv = n;
+        g->cap = cap;
+    }
+    s = &g->srv[g->nsrv++];
+    memset(s, 0, sizeof(*s));
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->st = st;
+    s->since = g->h->monotonic(g->h);
+    return s;
+}
+
+static void
+del_srv(struct scale_group *g, struct scale_server *s)
+{
+    size_t i = (size_t)(s - g->srv);
+
+    memmove(&g->srv[i], &g->srv[i + 1], (g->nsrv - i - 1) * sizeof(*s));
+    g->nsrv--;
+}
+
+static void
+set_state(struct scale_group *g, struct scale_server *s, enum scale_srv_state st)
+{
+    s->st = st;
+    s->since = g->h->monotonic(g->h);
+}
+
+/* The n of "<pool>-tern-<n>", or 0 when name is not one of ours. */
+static unsigned
+our_index(const struct scale_group *g, const char *name)
+{
+    size_t pl = strlen(g->cfg.pool);
+    char *end;
+    unsigned long n;
+
+    if (strncmp(name, g->cfg.pool, pl) != 0 || strncmp(name + pl, "-tern-", 6) != 0)
+        return 0;
+    n = strtoul(name + pl + 6, &end, 10);
+    return *end == '\0' && n > 0 && n < 1000000 ? (unsigned)n : 0;
+}
+
+/* Servers in service or coming: what desired is compared with. */
+static uint32_t
+current(const struct scale_group *g)
+{
+    uint32_t n = 0;
+
+    for (size_t i = 0; i < g->nsrv; i++)
+        if (g->srv[i].st <= SRV_IN_SERVICE)
+            n++;
+    return n;
+}
+
+static bool
+starting(const struct scale_group *g)
+{
+    for (size_t i = 0; i < g->nsrv; i++)
+        if (g->srv[i].st < SRV_IN_SERVICE)
+            return true;
+    return false;
+}
+
+static const char *
+state_name(enum scale_srv_state st)
+{
+    static const char *const names[] = {"creating", "probing", "in_service", "draining",
+                                        "destroying"};
+
+    return names[st];
+}
+
+/* ---- activities ---- */
+
+static struct scale_activity *
+find_act(struct scale_group *g, int id)
+{
+    for (size_t i = 0; i < g->nacts; i++)
+        if (g->acts[i].id == id)
+            return &g->acts[i];
+    return NULL;
+}
+
+static void
+publish(struct scale_group *g, const struct scale_activity *a, const char *state)
+{
+    struct tern_event ev = {
+        .type = TERN_EV_SCALING,
+        .name = g->cfg.pool,
+        .pool = g->cfg.pool,
+        .server = a->server[0] ? a->server : NULL,
+        .state = state,
+        .detail = a->reason,
+        .metric = NULL,
+        .value = NAN,
+        .threshold = NAN,
+    };
+    char detail[1024];
+
+    snprintf(detail, sizeof(detail), "%s %s: %s (%s)", a->action, a->server, a->reason, a->result);
+    ev.detail = detail;
+    g->h->publish(g->h, &ev);
+}
+
+/* Starts an activity and returns its id. */
+static int activity(struct scale_group *g, const char *action, const char *server,
+                    const char *result, const char *fmt, ...) TERN_PRINTF(5, 6);
+
+static int
+activity(struct scale_group *g, const char *action, const char *server, const char *result,
+         const char *fmt, ...)
+{
+    struct scale_activity *a;
+    va_list ap;
+
+    if (g->nacts < SCALE_ACTIVITIES) {
+        a = &g->acts[g->nacts++];
+    } else {
+        a = &g->acts[g->head];
+        g->head = (g->head + 1) % SCALE_ACTIVITIES;
+    }
+    memset(a, 0, sizeof(*a));
+    a->id = ++g->next_act;
+    a->time = g->h->now(g->h);
+    snprintf(a->action, sizeof(a->action), "%s", action);
+    snprintf(a->server, sizeof(a->server), "%s", server ? server : "");
+    snprintf(a->result, sizeof(a->result), "%s", result);
+    va_start(ap, fmt);
+    vsnprintf(a->reason, sizeof(a->reason), fmt, ap);
+    va_end(ap);
+    g->h->log(g->h, TERN_LOG_INFO, "group %s: %s%s%s: %s: %s", g->cfg.pool, a->action,
+              a->server[0] ? " " : "", a->server, a->reason, a->result);
+    publish(g, a, "started");
+    return a->id;
+}
+
+/* Records the end (or a step) of an activity. */
+static void activity_result(struct scale_group *g, int id, bool ok, bool final, const char *fmt,
+                            ...) TERN_PRINTF(5, 6);
+
+static void
+activity_result(struct scale_group *g, int id, bool ok, bool final, const char *fmt, ...)
+{
+    struct scale_activity *a = find_act(g, id);
+    char buf[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (a == NULL)
+        return;
+    snprintf(a->result, sizeof(a->result), "%s", buf);
+    g->h->log(g->h, ok ? TERN_LOG_INFO : TERN_LOG_WARN, "group %s: %s%s%s: %s", g->cfg.pool,
+              a->action, a->server[0] ? " " : "", a->server, a->result);
+    publish(g, a, !ok ? "failed" : final ? "successful" : "progress");
+}
+
+/* ---- jobs ---- */
+
+static void *job_run(void *arg);
+static void job_done(void *arg, void *result, int status);
+
+static struct job *
+job_new(struct scale_group *g, enum job_kind kind, const struct scale_server *s)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL)
+        return NULL;
+    j->g = g;
+    j->kind = kind;
+    if (s != NULL) {
+        snprintf(j->name, sizeof(j->name), "%s", s->name);
+        snprintf(j->address, sizeof(j->address), "%s", s->address);
+    }
+    snprintf(j->group, sizeof(j->group), "%s", g->cfg.pool);
+    snprintf(j->pool, sizeof(j->pool), "%s", g->cfg.pool);
+    j->timeout_ms = g->cfg.timeout_ms;
+    if (kind == JOB_CREATE)
+        j->cmd = g->cfg.create ? strdup(g->cfg.create) : NULL;
+    else if (kind == JOB_DESTROY || kind == JOB_LIST)
+        j->cmd = g->cfg.destroy ? strdup(g->cfg.destroy) : NULL;
+    return j;
+}
+
+static void
+job_free(struct job *j)
+{
+    free(j->cmd);
+    free(j->out);
+    free(j);
+}
+
+static bool
+submit(struct scale_group *g, struct job *j)
+{
+    if (j == NULL)
+        return false;
+    if (g->h->job_submit(g->h, job_run, job_done, j) < 0) {
+        job_free(j);
+        return false;
+    }
+    return true;
+}
+
+static int
+split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl)
+{
+    const char *colon;
+
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+
+        if (end == NULL || end[1] != ':')
+            return -1;
+        snprintf(host, hl, "%.*s", (int)(end - addr - 1), addr + 1);
+        snprintf(port, pl, "%s", end + 2);
+        return 0;
+    }
+    colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr)
+        return -1;
+    snprintf(host, hl, "%.*s", (int)(colon - addr), addr);
+    snprintf(port, pl, "%s", colon + 1);
+    return 0;
+}
+
+/* A TCP connect to address within PROBE_TIMEOUT. Job thread. */
+static int
+probe(const char *address, char *err, size_t errlen)
+{
+    char host[SCALE_ADDR_MAX], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int fd, r, soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    struct pollfd pfd;
+
+    if (split_hostport(address, host, sizeof(host), port, sizeof(port)) < 0) {
+        snprintf(err, errlen, "bad address %s", address);
+        return -1;
+    }
+    r = getaddrinfo(host, port, &hints, &ai);
+    if (r != 0) {
+        snprintf(err, errlen, "%s: %s", address, gai_strerror(r));
+        return -1;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(ai);
+        return -1;
+    }
+    r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (r < 0 && errno != EINPROGRESS) {
+        snprintf(err, errlen, "connect %s: %s", address, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
+    if (r < 0 && poll(&pfd, 1, PROBE_TIMEOUT) != 1) {
+        snprintf(err, errlen, "connect %s: timed out", address);
+        close(fd);
+        return -1;
+    }
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    close(fd);
+    if (soerr != 0) {
+        snprintf(err, errlen, "connect %s: %s", address, strerror(soerr));
+        return -1;
+    }
+    return 0;
+}
+
+/* The last non-empty line of out, trimmed, into buf. */
+static void
+last_line(const char *out, char *buf, size_t len)
+{
+    const char *end = out + strlen(out), *start;
+
+    while (end > out && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    start = end;
+    while (start > out && start[-1] != '\n')
+        start--;
+    while (start < end && (*start == ' ' || *start == '\t'))
+        start++;
+    snprintf(buf, len, "%.*s", (int)(end - start), start);
+}
+
+static void *
+job_run(void *arg)
+{
+    struct job *j = arg;
+    char e_action[64], e_group[SCALE_NAME_MAX + 16], e_pool[SCALE_NAME_MAX + 16],
+        e_server[SCALE_NAME_MAX + 16], e_addr[SCALE_ADDR_MAX + 16];
+    char *env[6] = {e_action, e_group, e_pool, NULL, NULL, NULL};
+    static const char *const actions[] = {"create", "destroy", "list", "probe"};
+
+    if (j->kind == JOB_PROBE) {
+        j->rc = probe(j->address, j->err, sizeof(j->err));
+        return NULL;
+    }
+    if (j->cmd == NULL) {
+        snprintf(j->err, sizeof(j->err), "no program for %s", actions[j->kind]);
+        j->rc = -1;
+        return NULL;
+    }
+    snprintf(e_action, sizeof(e_action), "TERN_ACTION=%s", actions[j->kind]);
+    snprintf(e_group, sizeof(e_group), "TERN_GROUP=%s", j->group);
+    snprintf(e_pool, sizeof(e_pool), "TERN_POOL=%s", j->pool);
+    if (j->kind != JOB_LIST) {
+        snprintf(e_server, sizeof(e_server), "TERN_SERVER=%s", j->name);
+        env[3] = e_server;
+    }
+    if (j->kind == JOB_DESTROY) {
+        snprintf(e_addr, sizeof(e_addr), "TERN_ADDRESS=%s", j->address);
+        env[4] = e_addr;
+    }
+    j->rc = scale_exec_run(j->cmd, env, j->timeout_ms, &j->out, j->err, sizeof(j->err));
+    if (j->rc == 0 && j->kind == JOB_CREATE) {
+        char line[SCALE_ADDR_MAX], host[SCALE_ADDR_MAX], port[16];
+
+        last_line(j->out ? j->out : "", line, sizeof(line));
+        if (split_hostport(line, host, sizeof(host), port, sizeof(port)) < 0 || atoi(port) <= 0 ||
+            atoi(port) > 65535) {
+            snprintf(j->err, sizeof(j->err),
+                     "exited 0 but its last line \"%.100s\" is no host:port", line);
+            j->rc = -1;
+        } else {
+            snprintf(j->address, sizeof(j->address), "%s", line);
+        }
+    }
+    return NULL;
+}
+
+static void destroy_server(struct scale_group *g, struct scale_server *s);
+
+static void
+adopt(struct scale_group *g, const char *name, const char *address, bool in_pool)
+{
+    unsigned idx = our_index(g, name);
+    struct scale_server *s;
+
+    if (idx == 0 || find_srv(g, name) != NULL)
+        return;
+    s = add_srv(g, name, in_pool ? SRV_IN_SERVICE : SRV_PROBING);
+    if (s == NULL)
+        return;
+    snprintf(s->address, sizeof(s->address), "%s", address);
+    s->adopted = true;
+    s->index = idx;
+    if (idx >= g->next_index)
+        g->next_index = idx + 1;
+    s->activity =
+        activity(g, "adopt", name, in_pool ? "in service" : "probing", "%s already exists at %s%s",
+                 name, address, in_pool ? " and is in the pool" : "");
+}
+
+static void
+list_done(struct scale_group *g, struct job *j)
+{
+    bool first = !g->started;
+    size_t before = g->nsrv;
+
+    g->listing = false;
+    g->started = true;
+    if (j->rc != 0) {
+        g->h->log(g->h, first ? TERN_LOG_WARN : TERN_LOG_DEBUG,
+                  "group %s: the provider cannot list its servers (%s): none adopted", g->cfg.pool,
+                  j->err);
+    } else {
+        char *save = NULL;
+
+        for (char *line = strtok_r(j->out, "\n", &save); line != NULL;
+             line = strtok_r(NULL, "\n", &save)) {
+            char name[SCALE_NAME_MAX], addr[SCALE_ADDR_MAX];
+
+            if (sscanf(line, "%95s %127s", name, addr) == 2)
+                adopt(g, name, addr, false);
+        }
+    }
+    if (first && g->nsrv > before) {
+        uint32_t n = current(g);
+
+        if (n > g->pol.desired) {
+            uint32_t old = g->pol.desired;
+
+            scale_policy_set_desired(&g->pol, n, now_ms(g));
+            activity(g, "desired", NULL, "successful", "%u -> %u: adopted %u existing servers", old,
+                     g->pol.desired, n);
+        }
+    }
+}
+
+static void
+job_done(void *arg, void *result, int status)
+{
+    struct job *j = arg;
+    struct scale_group *g = j->g;
+    struct scale_server *s;
+
+    if (status < 0) {
+        job_free(j);
+        return;
+    }
+    if (j->kind == JOB_LIST) {
+        list_done(g, j);
+        job_free(j);
+        return;
+    }
+    s = find_srv(g, j->name);
+    if (s == NULL) {
+        job_free(j);
+        return;
+    }
+    s->busy = false;
+    switch (j->kind) {
+    case JOB_CREATE:
+        if (j->rc != 0) {
+            activity_result(g, s->activity, false, true, "failed: create %s", j->err);
+            del_srv(g, s);
+            break;
+        }
+        snprintf(s->address, sizeof(s->address), "%s", j->address);
+        set_state(g, s, SRV_PROBING);
+        activity_result(g, s->activity, true, false, "created at %s, probing", s->address);
+        break;
+    case JOB_PROBE:
+        if (s->st != SRV_PROBING)
+            break;
+        if (j->rc == 0) {
+            const char *why = NULL;
+            int r = g->h->server_add(g->h, g->cfg.pool, s->name, s->address, 1, &why);
+
+            if (r == 0 || r == -EEXIST) {
+                set_state(g, s, SRV_IN_SERVICE);
+                activity_result(g, s->activity, true, true, "successful: %s in service",
+                                s->address);
+            } else {
+                activity_result(g, s->activity, false, true, "failed: server_add: %s",
+                                why ? why : strerror(-r));
+                destroy_server(g, s);
+            }
+        } else if (g->h->monotonic(g->h) - s->since > SCALE_GRACE) {
+            activity_result(g, s->activity, false, true, "failed: no answer within %.0f s (%s)",
+                            SCALE_GRACE, j->err);
+            destroy_server(g, s);
+        }
+        break;
+    case JOB_DESTROY:
+        if (j->rc != 0) {
+            /* Tried again from the next tick. */
+            activity_result(g, s->activity, false, false, "destroy failed: %s; retrying", j->err);
+            set_state(g, s, SRV_DESTROYING);
+            break;
+        }
+        activity_result(g, s->activity, true, true, "successful: destroyed");
+        del_srv(g, s);
+        break;
+    case JOB_LIST:
+        break;
+    }
+    job_free(j);
+}
+
+/* ---- transitions ---- */
+
+static void
+destroy_server(struct scale_group *g, struct scale_server *s)
+{
+    set_state(g, s, SRV_DESTROYING);
+    if (!s->busy && submit(g, job_new(g, JOB_DESTROY, s)))
+        s->busy = true;
+}
+
+static void
+launch(struct scale_group *g, const char *reason)
+{
+    char name[SCALE_NAME_MAX];
+    struct scale_server *s;
+
+    if (g->next_index == 0)
+        g->next_index = 1;
+    snprintf(name, sizeof(name), "%s-tern-%u", g->cfg.pool, g->next_index);
+    s = add_srv(g, name, SRV_CREATING);
+    if (s == NULL)
+        return;
+    s->index = g->next_index++;
+    s->activity = activity(g, "launch", name, "in progress", "%s", reason);
+    if (submit(g, job_new(g, JOB_CREATE, s))) {
+        s->busy = true;
+    } else {
+        activity_result(g, s->activity, false, true, "failed: cannot submit a job");
+        del_srv(g, s);
+    }
+}
+
+static void
+terminate(struct scale_group *g, struct scale_server *s, const char *reason)
+{
+    const char *why = NULL;
+    int r;
+
+    s->activity = activity(g, "terminate", s->name, "draining", "%s", reason);
+    r = g->h->server_drain(g->h, g->cfg.pool, s->name, true, &why);
+    if (r == -ENOENT) {
+        destroy_server(g, s); /* not in the pool: nothing to drain */
+        return;
+    }
+    if (r < 0)
+        activity_result(g, s->activity, false, false, "drain: %s; destroying anyway",
+                        why ? why : strerror(-r));
+    set_state(g, s, r < 0 ? SRV_DESTROYING : SRV_DRAINING);
+    if (r < 0)
+        destroy_server(g, s);
+}
+
+struct pool_scan {
+    struct scale_group *g;
+    bool adopting;
+    char **names;
+    size_t n, cap;
+};
+
+static void
+pool_scan_cb(void *arg, const struct tern_server_info *info)
+{
+    struct pool_scan *ps = arg;
+
+    if (ps->adopting) {
+        adopt(ps->g, info->name, info->address, true);
+        return;
+    }
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 16;
+        char **n = realloc(ps->names, cap * sizeof(*n));
+
+        if (n == NULL)
+            return;
+        ps->names = n;
+        ps->cap = cap;
+    }
+    ps->names[ps->n] = strdup(info->name);
+    if (ps->names[ps->n] != NULL)
+        ps->n++;
+}
+
+static bool
+in_pool(const struct pool_scan *ps, const char *name)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (strcmp(ps->names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Servers drained with remove that the pool no longer lists: destroy. */
+static void
+follow_drains(struct scale_group *g)
+{
+    struct pool_scan ps = {.g = g};
+
+    g->h->pool_servers(g->h, g->cfg.pool, pool_scan_cb, &ps);
+    for (size_t i = 0; i < g->nsrv; i++) {
+        struct scale_server *s = &g->srv[i];
+
+        if (s->st == SRV_DRAINING && !in_pool(&ps, s->name)) {
+            activity_result(g, s->activity, true, false, "left the pool, destroying");
+            destroy_server(g, s);
+        } else if (s->st == SRV_DESTROYING && !s->busy && g->h->monotonic(g->h) - s->since >= 5.0) {
+            destroy_server(g, s); /* a failed destroy, again */
+        }
+    }
+    for (size_t i = 0; i < ps.n; i++)
+        free(ps.names[i]);
+    free(ps.names);
+}
+
+static void
+apply_policies(struct scale_group *g)
+{
+    uint32_t cur = current(g), old = g->pol.desired, n;
+    uint64_t t = now_ms(g);
+    const char *why = NULL;
+
+    if (g->cfg.out_alarm != NULL && g->out_alarm_on) {
+        n = scale_policy_step(&g->pol, SCALE_OUT, cur, t, &why);
+        if (n != old)
+            activity(g, "desired", NULL, "successful", "%u -> %u: alarm %s is in ALARM", old, n,
+                     g->cfg.out_alarm);
+        return;
+    }
+    if (g->cfg.in_alarm != NULL && g->in_alarm_on && !starting(g)) {
+        n = scale_policy_step(&g->pol, SCALE_IN, cur, t, &why);
+        if (n != old)
+            activity(g, "desired", NULL, "successful", "%u -> %u: alarm %s is in ALARM", old, n,
+                     g->cfg.in_alarm);
+        return;
+    }
+    if (g->cfg.tt_metric != NULL) {
+        double v;
+
+        if (g->h->metric_get(g->h, g->cfg.tt_metric, &v) != 0)
+            return;
+        if (starting(g) && v < g->pol.cfg.target)
+            return; /* new servers count as idle for scale-in: wait for them */
+        n = scale_policy_track(&g->pol, cur ? cur : 1, v, t, &why);
+        if (n != old)
+            activity(g, "desired", NULL, "successful", "%u -> %u: %s is %.3g, target %.3g", old, n,
+                     g->cfg.tt_metric, v, g->pol.cfg.target);
+    }
+}
+
+static void
+reconcile(struct scale_group *g)
+{
+    uint32_t cur = current(g), want = g->pol.desired;
+    char reason[256];
+
+    while (cur < want) {
+        snprintf(reason, sizeof(reason), "desired %u, have %u", want, cur);
+        launch(g, reason);
+        if (current(g) == cur)
+            return; /* could not */
+        cur++;
+    }
+    while (cur > want) {
+        struct scale_server *victim = NULL;
+
+        /* The newest in service (highest index); never one still starting. */
+        for (size_t i = 0; i < g->nsrv; i++) {
+            struct scale_server *s = &g->srv[i];
+
+            if (s->st == SRV_IN_SERVICE && (victim == NULL || s->index > victim->index))
+                victim = s;
+        }
+        if (victim == NULL)
+            return;
+        snprintf(reason, sizeof(reason), "desired %u, have %u", want, cur);
+        terminate(g, victim, reason);
+        cur--;
+    }
+}
+
+static void
+probe_new(struct scale_group *g)
+{
+    for (size_t i = 0; i < g->nsrv; i++) {
+        struct scale_server *s = &g->srv[i];
+
+        if (s->st == SRV_PROBING && !s->busy && submit(g, job_new(g, JOB_PROBE, s)))
+            s->busy = true;
+    }
+}
+
+void
+scale_group_tick(struct scale_group *g, bool act)
+{
+    if (g->retired)
+        return;
+    if (!g->started) {
+        if (!g->listing) {
+            struct pool_scan ps = {.g = g, .adopting = true};
+
+            /* What the pool already holds (a reload of the plugin)... */
+            g->h->pool_servers(g->h, g->cfg.pool, pool_scan_cb, &ps);
+            /* ...and what the provider knows (a restart of tern). */
+            if (g->cfg.provider == SCALE_PROV_EXEC && submit(g, job_new(g, JOB_LIST, NULL)))
+                g->listing = true;
+            else
+                g->started = true;
+        }
+        return;
+    }
+    follow_drains(g);
+    probe_new(g);
+    if (!act)
+        return;
+    if (++g->ticks % SCALE_RELIST == 0 && !g->listing && g->cfg.provider == SCALE_PROV_EXEC &&
+        submit(g, job_new(g, JOB_LIST, NULL)))
+        g->listing = true;
+    apply_policies(g);
+    reconcile(g);
+}
+
+void
+scale_group_event(struct scale_group *g, const struct tern_event *ev)
+{
+    bool raised = ev->type == TERN_EV_ALARM_RAISED;
+
+    if (g->retired || ev->name == NULL)
+        return;
+    if (ev->type != TERN_EV_ALARM_RAISED && ev->type != TERN_EV_ALARM_CLEARED)
+        return;
+    if (g->cfg.out_alarm != NULL && strcmp(ev->name, g->cfg.out_alarm) == 0)
+        g->out_alarm_on = raised;
+    if (g->cfg.in_alarm != NULL && strcmp(ev->name, g->cfg.in_alarm) == 0)
+        g->in_alarm_on = raised;
+}
+
+/* ---- life ---- */
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void
+cfg_copy(struct scale_group_cfg *d, const struct scale_group_cfg *s)
+{
+    *d = *s;
+    d->pool = dup_or_null(s->pool);
+    d->create = dup_or_null(s->create);
+    d->destroy = dup_or_null(s->destroy);
+    d->lv_uri = dup_or_null(s->lv_uri);
+    d->lv_template = dup_or_null(s->lv_template);
+    d->lv_storage = dup_or_null(s->lv_storage);
+    d->out_alarm = dup_or_null(s->out_alarm);
+    d->in_alarm = dup_or_null(s->in_alarm);
+    d->tt_metric = dup_or_null(s->tt_metric);
+}
+
+void
+scale_cfg_free(struct scale_group_cfg *c)
+{
+    free(c->pool);
+    free(c->create);
+    free(c->destroy);
+    free(c->lv_uri);
+    free(c->lv_template);
+    free(c->lv_storage);
+    free(c->out_alarm);
+    free(c->in_alarm);
+    free(c->tt_metric);
+    memset(c, 0, sizeof(*c));
+}
+
+struct scale_group *
+scale_group_new(struct scale *sc, const struct scale_group_cfg *cfg)
+{
+    struct scale_group *g = calloc(1, sizeof(*g));
+
+    if (g == NULL)
+        return NULL;
+    g->sc = sc;
+    g->h = sc->h;
+    cfg_copy(&g->cfg, cfg);
+    scale_policy_init(&g->pol, &cfg->pol, cfg->desired);
+    g->next_index = 1;
+    return g;
+}
+
+void
+scale_group_reconfigure(struct scale_group *g, const struct scale_group_cfg *cfg)
+{
+    uint32_t desired = g->pol.desired;
+
+    scale_cfg_free(&g->cfg);
+    cfg_copy(&g->cfg, cfg);
+    scale_policy_set_cfg(&g->pol, &cfg->pol);
+    if (g->pol.desired != desired)
+        activity(g, "desired", NULL, "successful", "%u -> %u: new min/max", desired,
+                 g->pol.desired);
+    g->retired = false;
+}
+
+void
+scale_group_free(struct scale_group *g)
+{
+    if (g == NULL)
+        return;
+    scale_cfg_free(&g->cfg);
+    free(g->srv);
+    free(g);
+}
+
+void *
+scale_group_json(const struct scale_group *g)
+{
+    json_t *o, *servers = json_array(), *acts = json_array();
+
+    for (size_t i = 0; i < g->nsrv; i++) {
+        const struct scale_server *s = &g->srv[i];
+
+        json_array_append_new(servers, json_pack("{s:s, s:s, s:s, s:b}", "name", s->name, "address",
+                                                 s->address, "state", state_name(s->st), "adopted",
+                                                 s->adopted));
+    }
+    /* Oldest first. */
+    for (size_t k = 0; k < g->nacts; k++) {
+        const struct scale_activity *a = &g->acts[(g->head + k) % SCALE_ACTIVITIES];
+
+        json_array_append_new(acts,
+                              json_pack("{s:I, s:f, s:s, s:s, s:s, s:s}", "id", (json_int_t)a->id,
+                                        "time", a->time, "action", a->action, "server", a->server,
+                                        "reason", a->reason, "result", a->result));
+    }
+    o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:o, s:o}", "pool", g->cfg.pool,
+                  "provider", g->cfg.provider == SCALE_PROV_EXEC ? "exec" : "libvirt", "min",
+                  (json_int_t)g->pol.cfg.min, "max", (json_int_t)g->pol.cfg.max, "desired",
+                  (json_int_t)g->pol.desired, "current", (json_int_t)current(g), "started",
+                  g->started, "retired", g->retired, "servers", servers, "activities", acts);
+    return o;
+}

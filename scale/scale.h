@@ -1,0 +1,118 @@
+/*
+ * Internals shared by the scale plugin's files: the plugin state (struct
+ * scale, handed back to the host), scaling groups (group.c) and the
+ * providers that create and destroy servers (provider_exec.c).
+ */
+#ifndef TERN_SCALE_SCALE_H
+#define TERN_SCALE_SCALE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lb/plugin.h"
+#include "scale/policy.h"
+
+#define SCALE_NAME_MAX 96
+#define SCALE_ADDR_MAX 128
+#define SCALE_ACTIVITIES 64
+#define SCALE_VRRP_MAX 32
+
+enum scale_provider_kind { SCALE_PROV_EXEC = 1, SCALE_PROV_LIBVIRT };
+
+/* A group's configuration, from one item of the scale: list. */
+struct scale_group_cfg {
+    char *pool;
+    uint32_t desired;
+    struct scale_policy_cfg pol;
+    enum scale_provider_kind provider;
+    char *create, *destroy; /* exec */
+    uint64_t timeout_ms;
+    char *lv_uri, *lv_template, *lv_storage; /* libvirt */
+    char *out_alarm, *in_alarm;              /* NULL: no such step policy */
+    char *tt_metric;                         /* NULL: no target tracking */
+};
+
+enum scale_srv_state {
+    SRV_CREATING,   /* the provider is making it */
+    SRV_PROBING,    /* made; waiting for its address to answer */
+    SRV_IN_SERVICE, /* in the pool */
+    SRV_DRAINING,   /* drained with remove; waiting for it to leave the pool */
+    SRV_DESTROYING, /* left the pool; the provider is destroying it */
+};
+
+struct scale_server {
+    char name[SCALE_NAME_MAX];
+    char address[SCALE_ADDR_MAX];
+    enum scale_srv_state st;
+    double since;   /* monotonic s of entering st */
+    bool adopted;   /* found at start, not made by this run */
+    bool busy;      /* a job about it is running */
+    unsigned index; /* the n of <pool>-tern-<n> */
+    int activity;   /* id of the activity that tracks it, or 0 */
+};
+
+struct scale_activity {
+    int id;
+    double time; /* wall s */
+    char action[16];
+    char server[SCALE_NAME_MAX];
+    char reason[256];
+    char result[256];
+};
+
+struct scale;
+
+struct scale_group {
+    struct scale *sc;
+    const struct tern_host *h;
+    struct scale_group_cfg cfg;
+    struct scale_policy pol;
+    bool out_alarm_on, in_alarm_on;
+    bool started; /* the provider's list has been read */
+    bool listing; /* a list job is running */
+    bool retired; /* gone from the configuration: does nothing more */
+    unsigned ticks;
+    unsigned next_index;
+    struct scale_server *srv;
+    size_t nsrv, cap;
+    struct scale_activity acts[SCALE_ACTIVITIES];
+    size_t nacts, head;
+    int next_act;
+};
+
+struct scale {
+    const struct tern_host *h;
+    struct scale_group **groups;
+    size_t ngroups;
+    struct tern_timer *tick;
+    int sub;
+    struct {
+        char name[SCALE_NAME_MAX];
+        bool master;
+    } vrrp[SCALE_VRRP_MAX];
+    size_t nvrrp;
+};
+
+/* Seconds between two evaluations of every group. */
+#define SCALE_TICK 0.5
+
+/* group.c */
+struct scale_group *scale_group_new(struct scale *sc, const struct scale_group_cfg *cfg);
+void scale_group_reconfigure(struct scale_group *g, const struct scale_group_cfg *cfg);
+void scale_group_free(struct scale_group *g);
+void scale_group_tick(struct scale_group *g, bool act);
+void scale_group_event(struct scale_group *g, const struct tern_event *ev);
+/* The group as a JSON object (a json_t *, returned as void * to keep jansson
+ * out of this header). */
+void *scale_group_json(const struct scale_group *g);
+void scale_cfg_free(struct scale_group_cfg *cfg);
+
+/* provider_exec.c: run on a job thread. Runs cmd with /bin/sh -c and the
+ * extra environment (NAME=VALUE strings, NULL-terminated), kills its process
+ * group after timeout_ms. Returns 0 when it exited 0, else -1 with err set;
+ * *out gets its standard output (malloc()ed, NUL-terminated) either way. */
+int scale_exec_run(const char *cmd, char *const *env, uint64_t timeout_ms, char **out, char *err,
+                   size_t errlen);
+
+#endif

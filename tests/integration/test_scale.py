@@ -1,0 +1,269 @@
+"""The scale plugin (scale.so) with the exec provider, end to end.
+
+tern runs with a watch: section whose alarms follow
+pool.web.requests_per_second and a scale: group on pool web whose provider
+is a pair of shell scripts written here: create starts tests/tools/backend.py
+on a free port, records "name pid address" in a state file and prints the
+address last; destroy kills by PID from that file, and with
+TERN_ACTION=list prints the servers still alive (that is how a restarted
+tern adopts them). Python threads drive the load; every request must
+succeed while the group grows to max and shrinks back to min.
+"""
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BACKEND, free_port, scaled
+
+CREATE = """#!/bin/sh
+dir={dir}
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "$TERN_ACTION $TERN_GROUP $TERN_POOL $TERN_SERVER" >> $dir/calls
+python3 {backend} --port $port --name $TERN_SERVER --log $dir/$TERN_SERVER.log > $dir/$TERN_SERVER.out 2>/dev/null &
+pid=$!
+i=0
+while ! grep -q ready $dir/$TERN_SERVER.out 2>/dev/null; do
+    sleep 0.05; i=$((i+1)); [ $i -gt 200 ] && exit 1
+done
+echo "$TERN_SERVER $pid 127.0.0.1:$port" >> $dir/state
+echo "started $TERN_SERVER as pid $pid"
+echo 127.0.0.1:$port
+"""
+
+DESTROY = """#!/bin/sh
+dir={dir}
+touch $dir/state
+if [ "$TERN_ACTION" = list ]; then
+    while read name pid addr; do
+        kill -0 $pid 2>/dev/null && echo "$name $addr"
+    done < $dir/state
+    exit 0
+fi
+echo "$TERN_ACTION $TERN_GROUP $TERN_POOL $TERN_SERVER $TERN_ADDRESS" >> $dir/calls
+pid=$(awk -v n="$TERN_SERVER" '$1 == n {{ print $2 }}' $dir/state)
+[ -n "$pid" ] && kill $pid
+grep -v "^$TERN_SERVER " $dir/state > $dir/state.tmp; mv $dir/state.tmp $dir/state
+exit 0
+"""
+
+
+def wait_for(pred, timeout, step=0.1):
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def scale_api(admin):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/v1/scale", timeout=2) as r:
+            doc = json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+    groups = doc.get("groups") if isinstance(doc, dict) else None
+    return groups[0] if groups else None
+
+
+def in_service(g):
+    return sorted(s["name"] for s in g["servers"] if s["state"] == "in_service") if g else []
+
+
+def settled(g, n):
+    """n servers in service and nothing coming or going."""
+    return g is not None and len(in_service(g)) == n and len(g["servers"]) == n and g["desired"] == n
+
+
+class Load:
+    """Threads sending requests through tern until stopped; counts failures."""
+
+    def __init__(self, port, threads=4):
+        self.port = port
+        self.ok = 0
+        self.failed = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as r:
+                    r.read()
+                    good = r.status == 200
+                    err = r.status
+            except (OSError, urllib.error.HTTPError) as e:
+                good, err = False, repr(e)
+            with self.lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed.append(err)
+            time.sleep(0.01)
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join()
+
+
+def config(port, admin, d, create_timeout="10s", max_=3):
+    return f"""global:
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin}
+listeners:
+  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}
+pools:
+  web:
+    servers: []
+    drain_timeout: 5s
+watch:
+  interval: 200ms
+  alarms:
+    - {{ name: web-busy, metric: pool.web.requests_per_second, above: 10, period: 1s,
+        evaluation_periods: 2, datapoints_to_alarm: 1 }}
+    - {{ name: web-idle, metric: pool.web.requests_per_second, below: 2, period: 1s,
+        evaluation_periods: 2, datapoints_to_alarm: 2 }}
+scale:
+  - pool: web
+    min: 1
+    max: {max_}
+    provider: {{ exec: {{ create: {d}/create.sh, destroy: {d}/destroy.sh, timeout: {create_timeout} }} }}
+    scale_out: {{ alarm: web-busy, add: 1, cooldown: 1s }}
+    scale_in: {{ alarm: web-idle, remove: 1, cooldown: 1s }}
+"""
+
+
+@pytest.fixture
+def scripts(tmp_path):
+    d = str(tmp_path)
+    for name, text in (("create.sh", CREATE), ("destroy.sh", DESTROY)):
+        p = os.path.join(d, name)
+        with open(p, "w") as f:
+            f.write(text.format(dir=d, backend=BACKEND))
+        os.chmod(p, 0o755)
+    yield d
+    # Kill what the scripts started and tern did not destroy.
+    try:
+        with open(os.path.join(d, "state")) as f:
+            for line in f:
+                try:
+                    os.kill(int(line.split()[1]), signal.SIGKILL)
+                except (OSError, ValueError, IndexError):
+                    pass
+    except OSError:
+        pass
+
+
+def calls(d):
+    try:
+        with open(os.path.join(d, "calls")) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def served(d, name):
+    try:
+        with open(os.path.join(d, name + ".log")) as f:
+            return len(f.read().splitlines())
+    except OSError:
+        return 0
+
+
+def test_grow_shrink_adopt(tern, scripts):
+    d = scripts
+    port, admin = free_port(), free_port()
+    t = tern(config(port, admin, d), wait_ports=[port])
+
+    # min 1: the group launches web-tern-1 and adds it once it answers.
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert in_service(g) == ["web-tern-1"]
+    assert calls(d) == ["create web web web-tern-1"]
+
+    # Load: web-busy goes to ALARM, the group grows one by one to max 3.
+    load = Load(port)
+    try:
+        g = wait_for(lambda: (lambda g: g if len(in_service(g)) == 3 else None)(scale_api(admin)), 30)
+        assert g, f"{scale_api(admin)}\n{t.log()}"
+        assert g["desired"] == 3 and g["max"] == 3
+        time.sleep(scaled(1.0))
+        for n in ("web-tern-2", "web-tern-3"):
+            assert wait_for(lambda: served(d, n) > 0, 5), f"{n} got no traffic\n{t.log()}"
+    finally:
+        pass
+
+    # No load: web-idle goes to ALARM, the group shrinks back to min, newest
+    # first, each drained before it is destroyed.
+    load.stop()
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 30)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert load.failed == [], load.failed[:5]
+    assert load.ok > 50
+    assert in_service(g) == ["web-tern-1"]
+    destroys = [c for c in calls(d) if c.startswith("destroy")]
+    assert [c.split()[3] for c in destroys] == ["web-tern-3", "web-tern-2"], calls(d)
+    assert all(c.split()[4].startswith("127.0.0.1:") for c in destroys)
+    acts = g["activities"]
+    for a in acts:
+        assert set(a) >= {"time", "action", "reason", "result"}
+    launches = [a for a in acts if a["action"] == "launch"]
+    terms = [a for a in acts if a["action"] == "terminate"]
+    assert len(launches) == 3 and all(a["result"].startswith("successful") for a in launches), acts
+    assert len(terms) == 2 and all(a["result"].startswith("successful") for a in terms), acts
+    assert any("web-busy" in a["reason"] for a in acts)
+    assert any("web-idle" in a["reason"] for a in acts)
+    assert "scale: group web: launch web-tern-2" in t.log()
+
+    # A restart adopts web-tern-1 instead of creating another server.
+    t.stop()
+    ncalls = len(calls(d))
+    t2 = tern(config(port, admin, d), wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
+    assert g, f"{scale_api(admin)}\n{t2.log()}"
+    assert in_service(g) == ["web-tern-1"]
+    assert g["servers"][0]["adopted"] is True
+    time.sleep(scaled(1.5))
+    assert len(calls(d)) == ncalls, calls(d)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert r.read() == b"web-tern-1\n"
+
+
+def test_create_failures(tern, scripts, tmp_path):
+    """A create that exits non-zero, one that prints no address and one that
+    hangs past the timeout all fail their launch; tern keeps trying."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    create = os.path.join(d, "create.sh")
+    with open(create, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            f"n=$(cat {d}/n 2>/dev/null || echo 0); echo $((n+1)) > {d}/n\n"
+            "case $n in\n"
+            "  0) echo oops; exit 3 ;;\n"
+            "  1) echo not-an-address; exit 0 ;;\n"
+            "  *) sleep 30 ;;\n"
+            "esac\n"
+        )
+    t = tern(config(port, admin, d, create_timeout="1s"), wait_ports=[port])
+    g = wait_for(
+        lambda: (lambda g: g if g and sum(a["result"].startswith("failed") for a in g["activities"]) >= 3
+                 else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    results = [a["result"] for a in g["activities"] if a["action"] == "launch"]
+    assert "exited with status 3" in results[0], results
+    assert "no host:port" in results[1], results
+    assert "timed out after 1000 ms" in results[2], results
+    assert g["desired"] == 1
