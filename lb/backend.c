@@ -40,6 +40,8 @@ lb_wpools_init(struct lb_wgen *g)
         wp->bs = calloc(n, sizeof(*wp->bs));
         wp->idle = calloc(n, sizeof(*wp->idle));
         wp->nidle = calloc(n, sizeof(*wp->nidle));
+        if (s->tls && s->tls->pools[i] && !(wp->tls_sess = calloc(n, sizeof(*wp->tls_sess))))
+            return -1;
         wp->bal = wp->pool->ops->create(n);
         if (!wp->bs || !wp->idle || !wp->nidle || !wp->bal)
             return -1; /* lb_wpools_free releases what was made */
@@ -87,6 +89,9 @@ lb_wpools_free(struct lb_wgen *g)
         free(wp->bs);
         free(wp->idle);
         free(wp->nidle);
+        for (size_t j = 0; wp->tls_sess && j < wp->pool->capacity; j++)
+            lb_tls_session_free(wp->tls_sess[j]);
+        free(wp->tls_sess);
     }
     free(g->wpools);
     g->wpools = NULL;
@@ -236,7 +241,7 @@ lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse
     size_t pi = (size_t)(wp - wp->gen->wpools);
     if (tls && tls->pools[pi]) {
         /* The handshake runs once connected, driven by the session. */
-        b->ssl = lb_tls_connect_new(tls->pools[pi], fd);
+        b->ssl = lb_tls_connect_new(tls->pools[pi], fd, wp->tls_sess ? &wp->tls_sess[i] : NULL);
         if (!b->ssl) {
             close(fd);
             free(b);

@@ -106,6 +106,7 @@ struct lb_worker;
 struct lb_wgen;
 struct lb_tls;
 struct ssl_st;
+struct ssl_session_st;
 
 /* A listening socket of one worker. */
 struct lb_listener {
@@ -129,6 +130,9 @@ struct lb_wpool {
     bool built;
     struct lb_bconn **idle; /* per server: idle keep-alive backend connections */
     uint32_t *nidle;
+    /* Per server, for a pool with tls: the last TLS session, offered by the
+     * next new connection to skip a full handshake (lb/tls.h). */
+    struct ssl_session_st **tls_sess;
     /* Requests waiting for a server slot (max_connections), oldest first. */
     struct lb_queued *queue_head, *queue_tail;
     uint32_t queued;

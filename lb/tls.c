@@ -936,6 +936,20 @@ struct lb_tls_client {
     bool sni_set; /* sni is a host name, not an address */
 };
 
+/* A server's new session (after the handshake in TLS 1.2, with each ticket in
+ * TLS 1.3): it becomes the one the worker offers next. Runs on the worker
+ * that owns the connection and the slot. */
+static int
+client_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+    if (!slot)
+        return 0;
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1; /* we keep the reference */
+}
+
 static void
 client_free(struct lb_tls_client *t)
 {
@@ -971,6 +985,10 @@ client_build(struct berr *e, const struct conf_pool *p)
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Sessions go to the worker's slot of each server (client_new_session),
+     * never to a cache shared by the threads. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, client_new_session);
     if (p->tls_ca) {
         BIO *b = open_file(p->tls_ca, why, sizeof(why));
         if (!b) {
@@ -1117,7 +1135,7 @@ lb_tls_accept_new(struct lb_tls_server *t, int fd)
 }
 
 struct ssl_st *
-lb_tls_connect_new(struct lb_tls_client *t, int fd)
+lb_tls_connect_new(struct lb_tls_client *t, int fd, struct ssl_session_st **cache)
 {
     SSL *ssl = SSL_new(t->ctx);
     if (!ssl)
@@ -1127,8 +1145,19 @@ lb_tls_connect_new(struct lb_tls_client *t, int fd)
         ERR_clear_error();
         return NULL;
     }
+    SSL_set_app_data(ssl, cache);
+    /* A session the server no longer knows costs nothing: it answers with a
+     * full handshake (and verification) instead. */
+    if (cache && *cache && !SSL_set_session(ssl, *cache))
+        ERR_clear_error();
     SSL_set_connect_state(ssl);
     return ssl;
+}
+
+void
+lb_tls_session_free(struct ssl_session_st *s)
+{
+    SSL_SESSION_free(s);
 }
 
 /* Maps a failed call's result; fatal errors leave the connection to a quiet

@@ -32,6 +32,7 @@ struct lb_listener;
 struct lb_snapshot;
 struct ssl_st;
 struct ssl_ctx_st;
+struct ssl_session_st;
 struct lb_tls_server; /* a listener's contexts: one per certificate group, SNI table */
 struct lb_tls_client; /* a pool's context for connecting to its servers */
 
@@ -67,8 +68,12 @@ void lb_tls_keys_rotate(void);
 /* A server-side connection on fd for a listener. NULL on allocation failure. */
 struct ssl_st *lb_tls_accept_new(struct lb_tls_server *t, int fd);
 /* A client-side connection on fd to a server of the pool (SNI and name
- * verification as configured). NULL on allocation failure. */
-struct ssl_st *lb_tls_connect_new(struct lb_tls_client *t, int fd);
+ * verification as configured). It offers *cache, if set, for resumption, and
+ * the sessions the server hands out replace *cache (the worker's slot for
+ * that server, which must outlive the connection). NULL on allocation
+ * failure. */
+struct ssl_st *lb_tls_connect_new(struct lb_tls_client *t, int fd, struct ssl_session_st **cache);
+void lb_tls_session_free(struct ssl_session_st *s);
 /* Drives the handshake: 1 when done, 0 when it waits for *want, -1 on
  * failure (lb_tls_why says why). */
 int lb_tls_handshake(struct ssl_st *ssl, int *want);

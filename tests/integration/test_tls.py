@@ -108,7 +108,15 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
-        if self.path.startswith("/big"):
+        if self.path == "/close":
+            body = f"reused={self.connection.session_reused}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        elif self.path.startswith("/big"):
             self.reply(b"z" * int(self.path.split("=")[1]))
         elif self.path == "/headers":
             self.reply(str(self.headers).encode())
@@ -717,6 +725,20 @@ def test_tls_backend_verified_and_reused(pki, origins, tern):
     assert r.stdout.decode() == hashlib.sha256(body).hexdigest()
     r = curl(port, "/big=5000000")
     assert r.returncode == 0 and r.stdout == b"z" * 5_000_000
+
+
+def test_tls_backend_sessions_resume(pki, origins, tern):
+    # The origin closes after each answer, so every request needs a new TLS
+    # connection: all but the first resume the worker's last session.
+    (o,) = origins(1)
+    port = free_port()
+    tern(tls_cfg(port, [o], RSA_EC(pki), pool_extra=_pool_tls(pki)), [port])
+    seen = []
+    for _ in range(5):
+        r = curl(port, "/close")
+        assert r.returncode == 0, r.stderr
+        seen.append(r.stdout)
+    assert seen[0] == b"reused=False" and set(seen[1:]) == {b"reused=True"}, seen
 
 
 def test_tls_backend_chain_only_with_private_ca(pki, origins, tern):
