@@ -51,6 +51,7 @@ struct job {
     char *cmd;
     char group[SCALE_NAME_MAX], pool[SCALE_NAME_MAX];
     uint64_t timeout_ms;
+    struct scale_lv *lv; /* libvirt provider; NULL for exec */
     /* results */
     int rc;
     char *out;
@@ -263,6 +264,7 @@ job_new(struct scale_group *g, enum job_kind kind, const struct scale_server *s)
     snprintf(j->group, sizeof(j->group), "%s", g->cfg.pool);
     snprintf(j->pool, sizeof(j->pool), "%s", g->cfg.pool);
     j->timeout_ms = g->cfg.timeout_ms;
+    j->lv = g->lv;
     if (kind == JOB_CREATE)
         j->cmd = g->cfg.create ? strdup(g->cfg.create) : NULL;
     else if (kind == JOB_DESTROY || kind == JOB_LIST)
@@ -388,6 +390,18 @@ job_run(void *arg)
         j->rc = probe(j->address, j->err, sizeof(j->err));
         return NULL;
     }
+#ifdef SCALE_HAVE_LIBVIRT
+    if (j->lv != NULL) {
+        if (j->kind == JOB_CREATE)
+            j->rc = scale_lv_create(j->lv, j->name, j->address, sizeof(j->address), j->err,
+                                    sizeof(j->err));
+        else if (j->kind == JOB_DESTROY)
+            j->rc = scale_lv_destroy(j->lv, j->name, j->err, sizeof(j->err));
+        else
+            j->rc = scale_lv_list(j->lv, &j->out, j->err, sizeof(j->err));
+        return NULL;
+    }
+#endif
     if (j->cmd == NULL) {
         snprintf(j->err, sizeof(j->err), "no program for %s", actions[j->kind]);
         j->rc = -1;
@@ -753,7 +767,7 @@ scale_group_tick(struct scale_group *g, bool act)
             /* What the pool already holds (a reload of the plugin)... */
             g->h->pool_servers(g->h, g->cfg.pool, pool_scan_cb, &ps);
             /* ...and what the provider knows (a restart of tern). */
-            if (g->cfg.provider == SCALE_PROV_EXEC && submit(g, job_new(g, JOB_LIST, NULL)))
+            if (submit(g, job_new(g, JOB_LIST, NULL)))
                 g->listing = true;
             else
                 g->started = true;
@@ -764,8 +778,7 @@ scale_group_tick(struct scale_group *g, bool act)
     probe_new(g);
     if (!act)
         return;
-    if (++g->ticks % SCALE_RELIST == 0 && !g->listing && g->cfg.provider == SCALE_PROV_EXEC &&
-        submit(g, job_new(g, JOB_LIST, NULL)))
+    if (++g->ticks % SCALE_RELIST == 0 && !g->listing && submit(g, job_new(g, JOB_LIST, NULL)))
         g->listing = true;
     apply_policies(g);
     reconcile(g);
@@ -836,6 +849,16 @@ scale_group_new(struct scale *sc, const struct scale_group_cfg *cfg)
     cfg_copy(&g->cfg, cfg);
     scale_policy_init(&g->pol, &cfg->pol, cfg->desired);
     g->next_index = 1;
+#ifdef SCALE_HAVE_LIBVIRT
+    if (cfg->provider == SCALE_PROV_LIBVIRT) {
+        g->lv =
+            scale_lv_new(cfg->lv_uri, cfg->lv_template, cfg->lv_storage, cfg->pool, SCALE_GRACE);
+        if (g->lv == NULL) {
+            scale_group_free(g);
+            return NULL;
+        }
+    }
+#endif
     return g;
 }
 
@@ -844,6 +867,9 @@ scale_group_reconfigure(struct scale_group *g, const struct scale_group_cfg *cfg
 {
     uint32_t desired = g->pol.desired;
 
+    if (cfg->provider != g->cfg.provider)
+        g->h->log(g->h, TERN_LOG_WARN, "group %s: a new provider takes effect at the next restart",
+                  g->cfg.pool);
     scale_cfg_free(&g->cfg);
     cfg_copy(&g->cfg, cfg);
     scale_policy_set_cfg(&g->pol, &cfg->pol);
@@ -858,6 +884,9 @@ scale_group_free(struct scale_group *g)
 {
     if (g == NULL)
         return;
+#ifdef SCALE_HAVE_LIBVIRT
+    scale_lv_free(g->lv);
+#endif
     scale_cfg_free(&g->cfg);
     free(g->srv);
     free(g);

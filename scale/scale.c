@@ -38,6 +38,7 @@ static int
 read_group(const struct tern_host *h, const struct tern_value *v, struct scale_group_cfg *c)
 {
     const struct tern_value *prov = tern_value_get(v, "provider");
+    /* Only the chosen provider has its required key. */
     const struct tern_value *ex = tern_value_get(prov, "exec");
     const struct tern_value *lv = tern_value_get(prov, "libvirt");
     const struct tern_value *out = tern_value_get(v, "scale_out");
@@ -53,6 +54,10 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
     c->pol.min = (uint32_t)tern_value_int(tern_value_get(v, "min"), 0);
     c->pol.max = (uint32_t)tern_value_int(tern_value_get(v, "max"), c->pol.min);
     c->desired = (uint32_t)tern_value_int(tern_value_get(v, "desired"), c->pol.min);
+    if (tern_value_get(ex, "create") == NULL)
+        ex = NULL;
+    if (tern_value_get(lv, "template") == NULL)
+        lv = NULL;
     if (ex != NULL) {
         c->provider = SCALE_PROV_EXEC;
         c->create = (char *)str(ex, "create");
@@ -63,9 +68,10 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
         c->lv_uri = (char *)str(lv, "uri");
         c->lv_template = (char *)str(lv, "template");
         c->lv_storage = (char *)str(lv, "storage_pool");
-        h->log(h, TERN_LOG_ERR,
-               "group %s: the libvirt provider is not in this scale.so yet; use exec", c->pool);
+#ifndef SCALE_HAVE_LIBVIRT
+        h->log(h, TERN_LOG_ERR, "group %s: this scale.so was built without libvirt", c->pool);
         return -ENOTSUP;
+#endif
     } else {
         h->log(h, TERN_LOG_ERR, "group %s: no provider", c->pool);
         return -EINVAL;

@@ -62,6 +62,7 @@ struct scale_activity {
 };
 
 struct scale;
+struct scale_lv;
 
 struct scale_group {
     struct scale *sc;
@@ -76,6 +77,7 @@ struct scale_group {
     unsigned next_index;
     struct scale_server *srv;
     size_t nsrv, cap;
+    struct scale_lv *lv; /* the libvirt provider's connection */
     struct scale_activity acts[SCALE_ACTIVITIES];
     size_t nacts, head;
     int next_act;
@@ -114,5 +116,19 @@ void scale_cfg_free(struct scale_group_cfg *cfg);
  * *out gets its standard output (malloc()ed, NUL-terminated) either way. */
 int scale_exec_run(const char *cmd, char *const *env, uint64_t timeout_ms, char **out, char *err,
                    size_t errlen);
+
+/* provider_libvirt.c (built with libvirt): run on a job thread but new and
+ * free. create returns 0 with host:port in address, or -1 with err set after
+ * undoing what it made; destroy returns 0 when the server is gone (also
+ * when it was already); list returns "name host:port" lines in *out. */
+struct scale_lv *scale_lv_new(const char *uri, const char *tmpl, const char *storage,
+                              const char *group, double addr_timeout);
+void scale_lv_free(struct scale_lv *lv);
+int scale_lv_create(struct scale_lv *lv, const char *name, char *address, size_t addrlen, char *err,
+                    size_t errlen);
+int scale_lv_destroy(struct scale_lv *lv, const char *name, char *err, size_t errlen);
+int scale_lv_list(struct scale_lv *lv, char **out, char *err, size_t errlen);
+/* The connection (a virConnectPtr), for tests; NULL before the first call. */
+void *scale_lv_connection(struct scale_lv *lv);
 
 #endif

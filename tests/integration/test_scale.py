@@ -267,3 +267,84 @@ def test_create_failures(tern, scripts, tmp_path):
     assert "no host:port" in results[1], results
     assert "timed out after 1000 ms" in results[2], results
     assert g["desired"] == 1
+
+
+NODE_XML = """<node>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>web-master</name>
+    <memory>1048576</memory>
+    <os><type>hvm</type></os>
+    <metadata><tern:scale xmlns:tern='https://tern.dev/xmlns/scale/1' port='8080'/></metadata>
+    <devices>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='qcow2'/>
+        <source file='/pool/web-master.qcow2'/>
+        <target dev='vda' bus='virtio'/>
+      </disk>
+      <interface type='network'><source network='default'/></interface>
+    </devices>
+    <test:runstate>5</test:runstate>
+  </domain>
+  <network>
+    <name>default</name>
+    <bridge name='virbr0'/>
+    <forward/>
+    <ip address='192.168.122.1' netmask='255.255.255.0'>
+      <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
+    </ip>
+  </network>
+  <pool type='dir'>
+    <name>default</name>
+    <target><path>/pool</path></target>
+    <volume type='file'>
+      <name>web-master.qcow2</name>
+      <capacity unit='GiB'>10</capacity>
+      <target><path>/pool/web-master.qcow2</path><format type='qcow2'/></target>
+    </volume>
+  </pool>
+</node>
+"""
+
+
+def test_libvirt_provider_clones(tern, tmp_path):
+    """The libvirt provider inside tern, against the test driver: min 2
+    makes two linked clones of the template with addresses from the
+    (fabricated) DHCP leases on the template's port; they stay probing
+    because nothing answers there, and tern stops cleanly with the jobs."""
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML)
+    port, admin = free_port(), free_port()
+    yaml = f"""global:
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin}
+listeners:
+  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}
+pools:
+  web:
+    servers: []
+scale:
+  - pool: web
+    min: 2
+    max: 4
+    provider: {{ libvirt: {{ uri: "test://{node}", template: web-master, storage_pool: default }} }}
+"""
+    t = tern(yaml, wait_ports=[port])
+    if "built without libvirt" in t.log():
+        pytest.skip("scale.so built without libvirt")
+
+    def created():
+        g = scale_api(admin)
+        if not g:
+            return None
+        made = [a for a in g["activities"] if a["action"] == "launch" and "created at" in a["result"]]
+        return g if len(made) == 2 else None
+
+    g = wait_for(created, 15)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert g["provider"] == "libvirt"
+    names = sorted(s["name"] for s in g["servers"])
+    assert names == ["web-tern-1", "web-tern-2"]
+    for s in g["servers"]:
+        assert s["state"] == "probing"
+        assert s["address"].startswith("192.168.") and s["address"].endswith(":8080"), s
