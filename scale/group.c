@@ -52,6 +52,7 @@ struct job {
     char group[SCALE_NAME_MAX], pool[SCALE_NAME_MAX];
     uint64_t timeout_ms;
     struct scale_lv *lv; /* libvirt provider; NULL for exec */
+    unsigned gen;        /* a list: g->destroyed when it was submitted */
     /* results */
     int rc;
     char *out;
@@ -265,6 +266,7 @@ job_new(struct scale_group *g, enum job_kind kind, const struct scale_server *s)
     snprintf(j->pool, sizeof(j->pool), "%s", g->cfg.pool);
     j->timeout_ms = g->cfg.timeout_ms;
     j->lv = g->lv;
+    j->gen = g->destroyed;
     if (kind == JOB_CREATE)
         j->cmd = g->cfg.create ? strdup(g->cfg.create) : NULL;
     else if (kind == JOB_DESTROY || kind == JOB_LIST)
@@ -466,6 +468,11 @@ list_done(struct scale_group *g, struct job *j)
 
     g->listing = false;
     g->started = true;
+    if (!first && j->gen != g->destroyed) {
+        /* A server destroyed since the list was taken could be in it:
+         * adopting it again would be wrong. The next list will do. */
+        return;
+    }
     if (j->rc != 0) {
         g->h->log(g->h, first ? TERN_LOG_WARN : TERN_LOG_DEBUG,
                   "group %s: the provider cannot list its servers (%s): none adopted", g->cfg.pool,
@@ -557,6 +564,7 @@ job_done(void *arg, void *result, int status)
             break;
         }
         activity_result(g, s->activity, true, true, "successful: destroyed");
+        g->destroyed++;
         del_srv(g, s);
         break;
     case JOB_LIST:

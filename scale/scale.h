@@ -75,6 +75,7 @@ struct scale_group {
     bool retired; /* gone from the configuration: does nothing more */
     unsigned ticks;
     unsigned next_index;
+    unsigned destroyed; /* servers destroyed so far */
     struct scale_server *srv;
     size_t nsrv, cap;
     struct scale_lv *lv; /* the libvirt provider's connection */

@@ -348,3 +348,100 @@ scale:
     for s in g["servers"]:
         assert s["state"] == "probing"
         assert s["address"].startswith("192.168.") and s["address"].endswith(":8080"), s
+
+
+FAKE_VRRP = r"""
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+struct fv { const struct tern_host *h; struct tern_timer *t; };
+static struct fv the_state;
+
+static void say(const struct tern_host *h, const char *state)
+{
+    struct tern_event ev = {.type = TERN_EV_VRRP_STATE, .name = "vi_web", .state = state,
+                            .value = NAN, .threshold = NAN};
+    h->publish(h, &ev);
+    h->log(h, TERN_LOG_INFO, "said %s", state);
+}
+
+/* MASTER once the test creates the file $FAKEVRRP_FILE. */
+static void later(void *arg)
+{
+    struct fv *s = arg;
+    const char *f = getenv("FAKEVRRP_FILE");
+    if (s->t != NULL && f != NULL && access(f, F_OK) == 0) {
+        s->h->timer_cancel(s->h, s->t);
+        s->t = NULL;
+        say(s->h, "MASTER");
+    }
+}
+
+static int init(const struct tern_host *h, const struct tern_value *sec, void **state)
+{
+    the_state.h = h;
+    say(h, "BACKUP");
+    the_state.t = h->timer_add(h, 0.1, 0.1, later, &the_state);
+    *state = &the_state;
+    return 0;
+}
+
+TERN_PLUGIN_EXPORT const struct tern_plugin tern_plugin_entry = {
+    .api_version = TERN_PLUGIN_API_VERSION, .name = "fakevrrp", .init = init,
+};
+"""
+
+
+def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
+    """A VRRP BACKUP launches nothing (min 1 stays unmet); once the
+    instance is MASTER the group launches its server."""
+    import subprocess
+
+    from conftest import ROOT
+
+    d = scripts
+    src, so = tmp_path / "fakevrrp.c", tmp_path / "fakevrrp.so"
+    src.write_text('#include <errno.h>\n#include <stddef.h>\n#include "lb/plugin.h"\n' + FAKE_VRRP)
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Werror", "-I", ROOT, "-o", str(so),
+                    str(src)], check=True)
+    flag = tmp_path / "master"
+    monkeypatch.setenv("FAKEVRRP_FILE", str(flag))
+    port, admin = free_port(), free_port()
+    yaml = config(port, admin, d).replace("global:\n  workers: 1\n",
+                                          f"global:\n  workers: 1\n  plugins: [ {so} ]\n")
+    t = tern(yaml, wait_ports=[port])
+    time.sleep(scaled(1.5))
+    g = scale_api(admin)
+    assert g is not None, t.log()
+    assert g["servers"] == [] and calls(d) == [], f"{g}\n{t.log()}"
+    assert "not scaling" in t.log()
+    flag.write_text("")
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert "fakevrrp: said MASTER" in t.log()
+    assert "VRRP vi_web is MASTER: scaling here" in t.log()
+
+
+def test_target_tracking_scales_out(tern, scripts):
+    """target_tracking on pool.web.requests_per_second: load far above the
+    target takes the group to max at once (ceil(current x value / target),
+    no scale-out window); scale-in waits for its 300 s window, so the group
+    stays at max for the rest of this test."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    yaml = config(port, admin, d)
+    yaml = yaml[: yaml.index("    scale_out:")] + (
+        "    target_tracking: { metric: pool.web.requests_per_second, target: 20 }\n")
+    t = tern(yaml, wait_ports=[port])
+    assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
+    load = Load(port)
+    try:
+        g = wait_for(lambda: (lambda g: g if settled(g, 3) else None)(scale_api(admin)), 20)
+    finally:
+        load.stop()
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert load.failed == [], load.failed[:5]
+    reasons = [a["reason"] for a in g["activities"] if a["action"] == "desired"]
+    assert any("pool.web.requests_per_second is" in r and "target 20" in r for r in reasons), reasons
+    time.sleep(scaled(2))
+    assert settled(scale_api(admin), 3)
