@@ -47,12 +47,9 @@ struct job {
     enum job_kind kind;
     char name[SCALE_NAME_MAX];
     char address[SCALE_ADDR_MAX];
-    /* copied configuration: the job must not read g from its thread */
-    char *cmd;
-    char group[SCALE_NAME_MAX], pool[SCALE_NAME_MAX];
-    uint64_t timeout_ms;
-    struct scale_lv *lv; /* libvirt provider; NULL for exec */
-    unsigned gen;        /* a list: g->destroyed when it was submitted */
+    char group[SCALE_NAME_MAX];
+    struct scale_provider prov; /* the group's when submitted */
+    unsigned gen;               /* a list: g->destroyed when it was submitted */
     /* results */
     int rc;
     char *out;
@@ -263,21 +260,14 @@ job_new(struct scale_group *g, enum job_kind kind, const struct scale_server *s)
         snprintf(j->address, sizeof(j->address), "%s", s->address);
     }
     snprintf(j->group, sizeof(j->group), "%s", g->cfg.pool);
-    snprintf(j->pool, sizeof(j->pool), "%s", g->cfg.pool);
-    j->timeout_ms = g->cfg.timeout_ms;
-    j->lv = g->lv;
+    j->prov = g->prov;
     j->gen = g->destroyed;
-    if (kind == JOB_CREATE)
-        j->cmd = g->cfg.create ? strdup(g->cfg.create) : NULL;
-    else if (kind == JOB_DESTROY || kind == JOB_LIST)
-        j->cmd = g->cfg.destroy ? strdup(g->cfg.destroy) : NULL;
     return j;
 }
 
 static void
 job_free(struct job *j)
 {
-    free(j->cmd);
     free(j->out);
     free(j);
 }
@@ -294,8 +284,8 @@ submit(struct scale_group *g, struct job *j)
     return true;
 }
 
-static int
-split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl)
+int
+scale_split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl)
 {
     const char *colon;
 
@@ -326,7 +316,7 @@ probe(const char *address, char *err, size_t errlen)
     socklen_t sl = sizeof(soerr);
     struct pollfd pfd;
 
-    if (split_hostport(address, host, sizeof(host), port, sizeof(port)) < 0) {
+    if (scale_split_hostport(address, host, sizeof(host), port, sizeof(port)) < 0) {
         snprintf(err, errlen, "bad address %s", address);
         return -1;
     }
@@ -363,76 +353,26 @@ probe(const char *address, char *err, size_t errlen)
     return 0;
 }
 
-/* The last non-empty line of out, trimmed, into buf. */
-static void
-last_line(const char *out, char *buf, size_t len)
-{
-    const char *end = out + strlen(out), *start;
-
-    while (end > out && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    start = end;
-    while (start > out && start[-1] != '\n')
-        start--;
-    while (start < end && (*start == ' ' || *start == '\t'))
-        start++;
-    snprintf(buf, len, "%.*s", (int)(end - start), start);
-}
-
 static void *
 job_run(void *arg)
 {
     struct job *j = arg;
-    char e_action[64], e_group[SCALE_NAME_MAX + 16], e_pool[SCALE_NAME_MAX + 16],
-        e_server[SCALE_NAME_MAX + 16], e_addr[SCALE_ADDR_MAX + 16];
-    char *env[6] = {e_action, e_group, e_pool, NULL, NULL, NULL};
-    static const char *const actions[] = {"create", "destroy", "list", "probe"};
+    const struct scale_provider_ops *ops = j->prov.ops;
 
-    if (j->kind == JOB_PROBE) {
+    switch (j->kind) {
+    case JOB_PROBE:
         j->rc = probe(j->address, j->err, sizeof(j->err));
-        return NULL;
-    }
-#ifdef SCALE_HAVE_LIBVIRT
-    if (j->lv != NULL) {
-        if (j->kind == JOB_CREATE)
-            j->rc = scale_lv_create(j->lv, j->name, j->address, sizeof(j->address), j->err,
-                                    sizeof(j->err));
-        else if (j->kind == JOB_DESTROY)
-            j->rc = scale_lv_destroy(j->lv, j->name, j->err, sizeof(j->err));
-        else
-            j->rc = scale_lv_list(j->lv, &j->out, j->err, sizeof(j->err));
-        return NULL;
-    }
-#endif
-    if (j->cmd == NULL) {
-        snprintf(j->err, sizeof(j->err), "no program for %s", actions[j->kind]);
-        j->rc = -1;
-        return NULL;
-    }
-    snprintf(e_action, sizeof(e_action), "TERN_ACTION=%s", actions[j->kind]);
-    snprintf(e_group, sizeof(e_group), "TERN_GROUP=%s", j->group);
-    snprintf(e_pool, sizeof(e_pool), "TERN_POOL=%s", j->pool);
-    if (j->kind != JOB_LIST) {
-        snprintf(e_server, sizeof(e_server), "TERN_SERVER=%s", j->name);
-        env[3] = e_server;
-    }
-    if (j->kind == JOB_DESTROY) {
-        snprintf(e_addr, sizeof(e_addr), "TERN_ADDRESS=%s", j->address);
-        env[4] = e_addr;
-    }
-    j->rc = scale_exec_run(j->cmd, env, j->timeout_ms, &j->out, j->err, sizeof(j->err));
-    if (j->rc == 0 && j->kind == JOB_CREATE) {
-        char line[SCALE_ADDR_MAX], host[SCALE_ADDR_MAX], port[16];
-
-        last_line(j->out ? j->out : "", line, sizeof(line));
-        if (split_hostport(line, host, sizeof(host), port, sizeof(port)) < 0 || atoi(port) <= 0 ||
-            atoi(port) > 65535) {
-            snprintf(j->err, sizeof(j->err),
-                     "exited 0 but its last line \"%.100s\" is no host:port", line);
-            j->rc = -1;
-        } else {
-            snprintf(j->address, sizeof(j->address), "%s", line);
-        }
+        break;
+    case JOB_CREATE:
+        j->rc = ops->create(j->prov.p, j->group, j->name, j->address, sizeof(j->address), j->err,
+                            sizeof(j->err));
+        break;
+    case JOB_DESTROY:
+        j->rc = ops->destroy(j->prov.p, j->group, j->name, j->address, j->err, sizeof(j->err));
+        break;
+    case JOB_LIST:
+        j->rc = ops->list(j->prov.p, j->group, &j->out, j->err, sizeof(j->err));
+        break;
     }
     return NULL;
 }
@@ -473,7 +413,7 @@ list_done(struct scale_group *g, struct job *j)
          * adopting it again would be wrong. The next list will do. */
         return;
     }
-    if (j->rc != 0) {
+    if (j->rc != 0 || j->out == NULL) {
         g->h->log(g->h, first ? TERN_LOG_WARN : TERN_LOG_DEBUG,
                   "group %s: the provider cannot list its servers (%s): none adopted", g->cfg.pool,
                   j->err);
@@ -845,6 +785,40 @@ scale_cfg_free(struct scale_group_cfg *c)
     memset(c, 0, sizeof(*c));
 }
 
+static int
+make_provider(struct scale_group *g, const struct scale_group_cfg *cfg, struct scale_provider *out)
+{
+    out->ops = NULL;
+    out->p = NULL;
+    if (cfg->provider == SCALE_PROV_EXEC) {
+        out->ops = &scale_exec_ops;
+        out->p = scale_exec_new(cfg->create, cfg->destroy, cfg->timeout_ms);
+    }
+#ifdef SCALE_HAVE_LIBVIRT
+    if (cfg->provider == SCALE_PROV_LIBVIRT) {
+        out->ops = &scale_lv_ops;
+        out->p =
+            scale_lv_new(cfg->lv_uri, cfg->lv_template, cfg->lv_storage, cfg->pool, SCALE_GRACE);
+    }
+#endif
+    return out->p != NULL ? 0 : -ENOMEM;
+}
+
+static bool
+same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool
+same_provider(const struct scale_group_cfg *a, const struct scale_group_cfg *b)
+{
+    return a->provider == b->provider && same(a->create, b->create) &&
+           same(a->destroy, b->destroy) && a->timeout_ms == b->timeout_ms &&
+           same(a->lv_uri, b->lv_uri) && same(a->lv_template, b->lv_template) &&
+           same(a->lv_storage, b->lv_storage);
+}
+
 struct scale_group *
 scale_group_new(struct scale *sc, const struct scale_group_cfg *cfg)
 {
@@ -857,16 +831,10 @@ scale_group_new(struct scale *sc, const struct scale_group_cfg *cfg)
     cfg_copy(&g->cfg, cfg);
     scale_policy_init(&g->pol, &cfg->pol, cfg->desired);
     g->next_index = 1;
-#ifdef SCALE_HAVE_LIBVIRT
-    if (cfg->provider == SCALE_PROV_LIBVIRT) {
-        g->lv =
-            scale_lv_new(cfg->lv_uri, cfg->lv_template, cfg->lv_storage, cfg->pool, SCALE_GRACE);
-        if (g->lv == NULL) {
-            scale_group_free(g);
-            return NULL;
-        }
+    if (make_provider(g, cfg, &g->prov) < 0) {
+        scale_group_free(g);
+        return NULL;
     }
-#endif
     return g;
 }
 
@@ -875,9 +843,23 @@ scale_group_reconfigure(struct scale_group *g, const struct scale_group_cfg *cfg
 {
     uint32_t desired = g->pol.desired;
 
-    if (cfg->provider != g->cfg.provider)
-        g->h->log(g->h, TERN_LOG_WARN, "group %s: a new provider takes effect at the next restart",
-                  g->cfg.pool);
+    if (!same_provider(&g->cfg, cfg)) {
+        struct scale_provider np;
+        struct scale_provider *r = realloc(g->retired_provs, (g->nretired_provs + 1) * sizeof(*r));
+
+        /* Jobs running may still use the old one: it goes with the group. */
+        if (r != NULL)
+            g->retired_provs = r;
+        if (r != NULL && make_provider(g, cfg, &np) == 0) {
+            r[g->nretired_provs++] = g->prov;
+            g->prov = np;
+            g->h->log(g->h, TERN_LOG_INFO, "group %s: provider %s from now on", cfg->pool,
+                      np.ops->name);
+        } else {
+            g->h->log(g->h, TERN_LOG_ERR, "group %s: cannot change the provider: out of memory",
+                      cfg->pool);
+        }
+    }
     scale_cfg_free(&g->cfg);
     cfg_copy(&g->cfg, cfg);
     scale_policy_set_cfg(&g->pol, &cfg->pol);
@@ -892,9 +874,11 @@ scale_group_free(struct scale_group *g)
 {
     if (g == NULL)
         return;
-#ifdef SCALE_HAVE_LIBVIRT
-    scale_lv_free(g->lv);
-#endif
+    if (g->prov.ops != NULL)
+        g->prov.ops->free(g->prov.p);
+    for (size_t i = 0; i < g->nretired_provs; i++)
+        g->retired_provs[i].ops->free(g->retired_provs[i].p);
+    free(g->retired_provs);
     scale_cfg_free(&g->cfg);
     free(g->srv);
     free(g);
@@ -922,9 +906,9 @@ scale_group_json(const struct scale_group *g)
                                         "reason", a->reason, "result", a->result));
     }
     o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:o, s:o}", "pool", g->cfg.pool,
-                  "provider", g->cfg.provider == SCALE_PROV_EXEC ? "exec" : "libvirt", "min",
-                  (json_int_t)g->pol.cfg.min, "max", (json_int_t)g->pol.cfg.max, "desired",
-                  (json_int_t)g->pol.desired, "current", (json_int_t)current(g), "started",
-                  g->started, "retired", g->retired, "servers", servers, "activities", acts);
+                  "provider", g->prov.ops->name, "min", (json_int_t)g->pol.cfg.min, "max",
+                  (json_int_t)g->pol.cfg.max, "desired", (json_int_t)g->pol.desired, "current",
+                  (json_int_t)current(g), "started", g->started, "retired", g->retired, "servers",
+                  servers, "activities", acts);
     return o;
 }

@@ -2,6 +2,14 @@
  * The exec provider's runner: fork/exec of a program of the operator's on a
  * job-pool thread, with a timeout.
  *
+ * create runs the `create` program with TERN_ACTION=create, TERN_GROUP,
+ * TERN_POOL and TERN_SERVER; its last line of output is the new server's
+ * host:port. destroy runs `destroy` with TERN_ACTION=destroy and
+ * TERN_ADDRESS too. list runs `destroy` with TERN_ACTION=list and no
+ * TERN_SERVER; it prints "name host:port" lines for the servers that exist
+ * (a program that does not know the action exits non-zero: nothing is
+ * adopted after a restart).
+ *
  * The program runs as `/bin/sh -c <command>` in a process group of its own,
  * with the daemon's environment plus the TERN_* variables the group sets
  * (TERN_ACTION, TERN_GROUP, TERN_POOL, TERN_SERVER, TERN_ADDRESS). Its
@@ -223,3 +231,134 @@ out:
     free(envp);
     return rc;
 }
+
+/* ---- the provider ---- */
+
+struct exec_prov {
+    char *create, *destroy;
+    uint64_t timeout_ms;
+};
+
+void *
+scale_exec_new(const char *create, const char *destroy, uint64_t timeout_ms)
+{
+    struct exec_prov *e = calloc(1, sizeof(*e));
+
+    if (e == NULL)
+        return NULL;
+    e->create = strdup(create ? create : "");
+    e->destroy = strdup(destroy ? destroy : "");
+    e->timeout_ms = timeout_ms;
+    if (e->create == NULL || e->destroy == NULL) {
+        free(e->create);
+        free(e->destroy);
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void
+exec_free(void *p)
+{
+    struct exec_prov *e = p;
+
+    if (e == NULL)
+        return;
+    free(e->create);
+    free(e->destroy);
+    free(e);
+}
+
+static int
+run(const struct exec_prov *e, const char *cmd, const char *action, const char *group,
+    const char *server, const char *address, char **out, char *err, size_t errlen)
+{
+    char e_action[64], e_group[256], e_pool[256], e_server[256], e_addr[256];
+    char *env[6] = {e_action, e_group, e_pool, NULL, NULL, NULL};
+    int k = 3;
+
+    if (cmd[0] == '\0') {
+        snprintf(err, errlen, "no program for %s", action);
+        *out = NULL;
+        return -1;
+    }
+    snprintf(e_action, sizeof(e_action), "TERN_ACTION=%s", action);
+    snprintf(e_group, sizeof(e_group), "TERN_GROUP=%s", group);
+    snprintf(e_pool, sizeof(e_pool), "TERN_POOL=%s", group); /* a group is named by its pool */
+    if (server != NULL) {
+        snprintf(e_server, sizeof(e_server), "TERN_SERVER=%s", server);
+        env[k++] = e_server;
+    }
+    if (address != NULL) {
+        snprintf(e_addr, sizeof(e_addr), "TERN_ADDRESS=%s", address);
+        env[k++] = e_addr;
+    }
+    return scale_exec_run(cmd, env, e->timeout_ms, out, err, errlen);
+}
+
+/* The last non-empty line of out, trimmed, into buf. */
+static void
+last_line(const char *out, char *buf, size_t len)
+{
+    const char *end = out + strlen(out), *start;
+
+    while (end > out && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    start = end;
+    while (start > out && start[-1] != '\n')
+        start--;
+    while (start < end && (*start == ' ' || *start == '\t'))
+        start++;
+    snprintf(buf, len, "%.*s", (int)(end - start), start);
+}
+
+static int
+exec_create(void *p, const char *group, const char *server, char *address, size_t addrlen,
+            char *err, size_t errlen)
+{
+    const struct exec_prov *e = p;
+    char *out = NULL, line[256], host[256], port[16];
+    int rc = run(e, e->create, "create", group, server, NULL, &out, err, errlen);
+
+    if (rc == 0) {
+        last_line(out ? out : "", line, sizeof(line));
+        if (scale_split_hostport(line, host, sizeof(host), port, sizeof(port)) < 0 ||
+            atoi(port) <= 0 || atoi(port) > 65535) {
+            snprintf(err, errlen, "exited 0 but its last line \"%.100s\" is no host:port", line);
+            rc = -1;
+        } else {
+            snprintf(address, addrlen, "%s", line);
+        }
+    }
+    free(out);
+    return rc;
+}
+
+static int
+exec_destroy(void *p, const char *group, const char *server, const char *address, char *err,
+             size_t errlen)
+{
+    const struct exec_prov *e = p;
+    char *out = NULL;
+    int rc = run(e, e->destroy, "destroy", group, server, address, &out, err, errlen);
+
+    free(out);
+    return rc;
+}
+
+static int
+exec_list(void *p, const char *group, char **out, char *err, size_t errlen)
+{
+    const struct exec_prov *e = p;
+
+    return run(e, e->destroy, "list", group, NULL, NULL, out, err, errlen);
+}
+
+const struct scale_provider_ops scale_exec_ops = {
+    .name = "exec",
+    .create = exec_create,
+    .destroy = exec_destroy,
+    .list = exec_list,
+    .free = exec_free,
+};

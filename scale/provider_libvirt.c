@@ -550,3 +550,39 @@ scale_lv_list(struct scale_lv *lv, char **out, char *err, size_t errlen)
     *out = buf;
     return 0;
 }
+
+/* ---- the provider table ---- */
+
+static int
+lv_create(void *p, const char *group, const char *server, char *address, size_t addrlen, char *err,
+          size_t errlen)
+{
+    return scale_lv_create(p, server, address, addrlen, err, errlen);
+}
+
+static int
+lv_destroy(void *p, const char *group, const char *server, const char *address, char *err,
+           size_t errlen)
+{
+    return scale_lv_destroy(p, server, err, errlen);
+}
+
+static int
+lv_list(void *p, const char *group, char **out, char *err, size_t errlen)
+{
+    return scale_lv_list(p, out, err, errlen);
+}
+
+static void
+lv_free(void *p)
+{
+    scale_lv_free(p);
+}
+
+const struct scale_provider_ops scale_lv_ops = {
+    .name = "libvirt",
+    .create = lv_create,
+    .destroy = lv_destroy,
+    .list = lv_list,
+    .free = lv_free,
+};

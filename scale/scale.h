@@ -64,6 +64,30 @@ struct scale_activity {
 struct scale;
 struct scale_lv;
 
+/*
+ * A provider: how a group's servers are made and unmade, one per file behind
+ * this table (provider_exec.c, provider_libvirt.c). The ops block and run on
+ * a job-pool thread; p is the provider's instance, made and freed on the
+ * control thread. create returns 0 with the server's host:port in address,
+ * or -1 with err set after undoing what it made; destroy returns 0 once the
+ * server is gone (also when it already was); list returns 0 with
+ * "name host:port" lines in *out (malloc()ed), or -1 when it cannot tell.
+ */
+struct scale_provider_ops {
+    const char *name;
+    int (*create)(void *p, const char *group, const char *server, char *address, size_t addrlen,
+                  char *err, size_t errlen);
+    int (*destroy)(void *p, const char *group, const char *server, const char *address, char *err,
+                   size_t errlen);
+    int (*list)(void *p, const char *group, char **out, char *err, size_t errlen);
+    void (*free)(void *p);
+};
+
+struct scale_provider {
+    const struct scale_provider_ops *ops;
+    void *p;
+};
+
 struct scale_group {
     struct scale *sc;
     const struct tern_host *h;
@@ -78,7 +102,9 @@ struct scale_group {
     unsigned destroyed; /* servers destroyed so far */
     struct scale_server *srv;
     size_t nsrv, cap;
-    struct scale_lv *lv; /* the libvirt provider's connection */
+    struct scale_provider prov;
+    struct scale_provider *retired_provs; /* replaced by a reload; jobs may use them */
+    size_t nretired_provs;
     struct scale_activity acts[SCALE_ACTIVITIES];
     size_t nacts, head;
     int next_act;
@@ -111,17 +137,22 @@ void scale_group_event(struct scale_group *g, const struct tern_event *ev);
 void *scale_group_json(const struct scale_group *g);
 void scale_cfg_free(struct scale_group_cfg *cfg);
 
-/* provider_exec.c: run on a job thread. Runs cmd with /bin/sh -c and the
- * extra environment (NAME=VALUE strings, NULL-terminated), kills its process
- * group after timeout_ms. Returns 0 when it exited 0, else -1 with err set;
- * *out gets its standard output (malloc()ed, NUL-terminated) either way. */
+/* Splits "host:port" or "[v6]:port". Returns 0 or -1. */
+int scale_split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl);
+
+/* provider_exec.c */
+extern const struct scale_provider_ops scale_exec_ops;
+void *scale_exec_new(const char *create, const char *destroy, uint64_t timeout_ms);
+
+/* Runs cmd with /bin/sh -c and the extra environment (NAME=VALUE strings,
+ * NULL-terminated), kills its process group after timeout_ms. Returns 0
+ * when it exited 0, else -1 with err set; *out gets its standard output
+ * (malloc()ed, NUL-terminated) or NULL. Job thread. */
 int scale_exec_run(const char *cmd, char *const *env, uint64_t timeout_ms, char **out, char *err,
                    size_t errlen);
 
-/* provider_libvirt.c (built with libvirt): run on a job thread but new and
- * free. create returns 0 with host:port in address, or -1 with err set after
- * undoing what it made; destroy returns 0 when the server is gone (also
- * when it was already); list returns "name host:port" lines in *out. */
+/* provider_libvirt.c (built with libvirt) */
+extern const struct scale_provider_ops scale_lv_ops;
 struct scale_lv *scale_lv_new(const char *uri, const char *tmpl, const char *storage,
                               const char *group, double addr_timeout);
 void scale_lv_free(struct scale_lv *lv);
