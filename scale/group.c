@@ -604,7 +604,8 @@ in_pool(const struct pool_scan *ps, const char *name)
     return false;
 }
 
-/* Servers drained with remove that the pool no longer lists: destroy. */
+/* Servers drained with remove that the pool no longer lists: destroy.
+ * Servers in service that it no longer lists: add again. */
 static void
 follow_drains(struct scale_group *g)
 {
@@ -614,7 +615,19 @@ follow_drains(struct scale_group *g)
     for (size_t i = 0; i < g->nsrv; i++) {
         struct scale_server *s = &g->srv[i];
 
-        if (s->st == SRV_DRAINING && !in_pool(&ps, s->name)) {
+        if (s->st == SRV_IN_SERVICE && !in_pool(&ps, s->name)) {
+            /* A reload rebuilt the pool from the file, or an operator
+             * removed it: the group still owns it, so it goes back. */
+            const char *why = NULL;
+            int r = g->h->server_add(g->h, g->cfg.pool, s->name, s->address, 1, &why);
+
+            g->h->log(g->h, r == 0 ? TERN_LOG_INFO : TERN_LOG_WARN,
+                      "group %s: %s was not in the pool: %s%s", g->cfg.pool, s->name,
+                      r == 0 ? "added again" : "cannot add it: ",
+                      r == 0 ? ""
+                      : why  ? why
+                             : "");
+        } else if (s->st == SRV_DRAINING && !in_pool(&ps, s->name)) {
             activity_result(g, s->activity, true, false, "left the pool, destroying");
             destroy_server(g, s);
         } else if (s->st == SRV_DESTROYING && !s->busy && g->h->monotonic(g->h) - s->since >= 5.0) {

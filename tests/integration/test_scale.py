@@ -445,3 +445,25 @@ def test_target_tracking_scales_out(tern, scripts):
     assert any("pool.web.requests_per_second is" in r and "target 20" in r for r in reasons), reasons
     time.sleep(scaled(2))
     assert settled(scale_api(admin), 3)
+
+
+def test_reload_keeps_the_group(tern, scripts):
+    """SIGHUP with new bounds: the group keeps its servers (they stay in,
+    or go back into, the pool) and takes the new min."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    t = tern(config(port, admin, d), wait_ports=[port])
+    assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
+    text = config(port, admin, d).replace("    min: 1\n", "    min: 2\n")
+    with open(t.conf, "w") as f:
+        f.write(text)
+    t.proc.send_signal(signal.SIGHUP)
+    g = wait_for(lambda: (lambda g: g if settled(g, 2) else None)(scale_api(admin)), 15)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert g["min"] == 2 and in_service(g) == ["web-tern-1", "web-tern-2"]
+    seen = set()
+    for _ in range(10):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            seen.add(r.read().decode().strip())
+    assert seen == {"web-tern-1", "web-tern-2"}, (seen, t.log())
+    assert len([c for c in calls(d) if c.startswith("create")]) == 2
