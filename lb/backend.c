@@ -232,6 +232,8 @@ lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse
         return NULL;
     }
     atomic_fetch_add_explicit(&s->st.connections, 1, memory_order_relaxed);
+    ev_io_init(&b->io, idle_cb, fd, EV_READ);
+    b->io.events &= ~EV__IOFDSET; /* the session's watcher registers the new fd */
     b->w = w;
     b->wp = wp;
     b->srv = s;
@@ -268,7 +270,10 @@ lb_backend_put(struct lb_bconn *b, bool keep)
         bconn_close(b);
         return;
     }
-    ev_io_init(&b->io, idle_cb, b->fd, EV_READ);
+    /* Same fd as the session's watcher had: modify rather than set, so that
+     * libev does not re-register it with epoll (see backend_connect). */
+    ev_set_cb(&b->io, idle_cb);
+    ev_io_modify(&b->io, EV_READ);
     ev_io_start(b->w->loop, &b->io);
     b->next_idle = wp->idle[i];
     wp->idle[i] = b;

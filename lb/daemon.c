@@ -20,10 +20,12 @@
 #include "lb/health.h"
 #include "lb/log.h"
 #include "lb/notify.h"
+#include "lb/plugin_host.h"
 #include "lb/privs.h"
 #include "lb/reload.h"
 #include "lb/runtime.h"
 #include "lb/tls.h"
+#include "lb/vrrp.h"
 
 struct daemon {
     struct lb_ctl ctl;
@@ -36,6 +38,7 @@ static void
 on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
+    lb_vrrp_shutdown(&d->ctl); /* priority 0 and VIPs gone before anything else */
     lb_info("SIGTERM: draining (listeners closed, requests in flight finish)");
     lb_notify_stopping();
     lb_workers_command(d->ctl.workers, d->ctl.nworkers, LB_CMD_DRAIN);
@@ -46,6 +49,7 @@ static void
 on_sigint(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
+    lb_vrrp_shutdown(&d->ctl);
     lb_info("SIGINT: stopping now");
     lb_notify_stopping();
     lb_workers_command(d->ctl.workers, d->ctl.nworkers, LB_CMD_STOP);
@@ -163,6 +167,9 @@ lb_daemon_run(const char *path)
     if (lb_health_start(ctl) < 0)
         goto out;
     health_up = true;
+    lb_plugins_start(ctl); /* a plugin that fails is logged and left out */
+    if (lb_vrrp_start(ctl) < 0)
+        goto out;
 
     ev_signal_init(&d.sigterm, on_sigterm, SIGTERM);
     ev_signal_init(&d.sigint, on_sigint, SIGINT);
@@ -199,6 +206,8 @@ lb_daemon_run(const char *path)
     ev_signal_stop(ctl->loop, &d.sigusr1);
     d.exit_code = 0;
 out:
+    lb_vrrp_stop(ctl);
+    lb_plugins_stop(ctl);
     if (health_up)
         lb_health_stop(ctl);
     if (admin_up)

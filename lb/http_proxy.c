@@ -75,6 +75,7 @@ struct http_sess {
     bool tls_hs;        /* client handshake in progress */
     bool b_hs;          /* server connected, its TLS handshake in progress */
     bool c_eof, b_eof;
+    bool c_woke; /* the client read watcher fired while we wanted no bytes */
     bool client_close; /* close the client connection after this response */
     bool backend_close;
     bool req_done, resp_head_done, resp_done, upgrade;
@@ -350,6 +351,11 @@ backend_connect(struct http_sess *s)
         s->b_eof = false;
         s->sin.head = s->sin.tail = 0;
         ev_io_init(&s->bio, backend_cb, b->fd, EV_WRITE);
+        /* libev re-registers an fd with epoll whenever a watcher was (re)set,
+         * in case the number now names a new file. A reused connection's fd
+         * is already registered: skip that syscall on every request. */
+        if (b->reused)
+            s->bio.events &= ~EV__IOFDSET;
         if (b->reused) {
             s->state = ST_FORWARD;
             s->b_wr = true;
@@ -1189,6 +1195,11 @@ finish_request(struct http_sess *s)
         s->head_timer = false;
         lb_buf_release(&w->bufs, &s->cin, false);
         arm_timer(s, lcf(s)->timeout_client);
+        /* Wait for the next request through epoll (the watcher stayed
+         * armed) rather than trying a read that would mostly fail; but
+         * bytes TLS already took from the socket would never wake it. */
+        if (!s->ssl || !lb_tls_pending(s->ssl))
+            s->c_rd = false;
     }
     return true;
 }
@@ -1201,6 +1212,14 @@ update_watchers(struct http_sess *s)
     bool cout_pending = (s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd;
     bool sout_pending = (s->sout.data && s->sout.tail > s->sout.head) || s->req_fwd;
 
+    /* A read watcher we do not need right now stays armed while the client
+     * is quiet: disarming and rearming it costs two epoll_ctl calls per
+     * request. If the client does send (a pipelined request), the event sets
+     * c_rd and the next pass disarms it, so level triggering cannot spin. */
+    bool keep_c = ev_is_active(&s->cio) && (s->cio.events & EV_READ) && !s->c_woke && !s->c_eof;
+    s->c_woke = false;
+    bool touch_b = true;
+
     switch (s->state) {
     case ST_HEAD:
         if (!s->c_rd && !s->c_eof)
@@ -1210,13 +1229,16 @@ update_watchers(struct http_sess *s)
     case ST_CONNECT:
         /* bio waits for EV_WRITE (set by backend_connect); the client is not
          * read until the request can go somewhere. */
-        if ((s->cio.events & (EV_READ | EV_WRITE)) && ev_is_active(&s->cio))
-            ev_io_stop(loop, &s->cio);
-        return;
+        if (keep_c)
+            cev |= EV_READ;
+        touch_b = false;
+        break;
     case ST_FORWARD:
     case ST_TUNNEL:
         if (!s->req_done && !s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE)
             cev |= s->c_rdw;
+        if (keep_c && s->state == ST_FORWARD)
+            cev |= EV_READ;
         if (cout_pending && !s->c_wr)
             cev |= s->c_wrw;
         if (s->b) {
@@ -1236,15 +1258,15 @@ update_watchers(struct http_sess *s)
     if ((s->cio.events & (EV_READ | EV_WRITE)) != cev || !ev_is_active(&s->cio)) {
         ev_io_stop(loop, &s->cio);
         if (cev) {
-            ev_io_set(&s->cio, s->cfd, cev);
+            ev_io_modify(&s->cio, cev); /* same fd: no re-registration */
             ev_io_start(loop, &s->cio);
         }
     }
-    if (s->b) {
+    if (s->b && touch_b) {
         if ((s->bio.events & (EV_READ | EV_WRITE)) != bev || !ev_is_active(&s->bio)) {
             ev_io_stop(loop, &s->bio);
             if (bev) {
-                ev_io_set(&s->bio, s->b->fd, bev);
+                ev_io_modify(&s->bio, bev);
                 ev_io_start(loop, &s->bio);
             }
         }
@@ -1526,6 +1548,14 @@ static void
 client_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct http_sess *s = (struct http_sess *)((char *)io - offsetof(struct http_sess, cio));
+    if (revents & EV_READ) {
+        /* Woken for bytes we are not ready to read: the lazily kept watcher
+         * must go, or level triggering would wake us again and again. */
+        bool want = s->state == ST_HEAD || s->state == ST_LINGER ||
+                    ((s->state == ST_FORWARD || s->state == ST_TUNNEL) && !s->req_done);
+        if (!want)
+            s->c_woke = true;
+    }
     if (revents & s->c_rdw)
         s->c_rd = true;
     if (revents & s->c_wrw)

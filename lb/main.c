@@ -5,6 +5,7 @@
 #include "conf/config.h"
 #include "lb/ctl.h"
 #include "lb/daemon.h"
+#include "lb/tls.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -66,8 +67,11 @@ main(int argc, char **argv)
     if (test) {
         struct conf *c = NULL;
         int errors = conf_load(path, stderr, &c);
+        if (!errors && c)
+            errors = lb_tls_check(c, stderr); /* certificates, keys, CAs */
         if (errors || !c) {
             fprintf(stderr, "tern: %s: %d error%s\n", path, errors, errors == 1 ? "" : "s");
+            conf_free(c);
             return 1;
         }
         conf_free(c);

@@ -27,6 +27,7 @@
 #include "lb/log.h"
 #include "lb/tls.h"
 #include "lb/notify.h"
+#include "lb/plugin_host.h"
 
 static void
 record(struct lb_ctl *ctl, bool ok, char *errors)
@@ -167,6 +168,7 @@ reload_apply(struct lb_ctl *ctl)
     free(opened);
     lb_admin_reloaded(ctl);
     lb_health_reloaded(ctl);
+    lb_plugins_reloaded(ctl);
     lb_snapshot_unref(old);
     record(ctl, true, NULL);
     lb_info("reload: %s in effect (%zu listener%s, %zu pool%s)", ctl->conf_path, c->nlisteners,

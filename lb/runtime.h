@@ -40,6 +40,7 @@ struct lb_ctl {
     } last_reload;
     void *admin;  /* lb/admin.c state */
     void *health; /* lb/health.c state */
+    void *plugins; /* lb/plugin_host.c state */
 };
 
 /* Returns the pool of that name in snapshot s, or NULL. */

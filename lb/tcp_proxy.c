@@ -234,7 +234,7 @@ set_watch(struct ev_loop *loop, ev_io *io, int fd, int ev)
         return;
     ev_io_stop(loop, io);
     if (ev) {
-        ev_io_set(io, fd, ev);
+        ev_io_modify(io, ev); /* fd fixed since init: no re-registration */
         ev_io_start(loop, io);
     }
 }

@@ -4,9 +4,9 @@
 # package here with the reason in README.md.
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libev-dev libssl-dev libyaml-dev libjansson-dev)
-test=(libcmocka-dev python3-pytest curl wrk clang libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium)
-bench=(haproxy nginx-light)
+build=(meson ninja-build pkg-config gcc libev-dev libssl-dev libyaml-dev libjansson-dev libvirt-dev libesmtp-dev libcurl4-openssl-dev libmnl-dev)
+test=(libcmocka-dev python3-pytest curl wrk clang libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium python3-aiosmtpd keepalived)
+bench=(haproxy nginx-light libnginx-mod-stream)
 
 want=("${build[@]}")
 case "${1:-all}" in
@@ -29,7 +29,7 @@ $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian packages enable and start their services; the benchmarks run
 # their own instances on other ports, so the system ones are not needed.
-for svc in haproxy nginx prometheus; do
+for svc in haproxy nginx prometheus keepalived; do
     if [[ " ${missing[*]} " == *" $svc"* ]] && command -v systemctl >/dev/null; then
         $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi

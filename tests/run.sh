@@ -53,11 +53,17 @@ export CMOCKA_MESSAGE_OUTPUT=TAP
 
 run_unit() { # tree
     local tree=$1
-    for t in "$tree"/tests/test_*; do
+    # Unit tests live next to what they test; each runs in the source folder
+    # its meson test() names as workdir.
+    for t in "$tree"/tests/test_* "$tree"/scale/test_* "$tree"/watch/test_*; do
         [ -f "$t" ] && [ -x "$t" ] || continue
-        local name out rc
+        local name out rc wd
         name="$(basename "$tree")/$(basename "$t")"
-        out=$(cd tests/unit && "$ROOT/$t" 2>&1)
+        case "$t" in
+        */tests/test_*) wd=tests/unit ;;
+        *) wd=$(basename "$(dirname "$t")") ;;
+        esac
+        out=$(cd "$wd" && "$ROOT/$t" 2>&1)
         rc=$?
         local ok nok
         ok=$(grep -c '^ok ' <<<"$out")

@@ -139,8 +139,11 @@ def test_reloads_under_load_lose_nothing(backends, tern):
     n = 0
     deadline = time.monotonic() + 4.5
     while time.monotonic() < deadline and n < 100:
-        with open(t.conf, "w") as f:
+        # Replace the file atomically, as editors and config managers do:
+        # a reload must never see half a file written in place.
+        with open(t.conf + ".new", "w") as f:
             f.write(b if n % 2 else a)
+        os.replace(t.conf + ".new", t.conf)
         t.proc.send_signal(signal.SIGHUP)
         n += 1
         time.sleep(0.04)
