@@ -1,7 +1,8 @@
 /*
  * The libvirt provider: servers are linked clones of a template domain.
  *
- * create: the template's first file disk is looked up as a volume; a qcow2
+ * create: the template's first disk (a file, or a volume of a pool) is
+ * looked up as a volume; a qcow2
  * overlay whose backing store is that volume is created in the group's
  * storage pool (<server>.qcow2); the template's inactive XML becomes the
  * clone's, with the server's name, no <uuid> and no <mac> (libvirt makes
@@ -179,7 +180,7 @@ attr(const char *p, const char *end, const char *name, char *buf, size_t len, si
     return false;
 }
 
-/* The first <disk type='file' device='disk'> element's span. */
+/* The first <disk type='file'|'volume' device='disk'> element's span. */
 static bool
 first_disk(const char *xml, const char **start, const char **end)
 {
@@ -192,7 +193,8 @@ first_disk(const char *xml, const char **start, const char **end)
 
         if (e == NULL || tag_end == NULL)
             return false;
-        if (attr(p, tag_end, "type", type, sizeof(type), NULL, NULL) && strcmp(type, "file") == 0 &&
+        if (attr(p, tag_end, "type", type, sizeof(type), NULL, NULL) &&
+            (strcmp(type, "file") == 0 || strcmp(type, "volume") == 0) &&
             (!attr(p, tag_end, "device", dev, sizeof(dev), NULL, NULL) ||
              strcmp(dev, "disk") == 0)) {
             *start = p;
@@ -204,26 +206,56 @@ first_disk(const char *xml, const char **start, const char **end)
     return false;
 }
 
+/* The first disk's source: a file (path set) or a volume of a pool (pool
+ * and vol set, path empty). */
 static bool
-disk_path(const char *xml, char *buf, size_t len)
+disk_source(const char *xml, char *path, size_t plen, char *pool, char *vol, size_t len)
 {
     const char *s, *e, *src;
 
+    path[0] = pool[0] = vol[0] = '\0';
     if (!first_disk(xml, &s, &e))
         return false;
     src = strstr(s, "<source");
-    return src != NULL && src < e && attr(src, e, "file", buf, len, NULL, NULL);
+    if (src == NULL || src > e)
+        return false;
+    if (attr(src, e, "file", path, plen, NULL, NULL))
+        return true;
+    return attr(src, e, "pool", pool, len, NULL, NULL) &&
+           attr(src, e, "volume", vol, len, NULL, NULL);
 }
 
+/* Replaces the value of attribute name in the first disk's <source>. */
 static char *
-clone_xml(const char *tmpl_xml, const char *name, const char *disk)
+set_source_attr(char *x, const char *name, const char *value)
+{
+    const char *ds, *de, *src;
+    char old[1024];
+    size_t off, vlen;
+
+    if (x == NULL || !first_disk(x, &ds, &de))
+        return x;
+    src = strstr(ds, "<source");
+    if (src != NULL && src < de && attr(src, de, name, old, sizeof(old), &off, &vlen)) {
+        size_t at = (size_t)(src - x) + off;
+
+        x = splice(x, at, at + vlen, value);
+    }
+    return x;
+}
+
+/* The template's XML made the clone's: its name, no <uuid> and no <mac>
+ * (libvirt makes fresh ones), the overlay as its first disk (a file path,
+ * or pool and volume for a volume disk) in qcow2. */
+static char *
+clone_xml(const char *tmpl_xml, const char *name, const char *path, const char *pool,
+          const char *vol)
 {
     char *x = strdup(tmpl_xml), *p, *q;
     const char *ds, *de;
 
     if (x == NULL)
         return NULL;
-    /* name */
     p = strstr(x, "<name>");
     q = p ? strstr(p, "</name>") : NULL;
     if (p == NULL || q == NULL) {
@@ -233,29 +265,19 @@ clone_xml(const char *tmpl_xml, const char *name, const char *disk)
     x = splice(x, (size_t)(p - x) + 6, (size_t)(q - x), name);
     x = remove_all(x, "<uuid>", "</uuid>");
     x = remove_all(x, "<mac address", "/>");
-    if (x == NULL)
-        return NULL;
-    /* disk: the overlay, as qcow2 */
-    if (first_disk(x, &ds, &de)) {
-        const char *src = strstr(ds, "<source");
-        char old[1024];
+    x = set_source_attr(x, "file", path);
+    x = set_source_attr(x, "pool", pool);
+    x = set_source_attr(x, "volume", vol);
+    if (x != NULL && first_disk(x, &ds, &de)) {
+        const char *drv = strstr(ds, "<driver");
+        char type[32];
         size_t off, vlen;
 
-        if (src != NULL && src < de && attr(src, de, "file", old, sizeof(old), &off, &vlen)) {
-            size_t at = (size_t)(src - x) + off;
+        if (drv != NULL && drv < de &&
+            attr(drv, strchr(drv, '>'), "type", type, sizeof(type), &off, &vlen)) {
+            size_t at = (size_t)(drv - x) + off;
 
-            x = splice(x, at, at + vlen, disk);
-        }
-        if (x != NULL && first_disk(x, &ds, &de)) {
-            const char *drv = strstr(ds, "<driver");
-            char type[32];
-
-            if (drv != NULL && drv < de &&
-                attr(drv, strchr(drv, '>'), "type", type, sizeof(type), &off, &vlen)) {
-                size_t at = (size_t)(drv - x) + off;
-
-                x = splice(x, at, at + vlen, "qcow2");
-            }
+            x = splice(x, at, at + vlen, "qcow2");
         }
     }
     return x;
@@ -344,7 +366,8 @@ scale_lv_create(struct scale_lv *lv, const char *name, char *address, size_t add
     virStorageVolPtr base = NULL, vol = NULL;
     virStorageVolInfo info;
     char *txml = NULL, *bxml = NULL, *vxml = NULL, *dxml = NULL, *vpath = NULL;
-    char path[1024], fmt[32] = "raw", vname[SCALE_NAME_MAX + 8], md[512], ip[64];
+    char path[1024], spool[256], svol[256], *bpath = NULL;
+    char fmt[32] = "raw", vname[SCALE_NAME_MAX + 8], md[512], ip[64];
     bool started = false;
     int rc = -1, port;
     double deadline;
@@ -358,13 +381,26 @@ scale_lv_create(struct scale_lv *lv, const char *name, char *address, size_t add
     }
     port = tmpl_port(t);
     txml = virDomainGetXMLDesc(t, VIR_DOMAIN_XML_INACTIVE);
-    if (txml == NULL || !disk_path(txml, path, sizeof(path))) {
-        snprintf(err, errlen, "template %s has no file disk", lv->tmpl);
+    if (txml == NULL || !disk_source(txml, path, sizeof(path), spool, svol, sizeof(spool))) {
+        snprintf(err, errlen, "template %s has no file or volume disk", lv->tmpl);
         goto out;
     }
-    base = virStorageVolLookupByPath(c, path);
+    if (path[0] != '\0') {
+        base = virStorageVolLookupByPath(c, path);
+    } else {
+        virStoragePoolPtr bp = virStoragePoolLookupByName(c, spool);
+
+        base = bp ? virStorageVolLookupByName(bp, svol) : NULL;
+        if (bp != NULL)
+            virStoragePoolFree(bp);
+    }
     if (base == NULL || virStorageVolGetInfo(base, &info) < 0) {
         seterr(err, errlen, "template disk volume");
+        goto out;
+    }
+    bpath = virStorageVolGetPath(base);
+    if (bpath == NULL) {
+        seterr(err, errlen, "template disk volume path");
         goto out;
     }
     bxml = virStorageVolGetXMLDesc(base, 0);
@@ -385,7 +421,7 @@ scale_lv_create(struct scale_lv *lv, const char *name, char *address, size_t add
                  "<volume><name>%s</name><capacity unit='bytes'>%llu</capacity>"
                  "<target><format type='qcow2'/></target>"
                  "<backingStore><path>%s</path><format type='%s'/></backingStore></volume>",
-                 vname, info.capacity, path, fmt) < 0) {
+                 vname, info.capacity, bpath, fmt) < 0) {
         vxml = NULL;
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -396,7 +432,7 @@ scale_lv_create(struct scale_lv *lv, const char *name, char *address, size_t add
         goto out;
     }
     /* 2. the domain */
-    dxml = clone_xml(txml, name, vpath);
+    dxml = clone_xml(txml, name, vpath, lv->storage, vname);
     if (dxml == NULL) {
         snprintf(err, errlen, "cannot rewrite the template's XML");
         goto undo;
@@ -455,6 +491,7 @@ out:
     free(vxml);
     free(dxml);
     free(vpath);
+    free(bpath);
     virConnectClose(c);
     return rc;
 }

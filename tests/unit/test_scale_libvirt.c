@@ -49,6 +49,20 @@ static const char node_xml[] =
     "    </devices>\n"
     "    <test:runstate>5</test:runstate>\n"
     "  </domain>\n"
+    "  <domain type='test'>\n"
+    "    <name>web-master-vol</name>\n"
+    "    <memory>1048576</memory>\n"
+    "    <os><type>hvm</type></os>\n"
+    "    <devices>\n"
+    "      <disk type='volume' device='disk'>\n"
+    "        <driver name='qemu' type='qcow2'/>\n"
+    "        <source pool='default' volume='web-master.qcow2'/>\n"
+    "        <target dev='vda' bus='virtio'/>\n"
+    "      </disk>\n"
+    "      <interface type='network'><source network='default'/></interface>\n"
+    "    </devices>\n"
+    "    <test:runstate xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>5</test:runstate>\n"
+    "  </domain>\n"
     "  <network>\n"
     "    <name>default</name>\n"
     "    <bridge name='virbr0'/>\n"
@@ -230,12 +244,41 @@ test_rollback(void **state)
     scale_lv_free(lv);
 }
 
+/* A template whose disk is a volume of a pool: the clone's disk names the
+ * overlay volume in the group's pool; the port defaults to 80. */
+static void
+test_volume_disk(void **state)
+{
+    struct fx *fx = *state;
+    struct scale_lv *lv = scale_lv_new(fx->uri, "web-master-vol", "default", "api", 5);
+    char addr[128], err[256], *xml;
+    virConnectPtr c;
+    virDomainPtr d;
+
+    if (scale_lv_create(lv, "api-tern-1", addr, sizeof(addr), err, sizeof(err)) != 0)
+        fail_msg("create: %s", err);
+    assert_non_null(strstr(addr, ":80"));
+    c = scale_lv_connection(lv);
+    d = virDomainLookupByName(c, "api-tern-1");
+    assert_non_null(d);
+    xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
+    assert_non_null(strstr(xml, "volume='api-tern-1.qcow2'"));
+    assert_non_null(strstr(xml, "pool='default'"));
+    free(xml);
+    virDomainFree(d);
+    assert_int_equal(nvols(c), 2);
+    assert_int_equal(scale_lv_destroy(lv, "api-tern-1", err, sizeof(err)), 0);
+    assert_int_equal(nvols(c), 1);
+    scale_lv_free(lv);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_volume_disk, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
