@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SCALE_POLICY_HISTORY 256
+#define SCALE_POLICY_HISTORY 1024 /* 512 s of samples every 0.5 s */
 
 struct scale_policy_cfg {
     uint32_t min, max;

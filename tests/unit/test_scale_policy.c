@@ -300,6 +300,28 @@ test_tracking(void **unused)
     }
 }
 
+/* A 300 s scale-in window holds with a sample every 500 ms (the tick):
+ * the history is long enough for the whole window. */
+static void
+test_long_window(void **unused)
+{
+    struct scale_policy_cfg cfg = {.min = 1,
+                                   .max = 10,
+                                   .tracking = true,
+                                   .target = 50,
+                                   .tolerance = 0.1,
+                                   .in_window_ms = 300000};
+    static struct scale_policy p;
+    uint64_t t = 0;
+
+    scale_policy_init(&p, &cfg, 4);
+    assert_int_equal(scale_policy_track(&p, 4, 50, t, NULL), 4);
+    for (t = 500; t < 300000; t += 500)
+        if (scale_policy_track(&p, 4, 10, t, NULL) != 4)
+            fail_msg("scaled in at %llu ms, inside the window", (unsigned long long)t);
+    assert_int_equal(scale_policy_track(&p, 4, 10, 300500, NULL), 1);
+}
+
 static void
 test_reload_clamps(void **unused)
 {
@@ -322,9 +344,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_steps),    cmocka_unit_test(test_percentages),
-        cmocka_unit_test(test_why),      cmocka_unit_test(test_recommend),
-        cmocka_unit_test(test_tracking), cmocka_unit_test(test_reload_clamps),
+        cmocka_unit_test(test_steps),       cmocka_unit_test(test_percentages),
+        cmocka_unit_test(test_why),         cmocka_unit_test(test_recommend),
+        cmocka_unit_test(test_tracking),    cmocka_unit_test(test_reload_clamps),
+        cmocka_unit_test(test_long_window),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
