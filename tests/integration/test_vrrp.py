@@ -225,6 +225,8 @@ class Lab:
         self.procs = []
         self.stoppers = []
         self.ns = {n: f"{self.prefix}-{n}" for n in ("sw", "a", "b", "c", "k")}
+
+    def setup(self):
         self.cleanup()  # leftovers of an interrupted run with the same pid
         sh("ip", "netns", "add", self.ns["sw"])
         sh("ip", "-n", self.ns["sw"], "link", "add", "br0", "type", "bridge")
@@ -285,6 +287,7 @@ def lab():
         pytest.skip(f"no tern binary at {TERN}")
     lab = Lab()
     try:
+        lab.setup()
         yield lab
     finally:
         lab.cleanup()
@@ -548,6 +551,25 @@ def test_tracked_pool_with_weight_lowers_priority(lab):
     assert a.state() == "BACKUP"
     lows = lab.sniffer.find(after=t0, k="vrrp", mac=MAC["a"], prio=90)
     assert lows, "A never advertised its lowered priority"
+
+
+def test_tracked_interface_down_moves_the_vip(lab):
+    # A veth pair inside A stands for an uplink A depends on; taking the far
+    # end down takes the carrier away, as a pulled cable would.
+    sh("ip", "-n", lab.ns["a"], "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+    sh("ip", "-n", lab.ns["a"], "link", "set", "uplink0", "up")
+    sh("ip", "-n", lab.ns["a"], "link", "set", "uplink1", "up")
+    a = Node(lab, "a", tern_yaml("a", 150, extra_vrrp="    track_interfaces: [ uplink0 ]\n"))
+    b = Node(lab, "b", tern_yaml("b", 100))
+    wait_steady(lab, a, b)
+    t0 = time.time()
+    sh("ip", "-n", lab.ns["a"], "link", "set", "uplink1", "down")
+    # RTM_NEWLINK, Fault, priority 0: the backup waits only Skew_Time.
+    t_garp = garp_from(lab, "b", t0)
+    assert t_garp and t_garp - t0 <= skew(100, 0.1) + SLACK, a.log()
+    assert a.state() == "FAULT"
+    sh("ip", "-n", lab.ns["a"], "link", "set", "uplink1", "up")
+    assert wait_for(lambda: lab.has_vip("a") and not lab.has_vip("b"), 3.0), a.log()
 
 
 FORGE = r"""
