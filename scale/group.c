@@ -14,7 +14,8 @@
  * policies move desired: a scale-out alarm in ALARM adds servers each tick
  * its cooldown allows, a scale-in alarm removes them (not while a new
  * server is still starting), target tracking follows its metric. The group
- * reconciles toward desired: a launch runs the provider's create on the job
+ * reconciles toward desired (failed launches back off 1, 2, 4 ... 60 s
+ * before the next): a launch runs the provider's create on the job
  * pool, probes the new address with a TCP connect (on the job pool, every
  * tick, for up to SCALE_GRACE seconds) and only then adds it to the pool
  * (server_add); the pool's own health check takes over from there. A
@@ -466,10 +467,16 @@ job_done(void *arg, void *result, int status)
     switch (j->kind) {
     case JOB_CREATE:
         if (j->rc != 0) {
-            activity_result(g, s->activity, false, true, "failed: create %s", j->err);
+            double wait = g->launch_failures < 6 ? (double)(1u << g->launch_failures) : 60.0;
+
+            g->launch_failures++;
+            g->next_launch = g->h->monotonic(g->h) + wait;
+            activity_result(g, s->activity, false, true, "failed: create %s (next try in %.0f s)",
+                            j->err, wait);
             del_srv(g, s);
             break;
         }
+        g->launch_failures = 0;
         snprintf(s->address, sizeof(s->address), "%s", j->address);
         set_state(g, s, SRV_PROBING);
         activity_result(g, s->activity, true, false, "created at %s, probing", s->address);
@@ -680,7 +687,7 @@ reconcile(struct scale_group *g)
     uint32_t cur = current(g), want = g->pol.desired;
     char reason[256];
 
-    while (cur < want) {
+    while (cur < want && g->h->monotonic(g->h) >= g->next_launch) {
         snprintf(reason, sizeof(reason), "desired %u, have %u", want, cur);
         launch(g, reason);
         if (current(g) == cur)

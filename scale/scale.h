@@ -99,7 +99,9 @@ struct scale_group {
     bool retired; /* gone from the configuration: does nothing more */
     unsigned ticks;
     unsigned next_index;
-    unsigned destroyed; /* servers destroyed so far */
+    unsigned destroyed;       /* servers destroyed so far */
+    unsigned launch_failures; /* in a row; launches back off 1, 2, 4 ... 60 s */
+    double next_launch;       /* monotonic s before which none starts */
     struct scale_server *srv;
     size_t nsrv, cap;
     struct scale_provider prov;

@@ -243,7 +243,8 @@ def test_grow_shrink_adopt(tern, scripts):
 
 def test_create_failures(tern, scripts, tmp_path):
     """A create that exits non-zero, one that prints no address and one that
-    hangs past the timeout all fail their launch; tern keeps trying."""
+    hangs past the timeout all fail their launch; tern keeps trying, backing
+    off between tries."""
     d = scripts
     port, admin = free_port(), free_port()
     create = os.path.join(d, "create.sh")
@@ -267,6 +268,12 @@ def test_create_failures(tern, scripts, tmp_path):
     assert "no host:port" in results[1], results
     assert "timed out after 1000 ms" in results[2], results
     assert g["desired"] == 1
+    # Failed launches back off: 1 s, 2 s, 4 s, ... between tries.
+    assert "next try in 1 s" in results[0] and "next try in 2 s" in results[1], results
+    assert "next try in 4 s" in results[2], results
+    time.sleep(1.5)  # real time: the next try is 4 s after the third failure
+    g = scale_api(admin)
+    assert len([a for a in g["activities"] if a["action"] == "launch"]) == 3, g
 
 
 NODE_XML = """<node>
