@@ -191,3 +191,22 @@ def raw_exchange(port, data, timeout=3.0, shut=False, host="127.0.0.1"):
 def status_of(resp):
     m = re.match(rb"HTTP/1\.[01] (\d{3})", resp)
     return int(m.group(1)) if m else None
+
+
+def checkable_example(src, tmpdir):
+    """A copy of the shipped example whose /etc/tern files exist: `tern -t`
+    checks certificates and keys, and the example names /etc/tern/site.pem
+    as an operator would. A throwaway self-signed pair stands in for it."""
+    d = os.path.join(str(tmpdir), "etc-tern")
+    os.makedirs(d, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=www.example.com", "-keyout", os.path.join(d, "site.key"),
+         "-out", os.path.join(d, "site.pem")],
+        check=True, capture_output=True)
+    with open(src) as f:
+        text = f.read().replace("/etc/tern/", d + "/")
+    out = os.path.join(d, "tern.yaml")
+    with open(out, "w") as f:
+        f.write(text)
+    return out

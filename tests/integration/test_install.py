@@ -89,7 +89,10 @@ def test_install_puts_every_file_in_place(installed):
     # The example is the one from conf/, and the installed binary accepts it.
     with open(os.path.join(ROOT, "conf", "tern.example.yaml")) as a, open(inside(dest, p["example"])) as b:
         assert a.read() == b.read()
-    r = subprocess.run([inside(dest, p["tern"]), "-t", "-c", inside(dest, p["example"])],
+    from conftest import checkable_example
+
+    r = subprocess.run([inside(dest, p["tern"]), "-t", "-c",
+                        checkable_example(inside(dest, p["example"]), dest)],
                        capture_output=True, text=True, timeout=scaled(20))
     assert r.returncode == 0, r.stderr
 
