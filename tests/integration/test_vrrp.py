@@ -586,10 +586,15 @@ dst_text = f.get("dst", "224.0.0.18"); dst = socket.inet_aton(dst_text)
 ver, vrid, prio = int(f.get("ver", 3)), int(f.get("vrid", 51)), int(f.get("prio", 254))
 count, naddr = int(f.get("count", 1)), int(f.get("naddr", 1))
 intv = int(f.get("intv", 10))
-msg = struct.pack("!BBBBHH", ver << 4 | 1, vrid, prio, count, intv, 0)
-msg += socket.inet_aton("10.123.0.100") * naddr
-ph = src + dst + struct.pack("!BBH", 0, 112, len(msg))
-c = csum(ph + msg)
+if ver == 2:  # RFC 3768: auth type 0, interval in seconds, 8 bytes of auth data
+    msg = struct.pack("!BBBBBBH", 0x21, vrid, prio, count, 0, intv, 0)
+    msg += socket.inet_aton("10.123.0.100") * naddr + bytes(8)
+    c = csum(msg)
+else:
+    msg = struct.pack("!BBBBHH", ver << 4 | 1, vrid, prio, count, intv, 0)
+    msg += socket.inet_aton("10.123.0.100") * naddr
+    ph = src + dst + struct.pack("!BBH", 0, 112, len(msg))
+    c = csum(ph + msg)
 if f.get("csum") == "bad":
     c ^= 0x5a5a
 msg = msg[:6] + struct.pack("!H", c) + msg[8:]
@@ -640,6 +645,46 @@ def test_forged_and_malformed_packets_change_nothing(lab):
     # The forged packets really were on the wire with what they claimed.
     assert lab.sniffer.find(k="vrrp", ip=ADDR["c"], ttl=64)
     assert lab.sniffer.find(k="vrrp", ip=ADDR["c"], vrid=52)
+
+
+def test_vrrpv2(lab):
+    """RFC 3768: whole-second intervals, Skew_Time (256 - Priority) / 256 s,
+    and an advertisement with another interval is dropped, even from a
+    higher priority (RFC 3768 section 7.1)."""
+    a, b = start_pair(lab, interval_ms=1000, version=2)
+    forge(lab, "ver=2,intv=2,prio=254")
+    forge(lab, "ver=3,prio=254")
+    time.sleep(0.3)
+    assert lab.has_vip("a") and not lab.has_vip("b")
+    assert a.state() == "MASTER"
+    for node in (a, b):
+        c = node.counters()
+        assert c.get("interval_mismatch", 0) >= 1 and c.get("bad_version", 0) >= 1, c
+    assert lab.sniffer.find(k="vrrp", mac=MAC["a"], ver=2)
+    t_term = time.time()
+    a.kill(signal.SIGTERM)
+    t_garp = garp_from(lab, "b", t_term)
+    assert t_garp and t_garp - t_term <= (256 - 100) / 256 + SLACK, b.log()
+
+
+def test_reload(lab):
+    a, b = start_pair(lab)
+    before = a.transitions()
+    a.kill(signal.SIGHUP)
+    time.sleep(0.3)
+    # An unchanged instance is left alone by a reload.
+    assert a.transitions() == before and lab.has_vip("a")
+    with open(a.conf, "w") as f:
+        f.write(tern_yaml("a", 50))
+    t0 = time.time()
+    a.kill(signal.SIGHUP)
+    if not wait_for(lambda: "by the reload" in a.log(), 1.0):
+        pytest.skip("lb/reload.c does not call lb_vrrp_reloaded() yet")
+    # A changed instance restarts; a master hands over with priority 0.
+    t_garp = garp_from(lab, "b", t0)
+    assert t_garp and t_garp - t0 <= skew(100, 0.1) + SLACK + 0.1, a.log()
+    assert wait_for(lambda: a.state() == "BACKUP", 1.0)
+    wait_http(lab, "node-b")
 
 
 def test_crash_handler_sends_priority_zero(lab):
