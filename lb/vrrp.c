@@ -443,6 +443,10 @@ crash_slot_new(void)
     return -1;
 }
 
+/* Called at stop, after the slot was disarmed. A fatal signal in another
+ * thread in the instant between the load and the free could still read the
+ * slot: the process is exiting either way, and the cost of closing that
+ * window (never freeing) would be a leak report on every sanitizer run. */
 static void
 crash_slot_free(int i)
 {
@@ -564,7 +568,7 @@ run_notify(struct vrrp_inst *in, enum vrrp_state from, enum vrrp_state to)
  * millisecond: a takeover would come up to 1 ms after Master_Down_Interval
  * for no reason. */
 static void
-sync_timers(struct vrrp_inst *in, uint64_t now)
+sync_timers(struct vrrp_inst *in)
 {
     uint64_t next = in->fsm.adver_at;
     if (in->fsm.master_down_at && (!next || in->fsm.master_down_at < next))
@@ -574,7 +578,6 @@ sync_timers(struct vrrp_inst *in, uint64_t now)
         its.it_value.tv_sec = (time_t)(next / 1000000);
         its.it_value.tv_nsec = (long)(next % 1000000) * 1000;
     }
-    (void)now;
     if (timerfd_settime(in->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
         lb_err("vrrp %s: timerfd_settime: %s", in->name, strerror(errno));
 }
@@ -619,7 +622,7 @@ apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
     if (a & VRRP_ACT_SEND_GARP)
         send_garps(in, in->garp_repeat);
     if (a & VRRP_ACT_TIMERS)
-        sync_timers(in, now);
+        sync_timers(in);
     in->c.became_master = in->fsm.became_master;
     if (a & VRRP_ACT_NOTIFY) {
         char m[INET_ADDRSTRLEN] = "-";
@@ -667,7 +670,7 @@ on_timerfd(struct ev_loop *loop, ev_io *w, int revents)
         vrrp_fsm_master_down(&in->fsm, now, &o);
         apply(in, &o, now);
     }
-    sync_timers(in, now);
+    sync_timers(in);
 }
 
 static void
