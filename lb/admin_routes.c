@@ -16,6 +16,7 @@
 #include "lb/admin_int.h"
 #include "lb/plugin_host.h"
 #include "lb/reload.h"
+#include "lb/vrrp.h"
 
 #define MAX_SEGS 8
 
@@ -517,7 +518,7 @@ h_listeners(struct ctx *x)
 static void
 h_vrrp(struct ctx *x)
 {
-    reply(x, 200, json_pack("{s:[]}", "instances"));
+    reply(x, 200, lb_vrrp_json(x->a->ctl));
 }
 
 /* Routes a plugin serves (watch: alarms, scale: groups); the shape stays the

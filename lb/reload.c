@@ -28,6 +28,7 @@
 #include "lb/tls.h"
 #include "lb/notify.h"
 #include "lb/plugin_host.h"
+#include "lb/vrrp.h"
 
 static void
 record(struct lb_ctl *ctl, bool ok, char *errors)
@@ -168,6 +169,7 @@ reload_apply(struct lb_ctl *ctl)
     free(opened);
     lb_admin_reloaded(ctl);
     lb_health_reloaded(ctl);
+    lb_vrrp_reloaded(ctl);
     lb_plugins_reloaded(ctl);
     lb_snapshot_unref(old);
     record(ctl, true, NULL);
