@@ -29,6 +29,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/if_packet.h>
 #include <linux/rtnetlink.h>
+#include <math.h>
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -46,6 +47,8 @@
 #include <unistd.h>
 
 #include "lb/log.h"
+#include "lb/plugin.h"
+#include "lb/plugin_host.h"
 #include "lb/vrrp_fsm.h"
 #include "lb/vrrp_pkt.h"
 
@@ -633,6 +636,16 @@ apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
                 o->to == VRRP_BACKUP ? m : "");
         garp_refresh_update(in);
         run_notify(in, o->from, o->to);
+        /* Plugins (scale acts only on the master) hear it on the event bus. */
+        struct tern_event ev = {
+            .type = TERN_EV_VRRP_STATE,
+            .name = in->name,
+            .state = vrrp_state_name(o->to),
+            .detail = vrrp_state_name(o->from),
+            .value = (double)in->fsm.priority,
+            .threshold = NAN,
+        };
+        lb_plugins_publish(in->v->ctl, &ev);
     }
 }
 
