@@ -11,15 +11,15 @@
  */
 #include "conf/config.h"
 
+#include <limits.h>
+#include <string.h>
+
 #include "conf/arena.h"
 #include "conf/diag.h"
 #include "conf/include.h"
 #include "conf/node.h"
 #include "conf/schema.h"
 #include "conf/tern_schema.h"
-
-#include <limits.h>
-#include <string.h>
 
 struct xref {
     struct conf_ctx *ctx;

@@ -7,10 +7,10 @@
  */
 #include "conf/diag.h"
 
-#include "conf/arena.h"
-
 #include <stdlib.h>
 #include <string.h>
+
+#include "conf/arena.h"
 
 #define DIAG_MAX_FILES 256
 

@@ -8,14 +8,14 @@
  */
 #include "conf/include.h"
 
-#include "conf/arena.h"
-#include "conf/diag.h"
-
 #include <errno.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "conf/arena.h"
+#include "conf/diag.h"
 
 enum merge_rule {
     MERGE_ONCE = 0, /* a key set in two files is an error */

@@ -9,13 +9,13 @@
  */
 #include "conf/node.h"
 
-#include "conf/arena.h"
-#include "conf/diag.h"
-
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+#include "conf/arena.h"
+#include "conf/diag.h"
 
 #define NODE_MAX_DEPTH 64
 #define NODE_MAX_ALIASED (1u << 16) /* nodes copied again because of aliases */

@@ -9,10 +9,10 @@
 #ifndef CONF_PARSE_H
 #define CONF_PARSE_H
 
-#include "conf/config.h"
-
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "conf/config.h"
 
 /* true/false, yes/no, on/off in any case. */
 int conf_parse_bool(const char *s, bool *v);

@@ -6,10 +6,10 @@
  * default text and doc line, so the page cannot say something the parser
  * does not do.
  */
-#include "conf/schema.h"
-
 #include <inttypes.h>
 #include <string.h>
+
+#include "conf/schema.h"
 
 static void
 md_cell(FILE *out, const char *s)

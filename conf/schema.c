@@ -10,14 +10,14 @@
  */
 #include "conf/schema.h"
 
-#include "conf/arena.h"
-#include "conf/diag.h"
-#include "conf/parse.h"
-
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "conf/arena.h"
+#include "conf/diag.h"
+#include "conf/parse.h"
 
 void
 conf_ctx_init(struct conf_ctx *ctx, struct conf_arena *arena, struct conf_arena *tmp,

@@ -22,12 +22,12 @@
 #ifndef CONF_SCHEMA_H
 #define CONF_SCHEMA_H
 
-#include "conf/node.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "conf/node.h"
 
 struct conf_arena;
 struct conf_diag;

@@ -13,12 +13,12 @@
  */
 #include "conf/tern_schema.h"
 
-#include "conf/config.h"
-#include "conf/parse.h"
-
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "conf/config.h"
+#include "conf/parse.h"
 
 #define END                                                                                        \
     {                                                                                              \

@@ -7,13 +7,13 @@
  * plugin would declare them (see conf/schema.h), with the rules that tie
  * them to each other; tern_schema.c nests them under "watch" and "scale".
  */
-#include "conf/config.h"
-#include "conf/parse.h"
-#include "conf/tern_schema.h"
-
 #include <ctype.h>
 #include <inttypes.h>
 #include <string.h>
+
+#include "conf/config.h"
+#include "conf/parse.h"
+#include "conf/tern_schema.h"
 
 #define END                                                                                        \
     {                                                                                              \

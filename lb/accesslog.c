@@ -9,8 +9,6 @@
  */
 #include "lb/accesslog.h"
 
-#include "lb/core.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -19,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "lb/core.h"
 
 #define ALOG_BUF 65536
 #define ALOG_FLUSH_AT (ALOG_BUF - 4096)

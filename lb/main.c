@@ -2,15 +2,15 @@
  * tern's command line. Deliberately thin: it parses arguments and hands over
  * to the daemon (lb/daemon.c) or the config checker (conf/).
  */
-#include "conf/config.h"
-#include "lb/ctl.h"
-#include "lb/daemon.h"
-#include "lb/tls.h"
-
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "conf/config.h"
+#include "lb/ctl.h"
+#include "lb/daemon.h"
+#include "lb/tls.h"
 
 static void
 usage(FILE *out)

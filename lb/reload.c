@@ -25,9 +25,9 @@
 #include "lb/admin.h"
 #include "lb/health.h"
 #include "lb/log.h"
-#include "lb/tls.h"
 #include "lb/notify.h"
 #include "lb/plugin_host.h"
+#include "lb/tls.h"
 #include "lb/vrrp.h"
 
 static void

@@ -7,17 +7,17 @@
  */
 #include "lb/runtime.h"
 
-#include "lb/log.h"
-#include "lb/tls.h"
-
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-const double lb_lat_bounds_ms[LB_LAT_BUCKETS] = {1,   2.5, 5,    10,   25,   50,   100,
-                                                250, 500, 1000, 2500, 5000, 10000, 30000};
+#include "lb/log.h"
+#include "lb/tls.h"
+
+const double lb_lat_bounds_ms[LB_LAT_BUCKETS] = {1,   2.5, 5,    10,   25,   50,    100,
+                                                 250, 500, 1000, 2500, 5000, 10000, 30000};
 
 void
 lb_server_observe(struct lb_server *s, uint64_t us)

@@ -38,8 +38,8 @@ struct lb_ctl {
         bool ok;
         char *errors; /* "FILE:LINE:COL: ..." lines, NULL when ok */
     } last_reload;
-    void *admin;  /* lb/admin.c state */
-    void *health; /* lb/health.c state */
+    void *admin;   /* lb/admin.c state */
+    void *health;  /* lb/health.c state */
     void *plugins; /* lb/plugin_host.c state */
 };
 

@@ -6,9 +6,9 @@
  */
 #include "lb/balance.h"
 
-#include "lb/balance/internal.h"
-
 #include <string.h>
+
+#include "lb/balance/internal.h"
 
 /* Indexed by enum lb_balance_alg; the names are the configuration's. */
 static const struct lb_balance_ops *const ops_by_alg[LB_BAL_COUNT] = {

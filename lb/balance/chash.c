@@ -8,11 +8,11 @@
  * to its ring neighbours, and every survivor keeps every key it had. The ring
  * does not depend on the order of the server array either.
  */
-#include "lb/balance.h"
-#include "lb/balance/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
+
+#include "lb/balance.h"
+#include "lb/balance/internal.h"
 
 /* A server's share of the keys strays from its weight's share by about
  * 1 / sqrt(its points): with 1000 points per unit of weight the largest

@@ -7,11 +7,11 @@
 #ifndef LB_BALANCE_INTERNAL_H
 #define LB_BALANCE_INTERNAL_H
 
-#include "lb/balance.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "lb/balance.h"
 
 extern const struct lb_balance_ops lb_balance_roundrobin;
 extern const struct lb_balance_ops lb_balance_leastconn;

@@ -8,10 +8,10 @@
  * so equally loaded servers take turns rather than the lowest index taking
  * every connection that arrives before the counters move.
  */
+#include <stdlib.h>
+
 #include "lb/balance.h"
 #include "lb/balance/internal.h"
-
-#include <stdlib.h>
 
 struct lc_state {
     size_t next; /* where the tie-breaking scan starts */

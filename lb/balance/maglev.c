@@ -14,12 +14,12 @@
  * Servers are filled in id_hash order, so the table depends on the set of
  * servers and not on the order of the array.
  */
-#include "lb/balance.h"
-#include "lb/balance/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lb/balance.h"
+#include "lb/balance/internal.h"
 
 /* M must be prime so every skip walks a full permutation, and M >= 100 * N
  * keeps the servers' shares within about 1% of each other (paper, section

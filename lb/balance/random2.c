@@ -10,11 +10,11 @@
  * bits, the second from a splitmix64 step of it. Weighted draws binary-search
  * a prefix-sum array built by update().
  */
-#include "lb/balance.h"
-#include "lb/balance/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
+
+#include "lb/balance.h"
+#include "lb/balance/internal.h"
 
 struct r2_state {
     size_t n, cap;

@@ -6,12 +6,12 @@
  * heavy servers are interleaved with the light ones instead of being picked
  * in bursts (5,1,1 gives a a b a c a a, not a a a a a b c).
  */
-#include "lb/balance.h"
-#include "lb/balance/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lb/balance.h"
+#include "lb/balance/internal.h"
 
 struct rr_state {
     size_t cap;

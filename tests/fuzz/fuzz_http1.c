@@ -9,12 +9,12 @@
  * depends on how the input was split. The input is copied into an exact-size
  * heap block so that ASan sees any read past its end.
  */
-#include "lb/http1.h"
-
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lb/http1.h"
 
 static void
 check(bool ok)

@@ -17,12 +17,12 @@
 #include <cmocka.h>
 // clang-format on
 
-#include "lb/http1.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "lb/http1.h"
 
 #define CHECK(name, cond)                                                                          \
     do {                                                                                           \
