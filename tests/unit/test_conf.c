@@ -1142,7 +1142,7 @@ test_example(void **state)
     assert_int_equal(c->listeners[0].routes[0].pool_index, conf_pool_index(c, "api"));
     assert_int_equal(c->listeners[0].pool_index, conf_pool_index(c, "web"));
     assert_true(c->listeners[0].tls.enabled);
-    assert_string_equal(c->listeners[0].tls.certificates[0].cert, "site.pem");
+    assert_string_equal(c->listeners[0].tls.certificates[0].cert, "/etc/tern/site.pem");
 
     assert_int_equal(c->npools, 2);
     web = &c->pools[conf_pool_index(c, "web")];
