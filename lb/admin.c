@@ -175,24 +175,7 @@ token_free(char *t)
 double
 admin_percentile(const uint64_t *b, double q)
 {
-    uint64_t total = 0, cum = 0;
-    for (int i = 0; i <= LB_LAT_BUCKETS; i++)
-        total += b[i];
-    if (total == 0)
-        return NAN;
-    double rank = q * (double)total;
-    for (int i = 0; i <= LB_LAT_BUCKETS; i++) {
-        if (b[i] == 0 || (double)(cum + b[i]) < rank) {
-            cum += b[i];
-            continue;
-        }
-        double lo = i ? lb_lat_bounds_ms[i - 1] : 0;
-        /* The overflow bucket has no upper bound: report its lower one. */
-        double hi = i < LB_LAT_BUCKETS ? lb_lat_bounds_ms[i] : lo;
-        double f = (rank - (double)cum) / (double)b[i];
-        return lo + (hi - lo) * (f < 0 ? 0 : f > 1 ? 1 : f);
-    }
-    return lb_lat_bounds_ms[LB_LAT_BUCKETS - 1];
+    return lb_lat_quantile(b, q);
 }
 
 void

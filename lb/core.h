@@ -249,6 +249,9 @@ struct lb_bconn {
 int lb_backend_pick(struct lb_worker *w, struct lb_wpool *wp, uint64_t key, const int *avoid,
                     size_t navoid);
 bool lb_server_usable(const struct lb_server *s);
+/* The q-quantile (0..1), in ms, of latency histogram counts b[0..LB_LAT_BUCKETS],
+ * interpolated linearly inside its bucket; NAN when the histogram is empty. */
+double lb_lat_quantile(const uint64_t *b, double q);
 /* Counts one finished request's total time in the server's histogram. */
 void lb_server_observe(struct lb_server *s, uint64_t us);
 /* Returns an idle connection to server i if one is alive, else opens a new

@@ -230,27 +230,6 @@ rd(const atomic_ulong *v)
     return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* The q-quantile (0..1) of a histogram of n requests, in ms. */
-static double
-quantile(const unsigned long *b, unsigned long n, double q)
-{
-    double rank = q * (double)n;
-    unsigned long cum = 0;
-
-    for (int i = 0; i <= LB_LAT_BUCKETS; i++) {
-        if (b[i] == 0 || (double)(cum + b[i]) < rank) {
-            cum += b[i];
-            continue;
-        }
-        double lo = i ? lb_lat_bounds_ms[i - 1] : 0;
-        /* The overflow bucket has no upper bound: report its lower one. */
-        double hi = i < LB_LAT_BUCKETS ? lb_lat_bounds_ms[i] : lo;
-        double f = (rank - (double)cum) / (double)b[i];
-        return lo + (hi - lo) * (f < 0 ? 0 : f > 1 ? 1 : f);
-    }
-    return lb_lat_bounds_ms[LB_LAT_BUCKETS - 1];
-}
-
 struct figures {
     double rps;
     unsigned long requests; /* answered in the interval */
@@ -281,9 +260,9 @@ put_figures(struct lb_plugins *ps, const char *kind, const char *pool, const cha
 
     put(ps, kind, pool, srv, "requests_per_second", f->rps, have_rate);
     put(ps, kind, pool, srv, "active_connections", f->active, true);
-    put(ps, kind, pool, srv, "latency_p50_ms", lat ? quantile(f->lat, f->latn, 0.50) : NAN, lat);
-    put(ps, kind, pool, srv, "latency_p95_ms", lat ? quantile(f->lat, f->latn, 0.95) : NAN, lat);
-    put(ps, kind, pool, srv, "latency_p99_ms", lat ? quantile(f->lat, f->latn, 0.99) : NAN, lat);
+    put(ps, kind, pool, srv, "latency_p50_ms", lat ? lb_lat_quantile(f->lat, 0.50) : NAN, lat);
+    put(ps, kind, pool, srv, "latency_p95_ms", lat ? lb_lat_quantile(f->lat, 0.95) : NAN, lat);
+    put(ps, kind, pool, srv, "latency_p99_ms", lat ? lb_lat_quantile(f->lat, 0.99) : NAN, lat);
     put(ps, kind, pool, srv, "error_rate",
         f->requests ? (double)f->errors / (double)f->requests : NAN, f->requests > 0);
 }

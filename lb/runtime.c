@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +28,29 @@ lb_server_observe(struct lb_server *s, uint64_t us)
         i++;
     atomic_fetch_add_explicit(&s->st.lat[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->st.lat_sum_us, us, memory_order_relaxed);
+}
+
+double
+lb_lat_quantile(const uint64_t *b, double q)
+{
+    uint64_t total = 0, cum = 0;
+    for (int i = 0; i <= LB_LAT_BUCKETS; i++)
+        total += b[i];
+    if (total == 0)
+        return NAN;
+    double rank = q * (double)total;
+    for (int i = 0; i <= LB_LAT_BUCKETS; i++) {
+        if (b[i] == 0 || (double)(cum + b[i]) < rank) {
+            cum += b[i];
+            continue;
+        }
+        double lo = i ? lb_lat_bounds_ms[i - 1] : 0;
+        /* The overflow bucket has no upper bound: report its lower one. */
+        double hi = i < LB_LAT_BUCKETS ? lb_lat_bounds_ms[i] : lo;
+        double f = (rank - (double)cum) / (double)b[i];
+        return lo + (hi - lo) * (f < 0 ? 0 : f > 1 ? 1 : f);
+    }
+    return lb_lat_bounds_ms[LB_LAT_BUCKETS - 1];
 }
 
 uint64_t
