@@ -45,6 +45,7 @@
 
 #include "lb/health_check.h"
 #include "lb/log.h"
+#include "lb/tls.h"
 
 #define TICK_S 0.1
 #define RAMP_START 100 /* thousandths of the weight when slow start begins */
@@ -221,6 +222,19 @@ next_delay(struct hc_server *hs)
     return cf->interval - j + r;
 }
 
+/* The pool's TLS client context in the current snapshot, NULL for plain
+ * text. Looked up per check: a reload may have replaced it. */
+static struct lb_tls_client *
+pool_tls(struct hc_server *hs)
+{
+    struct lb_snapshot *snap = hs->hp->h->ctl->snap;
+    struct lb_pool *p = lb_pool_find(snap, hs->hp->name);
+    if (!p || !snap->tls)
+        return NULL;
+    size_t i = (size_t)(p - snap->pools);
+    return i < snap->tls->npools ? snap->tls->pools[i] : NULL;
+}
+
 static void
 next_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -229,7 +243,7 @@ next_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!hs->live || !has_checks(hs->hp))
         return;
     hc_probe_start(&hs->probe, loop, &pcf(hs)->health, &s->addr.sa, s->addr.salen, s->addr.text,
-                   probe_done);
+                   pool_tls(hs), probe_done);
 }
 
 static void

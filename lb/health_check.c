@@ -22,17 +22,21 @@
 #include <unistd.h>
 
 #include "lb/http1.h"
+#include "lb/tls.h"
 
 #define HEAD_MAX 16384
 #define BODY_MAX 65536
 
-enum { PH_IDLE = 0, PH_EARLY, PH_CONNECT, PH_SEND, PH_READ };
+enum { PH_IDLE = 0, PH_EARLY, PH_CONNECT, PH_HANDSHAKE, PH_SEND, PH_READ };
 
 static void
 probe_close(struct hc_probe *pr)
 {
     ev_io_stop(pr->loop, &pr->io);
     ev_timer_stop(pr->loop, &pr->timer);
+    if (pr->ssl)
+        lb_tls_conn_free(pr->ssl);
+    pr->ssl = NULL;
     if (pr->fd >= 0)
         close(pr->fd);
     pr->fd = -1;
@@ -266,6 +270,19 @@ process(struct hc_probe *pr, bool eof)
     return false;
 }
 
+/* TLS may need the other direction than the phase suggests (a read that
+ * waits for a write, during renegotiation or a handshake). */
+static void
+wait_for(struct hc_probe *pr, int want)
+{
+    int ev = want ? want : EV_READ;
+    if ((pr->io.events & (EV_READ | EV_WRITE)) == ev && ev_is_active(&pr->io))
+        return;
+    ev_io_stop(pr->loop, &pr->io);
+    ev_io_set(&pr->io, pr->fd, ev);
+    ev_io_start(pr->loop, &pr->io);
+}
+
 static void
 do_read(struct hc_probe *pr)
 {
@@ -291,7 +308,23 @@ do_read(struct hc_probe *pr)
             pr->buf = nb;
             pr->cap = ncap;
         }
-        ssize_t n = recv(pr->fd, pr->buf + pr->len, pr->cap - pr->len, 0);
+        ssize_t n;
+        if (pr->ssl) {
+            int want = 0;
+            n = lb_tls_read(pr->ssl, pr->buf + pr->len, pr->cap - pr->len, &want);
+            if (n == -1) {
+                wait_for(pr, want);
+                return;
+            }
+            if (n < 0) {
+                /* A cut without close_notify: what was read decides, as
+                 * for a plain connection reset after the answer. */
+                process(pr, true);
+                return;
+            }
+        } else {
+            n = recv(pr->fd, pr->buf + pr->len, pr->cap - pr->len, 0);
+        }
         if (n > 0) {
             pr->len += (size_t)n;
             if (process(pr, false))
@@ -313,6 +346,22 @@ static void
 do_send(struct hc_probe *pr)
 {
     while (pr->sent < pr->len) {
+        if (pr->ssl) {
+            int want = 0;
+            ssize_t n = lb_tls_write(pr->ssl, pr->buf + pr->sent, pr->len - pr->sent, &want);
+            if (n == -1) {
+                wait_for(pr, want);
+                return;
+            }
+            if (n < 0) {
+                char e[160];
+                set_why(pr, "TLS write failed: %s", lb_tls_why(pr->ssl, e, sizeof(e)));
+                finish(pr, HC_FAIL);
+                return;
+            }
+            pr->sent += (size_t)n;
+            continue;
+        }
         ssize_t n = send(pr->fd, pr->buf + pr->sent, pr->len - pr->sent, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -334,8 +383,40 @@ do_send(struct hc_probe *pr)
 }
 
 static void
+handshake(struct hc_probe *pr)
+{
+    int want = 0;
+    int r = lb_tls_handshake(pr->ssl, &want);
+    if (r == 0) {
+        wait_for(pr, want);
+        return;
+    }
+    if (r < 0) {
+        char e[160];
+        set_why(pr, "TLS handshake failed: %s", lb_tls_why(pr->ssl, e, sizeof(e)));
+        finish(pr, HC_FAIL);
+        return;
+    }
+    pr->phase = PH_SEND;
+    do_send(pr);
+}
+
+static void
 connected(struct hc_probe *pr)
 {
+    if (pr->cf->type == CONF_HC_HTTP && pr->tls) {
+        /* The servers of a TLS pool answer HTTP only inside TLS, verified
+         * the way the proxy verifies them. */
+        pr->ssl = lb_tls_connect_new(pr->tls, pr->fd, NULL);
+        if (!pr->ssl) {
+            set_why(pr, "out of memory");
+            finish(pr, HC_LOCAL);
+            return;
+        }
+        pr->phase = PH_HANDSHAKE;
+        handshake(pr);
+        return;
+    }
     if (pr->cf->type != CONF_HC_HTTP) {
         set_why(pr, "connected");
         finish(pr, HC_OK);
@@ -363,6 +444,9 @@ io_cb(struct ev_loop *loop, ev_io *io, int revents)
         connected(pr);
         return;
     }
+    case PH_HANDSHAKE:
+        handshake(pr);
+        return;
     case PH_SEND:
         do_send(pr);
         return;
@@ -399,9 +483,10 @@ build_request(struct hc_probe *pr, const char *host_default)
 void
 hc_probe_start(struct hc_probe *pr, struct ev_loop *loop, const struct conf_health *cf,
                const struct sockaddr_storage *sa, socklen_t salen, const char *host_default,
-               hc_probe_done_cb done)
+               struct lb_tls_client *tls, hc_probe_done_cb done)
 {
     memset(pr, 0, sizeof(*pr));
+    pr->tls = tls;
     pr->loop = loop;
     pr->cf = cf;
     pr->done = done;

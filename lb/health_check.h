@@ -25,6 +25,9 @@ enum hc_result {
 struct hc_probe;
 typedef void (*hc_probe_done_cb)(struct hc_probe *pr, enum hc_result res, const char *why);
 
+struct lb_tls_client;
+struct ssl_st;
+
 struct hc_probe {
     ev_io io;
     ev_timer timer; /* the check's timeout (or a deferred early result) */
@@ -45,6 +48,8 @@ struct hc_probe {
     bool chunk_done;
     struct http1_chunked chunk;
     enum hc_result early;
+    struct lb_tls_client *tls; /* the pool talks TLS to its servers; NULL: plain */
+    struct ssl_st *ssl;
     char why[192];
 };
 
@@ -53,7 +58,7 @@ struct hc_probe {
  * from within this call), unless the probe is cancelled first. */
 void hc_probe_start(struct hc_probe *pr, struct ev_loop *loop, const struct conf_health *cf,
                     const struct sockaddr_storage *sa, socklen_t salen, const char *host_default,
-                    hc_probe_done_cb done);
+                    struct lb_tls_client *tls, hc_probe_done_cb done);
 /* Stops a running probe without calling done. Harmless on an idle one. */
 void hc_probe_cancel(struct hc_probe *pr);
 bool hc_probe_running(const struct hc_probe *pr);

@@ -159,7 +159,8 @@ class TLSOrigin:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        os.unlink(self.script.name)
+        if os.path.exists(self.script.name):  # a test may stop it early
+            os.unlink(self.script.name)
 
 
 @pytest.fixture
@@ -808,3 +809,36 @@ def test_tcp_listener_to_tls_pool(pki, origins, tern):
     tern(cfg, [port])
     out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(out) == 200 and out.endswith(b"tls-origin\n"), out
+
+
+def test_http_health_check_speaks_tls_to_tls_pools(pki, origins, tern):
+    # A TLS pool's servers answer HTTP only inside TLS: the check must too,
+    # verified like the proxy's own connections.
+    (o,) = origins(1)
+    port = free_port()
+    check = "    health_check: { type: http, path: /healthz, interval: 200ms, timeout: 1s, rise: 1, fall: 2 }\n"
+    t = tern(tls_cfg(port, [o], RSA_EC(pki), pool_extra=_pool_tls(pki) + check), [port])
+    time.sleep(scaled(1.2))
+    assert "is DOWN" not in t.log(), t.log()
+    assert curl(port, "/").stdout == b"tls-origin\n"
+    o.stop()
+    deadline = time.monotonic() + scaled(5)
+    while time.monotonic() < deadline and "is DOWN" not in t.log():
+        time.sleep(0.1)
+    assert "is DOWN" in t.log(), t.log()
+
+
+def test_http_health_check_refuses_an_unverified_server(pki, origins, tern, tmp_path):
+    (o,) = origins(1)
+    port = free_port()
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    _ca(str(other), "other")
+    check = "    health_check: { type: http, path: /healthz, interval: 200ms, timeout: 1s, rise: 1, fall: 1 }\n"
+    pool = f"    tls: true\n    tls_ca: {other / 'other.pem'}\n    tls_sni: backend.test\n" + check
+    t = tern(tls_cfg(port, [o], RSA_EC(pki), pool_extra=pool), [port])
+    deadline = time.monotonic() + scaled(5)
+    while time.monotonic() < deadline and "is DOWN" not in t.log():
+        time.sleep(0.1)
+    log = t.log()
+    assert "is DOWN" in log and "TLS handshake failed" in log, log
