@@ -11,6 +11,9 @@ for i in 1 2 3; do
     pids+=($!)
 done
 sleep 0.5
+export TERN_DEMO_TOKEN_FILE=${TERN_DEMO_TOKEN_FILE:-/tmp/tern-demo.token}
+token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+(umask 077 && printf '%s\n' "$token" >"$TERN_DEMO_TOKEN_FILE")
 cat <<MSG
 
   tern demo: three backends on 127.0.0.1:9101-9103 (demo1 has weight 2)
@@ -19,6 +22,9 @@ cat <<MSG
     curl http://127.0.0.1:8080/api/x     # routed to pool "api" (demo3)
     curl http://127.0.0.1:8081/          # the same servers through the TCP listener
     wrk -c 50 -d 5s http://127.0.0.1:8080/
+
+  dashboard: http://127.0.0.1:9900/   (admin token: $token)
+    build/lb/tern ctl pools
 
   Ctrl-C stops it. Access log below.
 
