@@ -75,7 +75,7 @@ struct http_sess {
     bool tls_hs;        /* client handshake in progress */
     bool b_hs;          /* server connected, its TLS handshake in progress */
     bool c_eof, b_eof;
-    bool c_woke; /* the client read watcher fired while we wanted no bytes */
+    bool c_woke;       /* the client read watcher fired while we wanted no bytes */
     bool client_close; /* close the client connection after this response */
     bool backend_close;
     bool req_done, resp_head_done, resp_done, upgrade;

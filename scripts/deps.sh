@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libev-dev libssl-dev libyaml-dev libjansson-dev libvirt-dev libesmtp-dev libcurl4-openssl-dev libmnl-dev)
-test=(libcmocka-dev python3-pytest curl wrk clang libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium python3-aiosmtpd keepalived)
+test=(libcmocka-dev python3-pytest curl wrk clang clang-format libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium python3-aiosmtpd keepalived)
 bench=(haproxy nginx-light libnginx-mod-stream)
 
 want=("${build[@]}")

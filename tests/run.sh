@@ -111,6 +111,22 @@ if [ $asan_ok = 1 ] && [ -z "${TERN_TEST_QUICK:-}" ]; then
     run_pytest asan build-asan/lb/tern
 fi
 
+echo "== format"
+if command -v clang-format >/dev/null; then
+    # The tree stays formatted with the project's .clang-format.
+    if off=$(clang-format --dry-run -Werror $(git ls-files '*.c' '*.h' 2>/dev/null) 2>&1) &&
+        [ -z "$off" ]; then
+        passed=$((passed + 1))
+        echo "format: every C file matches .clang-format"
+    else
+        echo "$off" | grep 'error:' | cut -d: -f1 | sort -u
+        note_fail "format (make format fixes it)"
+    fi
+else
+    skipped=$((skipped + 1))
+    echo "format: skipped (no clang-format)"
+fi
+
 echo "== fuzz"
 if command -v clang >/dev/null; then
     if CC=clang build_tree build-fuzz --buildtype=debug -Dfuzz=true \
