@@ -286,6 +286,24 @@ client_cb(struct ev_loop *loop, ev_io *io, int revents)
     tcp_run(s);
 }
 
+/* A connect that was refused or timed out: count it (outlier detection
+ * included, as for HTTP), then try another server if retries allow. */
+static void
+connect_failed(struct tcp_sess *s, const char *term)
+{
+    atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->srv->consecutive_failures, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
+    s->srv = NULL;
+    ev_io_stop(s->w->loop, &s->sio);
+    close(s->sfd);
+    s->sfd = -1;
+    if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
+        tcp_connect(s);
+    else
+        tcp_free(s, term);
+}
+
 static void
 sock_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -299,17 +317,7 @@ sock_cb(struct ev_loop *loop, ev_io *io, int revents)
             lb_warn("pool %s server %s: connect to %s failed: %s",
                     s->gen->snap->pools[s->pool].cf->name, s->srv->name, s->srv->addr.text,
                     strerror(e));
-            atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&s->srv->consecutive_failures, 1, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
-            s->srv = NULL;
-            ev_io_stop(loop, &s->sio);
-            close(s->sfd);
-            s->sfd = -1;
-            if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
-                tcp_connect(s);
-            else
-                tcp_free(s, "connect");
+            connect_failed(s, "connect");
             return;
         }
         s->connecting = false;
@@ -338,16 +346,7 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (s->connecting) {
         lb_warn("pool %s server %s: connect timeout", s->gen->snap->pools[s->pool].cf->name,
                 s->srv->name);
-        atomic_fetch_add_explicit(&s->srv->st.connect_errors, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
-        s->srv = NULL;
-        ev_io_stop(loop, &s->sio);
-        close(s->sfd);
-        s->sfd = -1;
-        if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
-            tcp_connect(s);
-        else
-            tcp_free(s, "connect-timeout");
+        connect_failed(s, "connect-timeout");
         return;
     }
     tcp_free(s, "idle-timeout");
