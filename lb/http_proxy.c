@@ -655,6 +655,14 @@ send_error(struct http_sess *s, int status)
 static int
 start_request(struct http_sess *s)
 {
+    if (s->gen != s->w->gen) {
+        /* A reload happened while this connection was idle: this request
+         * runs on the new configuration, its limits included. */
+        struct lb_listener *nl = successor(s);
+        if (!nl)
+            return send_error(s, 503);
+        migrate(s, nl);
+    }
     const struct conf_listener *cl = lcf(s);
     struct http1_limits lim = {
         .max_request_line = cl->max_request_line,
@@ -665,15 +673,6 @@ start_request(struct http_sess *s)
         lim.max_head = LB_BUF_SIZE - 2048;
     if (!lim.max_request_line || lim.max_request_line > lim.max_head)
         lim.max_request_line = lim.max_head;
-
-    if (s->gen != s->w->gen) {
-        /* A reload happened while this connection was idle. */
-        struct lb_listener *nl = successor(s);
-        if (!nl)
-            return send_error(s, 503);
-        migrate(s, nl);
-        cl = lcf(s);
-    }
     struct http1_request *r = alloca(sizeof(*r));
     ssize_t n = http1_parse_request(s->cin.data + s->cin.head, lb_buf_len(&s->cin), &lim, r);
     if (n == HTTP1_INCOMPLETE)
@@ -1299,8 +1298,7 @@ backend_lost(struct http_sess *s, bool error)
         backend_release(s, false);
         s->sout.head = 0;
         s->sout.tail = s->sout_len;
-        if (backend_connect(s) < 0)
-            return false;
+        backend_connect(s); /* on failure it has answered 503 */
         return false;
     }
     send_error(s, 502);
@@ -1437,12 +1435,10 @@ sess_run(struct http_sess *s)
         }
         /* Read more of the request body, or tunnel bytes, when there is room. */
         if (!s->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
-            uint32_t before = lb_buf_len(&s->cin);
             ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 s->bytes_in += (uint64_t)n;
                 progress = true;
-                (void)before;
             } else if (n == 0 || n == -2) {
                 s->c_eof = true;
                 if (s->state != ST_TUNNEL) {
