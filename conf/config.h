@@ -246,7 +246,9 @@ enum conf_provider { CONF_PROVIDER_NONE = 0, CONF_PROVIDER_LIBVIRT, CONF_PROVIDE
 struct conf_scale_policy {
     bool present;
     char *alarm;
-    uint32_t count; /* add or remove */
+    uint32_t count;          /* add or remove */
+    uint32_t percent;        /* add_percent or remove_percent; 0: count applies */
+    uint32_t min_adjustment; /* fewest servers a percent step moves */
     uint64_t cooldown;
 };
 

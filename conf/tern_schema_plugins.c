@@ -9,6 +9,7 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "conf/config.h"
@@ -509,6 +510,32 @@ static const struct conf_schema provider_schema = {
     .check = check_provider,
 };
 
+/* AWS's PercentChangeInCapacity: a step is a count or a percentage. */
+static void
+check_step(struct conf_ctx *ctx, const struct conf_node *map, void *obj, const char *verb)
+{
+    char pct[32];
+
+    (void)obj;
+    snprintf(pct, sizeof(pct), "%s_percent", verb);
+    if (conf_node_get(map, verb) != NULL && conf_node_get(map, pct) != NULL)
+        conf_key_error(ctx, map, pct, "choose %s or %s, not both", verb, pct);
+    if (conf_node_get(map, "min_adjustment") != NULL && conf_node_get(map, pct) == NULL)
+        conf_key_error(ctx, map, "min_adjustment", "applies only with %s", pct);
+}
+
+static void
+check_scale_out(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
+{
+    check_step(ctx, map, obj, "add");
+}
+
+static void
+check_scale_in(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
+{
+    check_step(ctx, map, obj, "remove");
+}
+
 static const struct conf_field scale_out_fields[] = {
     {.key = "alarm",
      .kind = CONF_STRING,
@@ -522,6 +549,20 @@ static const struct conf_field scale_out_fields[] = {
      .max = 1000,
      .def = "1",
      .doc = "servers added each time"},
+    {.key = "add_percent",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_scale_policy, percent),
+     .min = 1,
+     .max = 1000,
+     .doc = "servers added each time as a percentage of the group's size (rounded down, at least "
+            "1); instead of add"},
+    {.key = "min_adjustment",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_scale_policy, min_adjustment),
+     .min = 1,
+     .max = 1000,
+     .def = "1",
+     .doc = "with add_percent: the fewest servers a step adds"},
     {.key = "cooldown",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale_policy, cooldown),
@@ -533,6 +574,7 @@ static const struct conf_field scale_out_fields[] = {
 static const struct conf_schema scale_out_schema = {
     .name = "scale_out",
     .fields = scale_out_fields,
+    .check = check_scale_out,
 };
 
 static const struct conf_field scale_in_fields[] = {
@@ -548,6 +590,20 @@ static const struct conf_field scale_in_fields[] = {
      .max = 1000,
      .def = "1",
      .doc = "servers drained and destroyed each time"},
+    {.key = "remove_percent",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_scale_policy, percent),
+     .min = 1,
+     .max = 100,
+     .doc = "servers removed each time as a percentage of the group's size (rounded down, at least "
+            "1); instead of remove"},
+    {.key = "min_adjustment",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_scale_policy, min_adjustment),
+     .min = 1,
+     .max = 1000,
+     .def = "1",
+     .doc = "with remove_percent: the fewest servers a step removes"},
     {.key = "cooldown",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale_policy, cooldown),
@@ -559,6 +615,7 @@ static const struct conf_field scale_in_fields[] = {
 static const struct conf_schema scale_in_schema = {
     .name = "scale_in",
     .fields = scale_in_fields,
+    .check = check_scale_in,
 };
 
 /* target_tracking: is flattened into struct conf_scale. */

@@ -53,13 +53,20 @@ scale_policy_cooling(const struct scale_policy *p, enum scale_dir dir, uint64_t 
     return now_ms < p->last_ms + cd;
 }
 
+/* Servers one step moves. A percentage rounds down as AWS's does (150 %
+ * of 3 is 4, not 5) but never below one or min_adj: a step that moves
+ * nothing would leave an alarm raised for ever. */
 static uint32_t
-step_size(uint32_t count, uint32_t pct, uint32_t current)
+step_size(uint32_t count, uint32_t pct, uint32_t min_adj, uint32_t current)
 {
     if (pct > 0) {
-        uint64_t n = ((uint64_t)current * pct + 99) / 100;
+        uint64_t n = (uint64_t)current * pct / 100;
 
-        return n < 1 ? 1 : (uint32_t)(n > UINT32_MAX ? UINT32_MAX : n);
+        if (n < 1)
+            n = 1;
+        if (n < min_adj)
+            n = min_adj;
+        return (uint32_t)(n > UINT32_MAX ? UINT32_MAX : n);
     }
     return count < 1 ? 1 : count;
 }
@@ -97,10 +104,10 @@ scale_policy_step(struct scale_policy *p, enum scale_dir dir, uint32_t current, 
     if (dir == SCALE_OUT) {
         uint64_t base = current > p->desired ? current : p->desired;
 
-        n = base + step_size(p->cfg.add, p->cfg.add_pct, (uint32_t)base);
+        n = base + step_size(p->cfg.add, p->cfg.add_pct, p->cfg.add_min, (uint32_t)base);
     } else {
         uint64_t base = current < p->desired ? current : p->desired;
-        uint32_t k = step_size(p->cfg.remove, p->cfg.remove_pct, (uint32_t)base);
+        uint32_t k = step_size(p->cfg.remove, p->cfg.remove_pct, p->cfg.remove_min, (uint32_t)base);
 
         n = base > k ? base - k : 0;
     }

@@ -5,9 +5,11 @@
  * feeds it the time in milliseconds; the unit tests feed it tables.
  *
  * Step policies (AWS simple/step scaling): a raised scale-out alarm adds
- * `add` servers (or add_pct % of the current size, at least one), a raised
- * scale-in alarm removes `remove` (or remove_pct %, at least one); after a
- * change the group's size is left alone for that policy's cooldown.
+ * `add` servers, a raised scale-in alarm removes `remove`; after a change
+ * the group's size is left alone for that policy's cooldown. A percentage
+ * step (add_pct, remove_pct) is AWS's PercentChangeInCapacity: pct % of the
+ * current size rounded down, at least one, and at least add_min or
+ * remove_min (MinAdjustmentMagnitude), so a small group still moves.
  *
  * Target tracking (Kubernetes HPA): desired = ceil(current × value / target),
  * unchanged while value / target is within the tolerance band around 1.
@@ -28,6 +30,7 @@ struct scale_policy_cfg {
     uint32_t min, max;
     uint32_t add, remove;         /* servers per step; used when the _pct is 0 */
     uint32_t add_pct, remove_pct; /* percent of the current size per step */
+    uint32_t add_min, remove_min; /* fewest servers a percent step moves */
     uint64_t out_cooldown_ms, in_cooldown_ms;
     bool tracking;
     double target;

@@ -79,11 +79,15 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
     if (out != NULL) {
         c->out_alarm = (char *)str(out, "alarm");
         c->pol.add = (uint32_t)tern_value_int(tern_value_get(out, "add"), 1);
+        c->pol.add_pct = (uint32_t)tern_value_int(tern_value_get(out, "add_percent"), 0);
+        c->pol.add_min = (uint32_t)tern_value_int(tern_value_get(out, "min_adjustment"), 1);
         c->pol.out_cooldown_ms = (uint64_t)tern_value_int(tern_value_get(out, "cooldown"), 300000);
     }
     if (in != NULL) {
         c->in_alarm = (char *)str(in, "alarm");
         c->pol.remove = (uint32_t)tern_value_int(tern_value_get(in, "remove"), 1);
+        c->pol.remove_pct = (uint32_t)tern_value_int(tern_value_get(in, "remove_percent"), 0);
+        c->pol.remove_min = (uint32_t)tern_value_int(tern_value_get(in, "min_adjustment"), 1);
         c->pol.in_cooldown_ms = (uint64_t)tern_value_int(tern_value_get(in, "cooldown"), 300000);
     }
     if (tt != NULL) {

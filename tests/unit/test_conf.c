@@ -873,6 +873,8 @@ test_section_defaults(void **state)
     assert_int_equal(s->desired, 2);
     assert_true(s->scale_out.present);
     assert_int_equal(s->scale_out.count, 1);
+    assert_int_equal(s->scale_out.percent, 0); /* no percentage: add applies */
+    assert_int_equal(s->scale_out.min_adjustment, 1);
     assert_int_equal(s->scale_out.cooldown, 300000);
     assert_false(s->scale_in.present);
     assert_false(s->has_target_tracking);

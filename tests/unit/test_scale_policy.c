@@ -99,15 +99,21 @@ test_steps(void **unused)
     }
 }
 
+/* Percent steps as AWS's PercentChangeInCapacity: rounded down, at least
+ * one, at least min_adjustment (0 here: the default of one). */
 struct pct_row {
-    uint32_t add_pct, remove_pct, current, want_out, want_in;
+    uint32_t add_pct, remove_pct, min_adj, current, want_out, want_in;
 };
 
 static const struct pct_row pct_rows[] = {
-    {50, 50, 4, 6, 2},
-    {10, 10, 4, 5, 3}, /* 10 % of 4 rounds up to one */
-    {100, 25, 3, 6, 2},
-    {200, 100, 2, 6, 1},
+    {50, 50, 0, 4, 6, 2},     {10, 10, 0, 4, 5, 3}, /* 10 % of 4 is 0.4: one */
+    {100, 25, 0, 3, 6, 2},    {200, 100, 0, 2, 6, 1},
+    {50, 50, 0, 3, 4, 2},     /* 1.5 rounds down to 1 */
+    {150, 70, 0, 3, 7, 1},    /* 4.5 and 2.1 round down */
+    {10, 10, 2, 4, 6, 2},     /* min_adjustment lifts 0.4 to 2 */
+    {50, 50, 3, 10, 15, 5},   /* above min_adjustment it is the percentage */
+    {50, 50, 3, 4, 7, 1},     /* 2 < 3: three, bounded by min */
+    {300, 90, 0, 40, 100, 4}, /* 120 is clamped at max */
 };
 
 static void
@@ -115,14 +121,25 @@ test_percentages(void **unused)
 {
     for (size_t i = 0; i < sizeof(pct_rows) / sizeof(pct_rows[0]); i++) {
         const struct pct_row *r = &pct_rows[i];
-        struct scale_policy_cfg cfg = {
-            .min = 1, .max = 100, .add_pct = r->add_pct, .remove_pct = r->remove_pct};
+        struct scale_policy_cfg cfg = {.min = 1,
+                                       .max = 100,
+                                       .add = 7, /* ignored: the percentage wins */
+                                       .remove = 7,
+                                       .add_pct = r->add_pct,
+                                       .remove_pct = r->remove_pct,
+                                       .add_min = r->min_adj,
+                                       .remove_min = r->min_adj};
         struct scale_policy p;
+        uint32_t got;
 
         scale_policy_init(&p, &cfg, r->current);
-        assert_int_equal(scale_policy_step(&p, SCALE_OUT, r->current, 0, NULL), r->want_out);
+        got = scale_policy_step(&p, SCALE_OUT, r->current, 0, NULL);
+        if (got != r->want_out)
+            fail_msg("row %zu: out to %u, want %u", i, got, r->want_out);
         scale_policy_init(&p, &cfg, r->current);
-        assert_int_equal(scale_policy_step(&p, SCALE_IN, r->current, 0, NULL), r->want_in);
+        got = scale_policy_step(&p, SCALE_IN, r->current, 0, NULL);
+        if (got != r->want_in)
+            fail_msg("row %zu: in to %u, want %u", i, got, r->want_in);
     }
 }
 
