@@ -5,7 +5,8 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libev-dev libssl-dev libyaml-dev libjansson-dev libvirt-dev libesmtp-dev libcurl4-openssl-dev libmnl-dev)
-test=(libcmocka-dev python3-pytest curl wrk clang clang-format libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium python3-aiosmtpd keepalived)
+test=(libcmocka-dev python3-pytest curl wrk clang clang-format libclang-rt-14-dev openssl prometheus chromium chromium-driver python3-selenium python3-aiosmtpd keepalived
+    qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base busybox-static cpio xz-utils)
 bench=(haproxy nginx-light libnginx-mod-stream)
 
 want=("${build[@]}")
