@@ -257,7 +257,7 @@ struct conf_scale {
     uint32_t min, max, desired;
     enum conf_provider provider;
     char *libvirt_uri, *libvirt_template, *libvirt_storage_pool;
-    char *exec_create, *exec_destroy;
+    char *exec_create, *exec_destroy, *exec_list;
     uint64_t exec_timeout;
     struct conf_scale_policy scale_out, scale_in;
     bool has_target_tracking;

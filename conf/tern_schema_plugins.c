@@ -460,6 +460,11 @@ static const struct conf_field provider_exec_fields[] = {
      .flags = CONF_F_REQUIRED,
      CONF_AT(struct conf_scale, exec_destroy),
      .doc = "program that destroys a server"},
+    {.key = "list",
+     .kind = CONF_STRING,
+     CONF_AT(struct conf_scale, exec_list),
+     .doc = "program that prints a \"name host:port\" line per server that exists, to adopt "
+            "them after a restart; absent: destroy is run with TERN_ACTION=list"},
     {.key = "timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale, exec_timeout),

@@ -3,9 +3,10 @@
  * provider.
  *
  * Every SCALE_TICK the plugin calls scale_group_tick(). The first tick asks
- * the provider which servers exist (exec: the `destroy` program with
- * TERN_ACTION=list prints "name host:port" lines; a program that does not
- * know the action may exit non-zero, and then nothing is adopted) and what
+ * the provider which servers exist (exec: the `list` program, or without
+ * one `destroy` with TERN_ACTION=list, prints "name host:port" lines; a
+ * program that does not know the action may exit non-zero, and then
+ * nothing is adopted) and what
  * the pool holds: servers named <pool>-tern-<n> are adopted rather than
  * made again after a restart, and desired becomes at least their number.
  * The list is read again every 20 ticks to adopt servers the group lost.
@@ -782,6 +783,7 @@ cfg_copy(struct scale_group_cfg *d, const struct scale_group_cfg *s)
     d->pool = dup_or_null(s->pool);
     d->create = dup_or_null(s->create);
     d->destroy = dup_or_null(s->destroy);
+    d->list = dup_or_null(s->list);
     d->lv_uri = dup_or_null(s->lv_uri);
     d->lv_template = dup_or_null(s->lv_template);
     d->lv_storage = dup_or_null(s->lv_storage);
@@ -796,6 +798,7 @@ scale_cfg_free(struct scale_group_cfg *c)
     free(c->pool);
     free(c->create);
     free(c->destroy);
+    free(c->list);
     free(c->lv_uri);
     free(c->lv_template);
     free(c->lv_storage);
@@ -812,7 +815,7 @@ make_provider(struct scale_group *g, const struct scale_group_cfg *cfg, struct s
     out->p = NULL;
     if (cfg->provider == SCALE_PROV_EXEC) {
         out->ops = &scale_exec_ops;
-        out->p = scale_exec_new(cfg->create, cfg->destroy, cfg->timeout_ms);
+        out->p = scale_exec_new(cfg->create, cfg->destroy, cfg->list, cfg->timeout_ms);
     }
 #ifdef SCALE_HAVE_LIBVIRT
     if (cfg->provider == SCALE_PROV_LIBVIRT) {
@@ -834,9 +837,9 @@ static bool
 same_provider(const struct scale_group_cfg *a, const struct scale_group_cfg *b)
 {
     return a->provider == b->provider && same(a->create, b->create) &&
-           same(a->destroy, b->destroy) && a->timeout_ms == b->timeout_ms &&
-           same(a->lv_uri, b->lv_uri) && same(a->lv_template, b->lv_template) &&
-           same(a->lv_storage, b->lv_storage);
+           same(a->destroy, b->destroy) && same(a->list, b->list) &&
+           a->timeout_ms == b->timeout_ms && same(a->lv_uri, b->lv_uri) &&
+           same(a->lv_template, b->lv_template) && same(a->lv_storage, b->lv_storage);
 }
 
 struct scale_group *

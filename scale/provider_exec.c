@@ -5,10 +5,11 @@
  * create runs the `create` program with TERN_ACTION=create, TERN_GROUP,
  * TERN_POOL and TERN_SERVER; its last line of output is the new server's
  * host:port. destroy runs `destroy` with TERN_ACTION=destroy and
- * TERN_ADDRESS too. list runs `destroy` with TERN_ACTION=list and no
- * TERN_SERVER; it prints "name host:port" lines for the servers that exist
- * (a program that does not know the action exits non-zero: nothing is
- * adopted after a restart).
+ * TERN_ADDRESS too. list runs the `list` program with TERN_ACTION=list and
+ * no TERN_SERVER; it prints "name host:port" lines for the servers that
+ * exist. Without a `list` program, `destroy` is run with TERN_ACTION=list
+ * (the older form: one script for both; a program that does not know the
+ * action exits non-zero and nothing is adopted after a restart).
  *
  * The program runs as `/bin/sh -c <command>` in a process group of its own,
  * with the daemon's environment plus the TERN_* variables the group sets
@@ -235,28 +236,9 @@ out:
 /* ---- the provider ---- */
 
 struct exec_prov {
-    char *create, *destroy;
+    char *create, *destroy, *list; /* list "": destroy lists */
     uint64_t timeout_ms;
 };
-
-void *
-scale_exec_new(const char *create, const char *destroy, uint64_t timeout_ms)
-{
-    struct exec_prov *e = calloc(1, sizeof(*e));
-
-    if (e == NULL)
-        return NULL;
-    e->create = strdup(create ? create : "");
-    e->destroy = strdup(destroy ? destroy : "");
-    e->timeout_ms = timeout_ms;
-    if (e->create == NULL || e->destroy == NULL) {
-        free(e->create);
-        free(e->destroy);
-        free(e);
-        return NULL;
-    }
-    return e;
-}
 
 static void
 exec_free(void *p)
@@ -267,7 +249,26 @@ exec_free(void *p)
         return;
     free(e->create);
     free(e->destroy);
+    free(e->list);
     free(e);
+}
+
+void *
+scale_exec_new(const char *create, const char *destroy, const char *list, uint64_t timeout_ms)
+{
+    struct exec_prov *e = calloc(1, sizeof(*e));
+
+    if (e == NULL)
+        return NULL;
+    e->create = strdup(create ? create : "");
+    e->destroy = strdup(destroy ? destroy : "");
+    e->list = strdup(list ? list : "");
+    e->timeout_ms = timeout_ms;
+    if (e->create == NULL || e->destroy == NULL || e->list == NULL) {
+        exec_free(e);
+        return NULL;
+    }
+    return e;
 }
 
 static int
@@ -352,7 +353,8 @@ exec_list(void *p, const char *group, char **out, char *err, size_t errlen)
 {
     const struct exec_prov *e = p;
 
-    return run(e, e->destroy, "list", group, NULL, NULL, out, err, errlen);
+    return run(e, e->list[0] != '\0' ? e->list : e->destroy, "list", group, NULL, NULL, out, err,
+               errlen);
 }
 
 const struct scale_provider_ops scale_exec_ops = {

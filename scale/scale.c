@@ -62,6 +62,7 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
         c->provider = SCALE_PROV_EXEC;
         c->create = (char *)str(ex, "create");
         c->destroy = (char *)str(ex, "destroy");
+        c->list = (char *)str(ex, "list");
         c->timeout_ms = (uint64_t)tern_value_int(tern_value_get(ex, "timeout"), 60000);
     } else if (lv != NULL) {
         c->provider = SCALE_PROV_LIBVIRT;

@@ -26,7 +26,7 @@ struct scale_group_cfg {
     uint32_t desired;
     struct scale_policy_cfg pol;
     enum scale_provider_kind provider;
-    char *create, *destroy; /* exec */
+    char *create, *destroy, *list; /* exec; list NULL: destroy lists */
     uint64_t timeout_ms;
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
@@ -144,7 +144,8 @@ int scale_split_hostport(const char *addr, char *host, size_t hl, char *port, si
 
 /* provider_exec.c */
 extern const struct scale_provider_ops scale_exec_ops;
-void *scale_exec_new(const char *create, const char *destroy, uint64_t timeout_ms);
+void *scale_exec_new(const char *create, const char *destroy, const char *list,
+                     uint64_t timeout_ms);
 
 /* Runs cmd with /bin/sh -c and the extra environment (NAME=VALUE strings,
  * NULL-terminated), kills its process group after timeout_ms. Returns 0

@@ -474,3 +474,36 @@ def test_reload_keeps_the_group(tern, scripts):
             seen.add(r.read().decode().strip())
     assert seen == {"web-tern-1", "web-tern-2"}, (seen, t.log())
     assert len([c for c in calls(d) if c.startswith("create")]) == 2
+
+
+def test_list_program_adopts(tern, scripts):
+    """exec's `list:` program is what lists servers at start: with one, a
+    destroy that refuses TERN_ACTION=list is never asked, and a restart
+    still adopts the server it finds."""
+    d = scripts
+    # destroy.sh refuses to list unless list.sh calls it.
+    with open(os.path.join(d, "destroy.sh")) as f:
+        text = f.read()
+    with open(os.path.join(d, "destroy.sh"), "w") as f:
+        f.write(text.replace('if [ "$TERN_ACTION" = list ]; then',
+                             'if [ "$TERN_ACTION" = list ] && [ -z "$FROM_LIST" ]; then\n'
+                             f'    echo "destroy asked to list" >> {d}/calls; exit 3\nfi\n'
+                             'if [ "$TERN_ACTION" = list ]; then', 1))
+    with open(os.path.join(d, "list.sh"), "w") as f:
+        f.write(f"#!/bin/sh\necho \"listed $TERN_ACTION\" >> {d}/calls\n"
+                f"FROM_LIST=1 exec {d}/destroy.sh\n")
+    os.chmod(os.path.join(d, "list.sh"), 0o755)
+    port, admin = free_port(), free_port()
+    yaml = config(port, admin, d).replace(
+        f"destroy: {d}/destroy.sh,", f"destroy: {d}/destroy.sh, list: {d}/list.sh,")
+    assert "list:" in yaml
+    t = tern(yaml, wait_ports=[port])
+    assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
+    t.stop()
+    t2 = tern(yaml, wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
+    assert g, f"{scale_api(admin)}\n{t2.log()}"
+    assert g["servers"][0]["adopted"] is True, g
+    assert "listed list" in calls(d)
+    assert "destroy asked to list" not in calls(d), calls(d)
+    assert len([c for c in calls(d) if c.startswith("create")]) == 1, calls(d)
