@@ -307,6 +307,7 @@ lb_queue_add(struct lb_wpool *wp, struct lb_queued *q)
         wp->queue_head = q;
     wp->queue_tail = q;
     wp->queued++;
+    atomic_fetch_add_explicit(&wp->pool->queued, 1, memory_order_relaxed);
     if (!ev_is_active(&wp->queue_timer)) {
         ev_timer_init(&wp->queue_timer, queue_poll_cb, 0.02, 0.02);
         ev_timer_start(wp->gen->w->loop, &wp->queue_timer);
@@ -327,6 +328,7 @@ lb_queue_del(struct lb_wpool *wp, struct lb_queued *q)
         wp->queue_tail = q->prev;
     q->next = q->prev = NULL;
     wp->queued--;
+    atomic_fetch_sub_explicit(&wp->pool->queued, 1, memory_order_relaxed);
     if (!wp->queued && ev_is_active(&wp->queue_timer))
         ev_timer_stop(wp->gen->w->loop, &wp->queue_timer);
 }

@@ -90,6 +90,9 @@ struct lb_pool {
      * each worker rebuilds its balancer on its next pick. */
     atomic_uint generation;
     atomic_ulong requests, no_server;
+    /* Requests waiting in this pool's queues, all workers (a gauge the
+     * sampler reads; each worker's list stays its own). */
+    atomic_uint queued;
 };
 
 /* One configuration generation with its runtime state. Reference counted:

@@ -474,6 +474,8 @@ sample_pools(struct lb_plugins *ps, double dt)
         put_figures(ps, "pool", p->cf->name, NULL, &f, sp->known && dt > 0);
         put(ps, "pool", p->cf->name, NULL, "servers", (double)servers, true);
         put(ps, "pool", p->cf->name, NULL, "healthy_servers", (double)healthy, true);
+        put(ps, "pool", p->cf->name, NULL, "queued",
+            (double)atomic_load_explicit(&p->queued, memory_order_relaxed), true);
         sp->requests = req;
         sp->known = true;
     }
