@@ -117,6 +117,27 @@ conf_strdup(struct conf_ctx *ctx, const char *s)
     return p;
 }
 
+/*
+ * A relative file name in a configuration file names a file next to that
+ * file (as include: does), not one in the daemon's working directory, which
+ * is / under systemd and anything at all under `tern -t`. An included file's
+ * names are relative to the included file: the node knows where it came
+ * from. A default (a node without a file) is kept as it is.
+ */
+static char *
+conf_path(struct conf_ctx *ctx, const struct conf_node *v)
+{
+    const char *slash = v->file != NULL ? strrchr(v->file, '/') : NULL;
+    char *p;
+
+    if (v->str[0] == '/' || v->str[0] == '\0' || slash == NULL)
+        return conf_strdup(ctx, v->str);
+    p = conf_arena_printf(ctx->arena, "%.*s/%s", (int)(slash - v->file), v->file, v->str);
+    if (p == NULL)
+        conf_diag_add(ctx->diag, "<memory>", 0, 0, ctx->path, "out of memory");
+    return p;
+}
+
 /* Optimal string alignment distance: Levenshtein plus adjacent swaps, the
  * most common typo in a key ("lsiten"). Capped at 32 characters. */
 static size_t
@@ -360,7 +381,7 @@ parse_scalar(struct conf_ctx *ctx, const struct conf_field *f, enum conf_kind ki
         return -1;
     switch (kind) {
     case CONF_STRING: {
-        char *s = conf_strdup(ctx, v->str);
+        char *s = (f->flags & CONF_F_PATH) ? conf_path(ctx, v) : conf_strdup(ctx, v->str);
 
         if (s == NULL)
             return -1;

@@ -59,6 +59,7 @@ enum conf_field_flags {
     CONF_F_RESTART = 1 << 1,  /* a change needs a restart, not a reload */
     CONF_F_LAZY = 1 << 2,     /* STRUCT: defaults applied only if the section is given */
     CONF_F_NOSTORE = 1 << 3,  /* checked and documented; handled elsewhere (include) */
+    CONF_F_PATH = 1 << 4,     /* STRING naming a file: relative to the file it is written in */
 };
 
 /* A CUSTOM field's parser. value is never NULL or null. Reports its own

@@ -198,8 +198,10 @@ static const struct conf_field email_fields[] = {
      .doc = "SMTP AUTH user; absent: no authentication"},
     {.key = "password_file",
      .kind = CONF_STRING,
+     .flags = CONF_F_PATH,
      CONF_AT(struct conf_email, password_file),
-     .doc = "file holding the SMTP AUTH password"},
+     .doc = "file holding the SMTP AUTH password; a relative name is relative to the folder of "
+            "the configuration file that holds it"},
     {.key = "from",
      .kind = CONF_STRING,
      .flags = CONF_F_REQUIRED,
@@ -215,9 +217,10 @@ static const struct conf_field email_fields[] = {
      .doc = "recipient addresses"},
     {.key = "ca_file",
      .kind = CONF_STRING,
+     .flags = CONF_F_PATH,
      CONF_AT(struct conf_email, ca_file),
-     .doc = "CA certificates the server's STARTTLS certificate is checked against; absent: the "
-            "system's"},
+     .doc = "CA certificates the server's STARTTLS certificate is checked against (relative to "
+            "the configuration file's folder); absent: the system's"},
     {.key = "timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_email, timeout),

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* cmocka needs stdarg.h, stddef.h and setjmp.h first. */
@@ -1017,6 +1018,48 @@ test_file_errors(void **state)
     tdir_free(&t);
 }
 
+/* ---- relative file names ---- */
+
+/* A relative file name in a plugin section names a file next to the
+ * configuration file that holds it (an included one: next to that one),
+ * whatever the working directory; absolute names stay. */
+static void
+test_relative_paths(void **state)
+{
+    static const char mail[] = "watch:\n"
+                               "  notify:\n"
+                               "    ops:\n"
+                               "      email: {server: \"10.0.0.25:25\", from: a@b, to: [c@d],\n"
+                               "              user: u, password_file: %s, ca_file: %s}\n";
+    struct tdir t;
+    struct conf *c;
+    char path[256], text[512], want[256], sub[128], *errs;
+
+    tdir_init(&t);
+    snprintf(sub, sizeof(sub), "%s/sub", t.path);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(text, sizeof(text), mail, "secret", "/etc/ssl/ca.pem");
+    tdir_put(&t, "main.yaml", text, path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 0);
+    snprintf(want, sizeof(want), "%s/secret", t.path);
+    assert_string_equal(c->watch.notify[0].email.password_file, want);
+    assert_string_equal(c->watch.notify[0].email.ca_file, "/etc/ssl/ca.pem");
+    conf_free(c);
+    free(errs);
+
+    snprintf(text, sizeof(text), mail, "../pw", "certs/ca.pem");
+    tdir_put(&t, "sub/mail.yaml", text, NULL, 0);
+    tdir_put(&t, "main.yaml", "include: sub/mail.yaml\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 0);
+    snprintf(want, sizeof(want), "%s/sub/../pw", t.path);
+    assert_string_equal(c->watch.notify[0].email.password_file, want);
+    snprintf(want, sizeof(want), "%s/sub/certs/ca.pem", t.path);
+    assert_string_equal(c->watch.notify[0].email.ca_file, want);
+    conf_free(c);
+    free(errs);
+    tdir_free(&t);
+}
+
 /* ---- includes ---- */
 
 static void
@@ -1285,27 +1328,17 @@ int
 main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_addr),
-        cmocka_unit_test(test_parse_cidr_ip),
-        cmocka_unit_test(test_parse_numbers),
-        cmocka_unit_test(test_did_you_mean),
-        cmocka_unit_test(test_arena),
-        cmocka_unit_test(test_schema_engine),
-        cmocka_unit_test(test_schema_selftest),
-        cmocka_unit_test(test_all_errors_reported),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_section_defaults),
-        cmocka_unit_test(test_env_expansion),
-        cmocka_unit_test(test_flow_and_block),
-        cmocka_unit_test(test_aliases),
-        cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_include_merge),
-        cmocka_unit_test(test_include_errors),
-        cmocka_unit_test(test_include_depth),
-        cmocka_unit_test(test_example),
-        cmocka_unit_test(test_reference_up_to_date),
+        cmocka_unit_test(test_parse_duration),  cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_addr),      cmocka_unit_test(test_parse_cidr_ip),
+        cmocka_unit_test(test_parse_numbers),   cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_arena),           cmocka_unit_test(test_schema_engine),
+        cmocka_unit_test(test_schema_selftest), cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_section_defaults),
+        cmocka_unit_test(test_env_expansion),   cmocka_unit_test(test_flow_and_block),
+        cmocka_unit_test(test_aliases),         cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_relative_paths),  cmocka_unit_test(test_include_merge),
+        cmocka_unit_test(test_include_errors),  cmocka_unit_test(test_include_depth),
+        cmocka_unit_test(test_example),         cmocka_unit_test(test_reference_up_to_date),
     };
     enum { NFIXED = sizeof(fixed) / sizeof(fixed[0]) };
     struct CMUnitTest *tests = NULL;
