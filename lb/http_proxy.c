@@ -50,41 +50,31 @@ enum { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_CLOSE, BODY_TUNNEL };
 #define MAX_TRIES 8
 #define LINGER_SECS 2.0
 
-struct http_sess {
-    struct lb_conn_link link; /* first: the worker's list points here */
-    ev_io cio;
+/* What one request needs beyond the client connection itself. A session
+ * holds one only while a request is in progress (or bytes of the next one
+ * are buffered): an idle keep-alive connection costs just its http_sess, as
+ * it does in HAProxy (session vs stream). Exchanges come from a per-worker
+ * free list, so taking one per request is a pop, not a malloc. */
+struct http_exch {
+    struct http_sess *s;
     ev_io bio;
-    ev_timer timer;
-    struct lb_listener *l;
-    struct lb_worker *w;
-    struct lb_wgen *gen; /* holds a reference */
     struct lb_bconn *b;
     struct lb_queued q; /* while waiting for a server slot */
-    struct lb_buf cin, cout, sout, sin;
-    int cfd;
-    uint8_t state;
+    struct lb_buf cout, sout, sin;
     uint8_t req_mode, resp_mode;
     uint8_t meth;
     int8_t minor;
-    bool c_rd, c_wr, b_rd, b_wr; /* socket ready (last op did not hit EAGAIN) */
-    /* The event that sets each of those again: EV_READ / EV_WRITE, swapped
-     * while TLS needs the other direction to make progress. */
-    uint8_t c_rdw, c_wrw, b_rdw, b_wrw;
-    struct ssl_st *ssl; /* client side TLS, NULL: plain text */
-    char *cert_subject; /* verified client certificate's subject, or NULL */
-    bool tls_hs;        /* client handshake in progress */
-    bool b_hs;          /* server connected, its TLS handshake in progress */
-    bool c_eof, b_eof;
-    bool c_woke;       /* the client read watcher fired while we wanted no bytes */
-    bool client_close; /* close the client connection after this response */
+    bool b_rd, b_wr;
+    uint8_t b_rdw, b_wrw;
+    bool b_hs; /* server connected, its TLS handshake in progress */
+    bool b_eof;
     bool backend_close;
     bool req_done, resp_head_done, resp_done, upgrade;
-    bool head_timer; /* the header timeout runs (not reset by activity) */
-    bool queued;     /* in the pool's queue (state ST_QUEUED) */
+    bool queued; /* in the pool's queue (state ST_QUEUED) */
     bool any_resp_sent;
+    uint8_t tries;
     int16_t pool;
     int16_t srv;
-    uint8_t tries;
     int16_t avoid[MAX_TRIES];
     uint16_t status;
     uint32_t sout_len; /* length of the rewritten request head in sout */
@@ -93,6 +83,31 @@ struct http_sess {
     struct http1_chunked req_ck, resp_ck;
     uint64_t t_start, t_connect, t_resp;
     uint64_t bytes_in, bytes_out;
+};
+
+struct http_sess {
+    struct lb_conn_link link; /* first: the worker's list points here */
+    ev_io cio;
+    ev_timer timer;
+    struct lb_listener *l;
+    struct lb_worker *w;
+    struct lb_wgen *gen; /* holds a reference */
+    struct http_exch *x; /* NULL while idle between requests */
+    struct ssl_st *ssl;  /* client side TLS, NULL: plain text */
+    char *cert_subject;  /* verified client certificate's subject, or NULL */
+    struct lb_buf cin;
+    int cfd;
+    uint8_t state;
+    bool c_rd, c_wr; /* socket ready (last op did not hit EAGAIN) */
+    /* The event that sets each of c_rd, c_wr, x->b_rd, x->b_wr again:
+     * EV_READ / EV_WRITE, swapped while TLS needs the other direction to
+     * make progress. */
+    uint8_t c_rdw, c_wrw;
+    bool tls_hs; /* client handshake in progress */
+    bool c_eof;
+    bool c_woke;       /* the client read watcher fired while we wanted no bytes */
+    bool client_close; /* close the client connection after this response */
+    bool head_timer;   /* the header timeout runs (not reset by activity) */
     uint8_t peer_family;
     uint16_t peer_port;
     uint8_t peer[16];
@@ -166,7 +181,7 @@ lcf(const struct http_sess *s)
 static inline const struct conf_pool *
 pcf(const struct http_sess *s)
 {
-    return s->gen->snap->pools[s->pool].cf;
+    return s->gen->snap->pools[s->x->pool].cf;
 }
 
 static void
@@ -184,20 +199,20 @@ arm_timer(struct http_sess *s, uint64_t ms)
 static void
 log_request(struct http_sess *s, const char *term)
 {
-    struct lb_pool *p = s->pool >= 0 ? &s->gen->snap->pools[s->pool] : NULL;
-    struct lb_server *srv = (p && s->srv >= 0) ? &p->servers[s->srv] : NULL;
+    struct lb_pool *p = s->x->pool >= 0 ? &s->gen->snap->pools[s->x->pool] : NULL;
+    struct lb_server *srv = (p && s->x->srv >= 0) ? &p->servers[s->x->srv] : NULL;
 
     if (srv) {
-        int cls = s->status / 100;
+        int cls = s->x->status / 100;
         atomic_fetch_add_explicit(&srv->st.responses[(cls >= 1 && cls <= 5) ? cls : 0], 1,
                                   memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->st.bytes_in, s->bytes_in, memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->st.bytes_out, s->bytes_out, memory_order_relaxed);
-        if (s->status) {
-            lb_server_observe(srv, lb_now_us(s->w->loop) - s->t_start);
-            if (s->status >= 500 && s->t_resp)
+        atomic_fetch_add_explicit(&srv->st.bytes_in, s->x->bytes_in, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->st.bytes_out, s->x->bytes_out, memory_order_relaxed);
+        if (s->x->status) {
+            lb_server_observe(srv, lb_now_us(s->w->loop) - s->x->t_start);
+            if (s->x->status >= 500 && s->x->t_resp)
                 atomic_fetch_add_explicit(&srv->consecutive_failures, 1, memory_order_relaxed);
-            else if (s->t_resp)
+            else if (s->x->t_resp)
                 atomic_store_explicit(&srv->consecutive_failures, 0, memory_order_relaxed);
         }
     }
@@ -222,8 +237,8 @@ log_request(struct http_sess *s, const char *term)
     /* The request line is the first line of the rewritten head in sout. */
     const char *m = "-", *path = "-";
     size_t mlen = 1, plen = 1;
-    if (s->sout.data && s->sout_len) {
-        const char *h = s->sout.data, *e = h + s->sout_len;
+    if (s->x->sout.data && s->x->sout_len) {
+        const char *h = s->x->sout.data, *e = h + s->x->sout_len;
         const char *sp1 = memchr(h, ' ', (size_t)(e - h));
         const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(e - sp1 - 1)) : NULL;
         if (sp1 && sp2) {
@@ -243,13 +258,13 @@ log_request(struct http_sess *s, const char *term)
         .method_len = mlen,
         .path = path,
         .path_len = plen,
-        .minor_version = s->minor >= 0 ? s->minor : 1,
-        .status = s->status,
-        .bytes_in = s->bytes_in,
-        .bytes_out = s->bytes_out,
-        .t_connect_us = s->t_connect ? s->t_connect - s->t_start : UINT64_MAX,
-        .t_response_us = s->t_resp ? s->t_resp - s->t_start : UINT64_MAX,
-        .t_total_us = now - s->t_start,
+        .minor_version = s->x->minor >= 0 ? s->x->minor : 1,
+        .status = s->x->status,
+        .bytes_in = s->x->bytes_in,
+        .bytes_out = s->x->bytes_out,
+        .t_connect_us = s->x->t_connect ? s->x->t_connect - s->x->t_start : UINT64_MAX,
+        .t_response_us = s->x->t_resp ? s->x->t_resp - s->x->t_start : UINT64_MAX,
+        .t_total_us = now - s->x->t_start,
         .termination = term,
         .tls_version = s->ssl ? lb_tls_version(s->ssl) : NULL,
         .tls_cipher = s->ssl ? lb_tls_cipher(s->ssl) : NULL,
@@ -262,12 +277,12 @@ log_request(struct http_sess *s, const char *term)
 static void
 backend_release(struct http_sess *s, bool keep)
 {
-    struct lb_bconn *b = s->b;
+    struct lb_bconn *b = s->x->b;
     if (!b)
         return;
-    ev_io_stop(s->w->loop, &s->bio);
+    ev_io_stop(s->w->loop, &s->x->bio);
     atomic_fetch_sub_explicit(&b->srv->active, 1, memory_order_relaxed);
-    s->b = NULL;
+    s->x->b = NULL;
     struct lb_wpool *wp = b->wp;
     lb_backend_put(b, keep);
     /* A slot is free: the oldest request waiting for one goes first. */
@@ -285,7 +300,7 @@ static int
 backend_connect(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
-    struct lb_wpool *wp = &s->gen->wpools[s->pool];
+    struct lb_wpool *wp = &s->gen->wpools[s->x->pool];
     uint64_t key;
 
     switch (pcf(s)->balance) {
@@ -294,7 +309,7 @@ backend_connect(struct http_sess *s)
         break;
     case LB_BAL_URI_HASH: {
         /* The path of the request line in sout (up to '?'). */
-        const char *h = s->sout.data, *e = h + s->sout_len;
+        const char *h = s->x->sout.data, *e = h + s->x->sout_len;
         const char *p = memchr(h, ' ', (size_t)(e - h));
         const char *q = p ? p + 1 : e;
         while (q < e && *q != ' ' && *q != '?')
@@ -308,16 +323,16 @@ backend_connect(struct http_sess *s)
 
     for (;;) {
         int avoid[MAX_TRIES];
-        for (int i = 0; i < s->tries; i++)
-            avoid[i] = s->avoid[i];
-        int i = lb_backend_pick(w, wp, key, avoid, s->tries);
+        for (int i = 0; i < s->x->tries; i++)
+            avoid[i] = s->x->avoid[i];
+        int i = lb_backend_pick(w, wp, key, avoid, s->x->tries);
         if (i == LB_PICK_FULL && s->state == ST_QUEUED) {
-            if (lb_queue_add(wp, &s->q)) {
-                s->queued = true;
+            if (lb_queue_add(wp, &s->x->q)) {
+                s->x->queued = true;
                 return 0;
             }
-        } else if (i == LB_PICK_FULL && lb_queue_add(wp, &s->q)) {
-            s->queued = true;
+        } else if (i == LB_PICK_FULL && lb_queue_add(wp, &s->x->q)) {
+            s->x->queued = true;
             s->state = ST_QUEUED;
             arm_timer(s, pcf(s)->timeout_queue);
             return 0;
@@ -329,42 +344,42 @@ backend_connect(struct http_sess *s)
         struct lb_server *srv = &wp->pool->servers[i];
         /* A replayed request (tries > 0) must not land on a connection that
          * may be just as stale as the one that failed. */
-        struct lb_bconn *b = lb_backend_get(w, wp, i, s->tries == 0);
-        s->srv = (int16_t)i;
-        if (s->tries < MAX_TRIES)
-            s->avoid[s->tries] = (int16_t)i;
-        s->tries++;
+        struct lb_bconn *b = lb_backend_get(w, wp, i, s->x->tries == 0);
+        s->x->srv = (int16_t)i;
+        if (s->x->tries < MAX_TRIES)
+            s->x->avoid[s->x->tries] = (int16_t)i;
+        s->x->tries++;
         if (!b) {
             atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
-            if (s->tries <= pcf(s)->retries && s->tries < MAX_TRIES)
+            if (s->x->tries <= pcf(s)->retries && s->x->tries < MAX_TRIES)
                 continue;
             return send_error(s, 503);
         }
         atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->st.requests, 1, memory_order_relaxed);
         b->owner = s;
-        s->b = b;
-        s->b_rd = false;
-        s->b_rdw = EV_READ;
-        s->b_wrw = EV_WRITE;
-        s->b_hs = false;
-        s->b_eof = false;
-        s->sin.head = s->sin.tail = 0;
-        ev_io_init(&s->bio, backend_cb, b->fd, EV_WRITE);
+        s->x->b = b;
+        s->x->b_rd = false;
+        s->x->b_rdw = EV_READ;
+        s->x->b_wrw = EV_WRITE;
+        s->x->b_hs = false;
+        s->x->b_eof = false;
+        s->x->sin.head = s->x->sin.tail = 0;
+        ev_io_init(&s->x->bio, backend_cb, b->fd, EV_WRITE);
         /* libev re-registers an fd with epoll whenever a watcher was (re)set,
          * in case the number now names a new file. A reused connection's fd
          * is already registered: skip that syscall on every request. */
         if (b->reused)
-            s->bio.events &= ~EV__IOFDSET;
+            s->x->bio.events &= ~EV__IOFDSET;
         if (b->reused) {
             s->state = ST_FORWARD;
-            s->b_wr = true;
-            s->t_connect = lb_now_us(w->loop);
+            s->x->b_wr = true;
+            s->x->t_connect = lb_now_us(w->loop);
             arm_timer(s, pcf(s)->timeout_server);
         } else {
             s->state = ST_CONNECT;
-            s->b_wr = false;
-            ev_io_start(w->loop, &s->bio);
+            s->x->b_wr = false;
+            ev_io_start(w->loop, &s->x->bio);
             arm_timer(s, pcf(s)->timeout_connect);
         }
         return 0;
@@ -377,12 +392,12 @@ backend_connect(struct http_sess *s)
 static void
 connect_failed(struct http_sess *s, int status)
 {
-    struct lb_server *srv = s->b->srv;
+    struct lb_server *srv = s->x->b->srv;
     atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&srv->consecutive_failures, 1, memory_order_relaxed);
     backend_release(s, false);
-    if (s->tries <= pcf(s)->retries && s->tries < MAX_TRIES) {
-        s->sout.head = 0;
+    if (s->x->tries <= pcf(s)->retries && s->x->tries < MAX_TRIES) {
+        s->x->sout.head = 0;
         backend_connect(s);
     } else {
         send_error(s, status);
@@ -526,7 +541,7 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct http1_header *h = &r->headers[i];
         if (hop_by_hop(h->name)) {
-            if (s->upgrade && http1_str_ieq(h->name, "upgrade"))
+            if (s->x->upgrade && http1_str_ieq(h->name, "upgrade"))
                 put_hdr(&o, h->name, h->value);
             continue;
         }
@@ -556,7 +571,8 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
     if (!r->host.len && !r->minor_version) {
         /* HTTP/1.0 allows a missing Host; the backend still wants one. */
         puts_(&o, "Host: ");
-        puts_(&o, s->gen->snap->pools[s->pool].servers[s->srv >= 0 ? s->srv : 0].addr.text);
+        puts_(&o,
+              s->gen->snap->pools[s->x->pool].servers[s->x->srv >= 0 ? s->x->srv : 0].addr.text);
         puts_(&o, "\r\n");
     }
     if (s->cert_subject) {
@@ -564,7 +580,7 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
         puts_(&o, s->cert_subject);
         puts_(&o, "\r\n");
     }
-    if (s->upgrade)
+    if (s->x->upgrade)
         puts_(&o, "Connection: upgrade\r\n");
     else if (!r->minor_version)
         puts_(&o, "Connection: keep-alive\r\n");
@@ -609,43 +625,102 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
 static void
 reset_request(struct http_sess *s)
 {
-    s->req_mode = s->resp_mode = BODY_NONE;
-    s->req_done = s->resp_head_done = s->resp_done = s->upgrade = false;
-    s->backend_close = false;
-    s->any_resp_sent = false;
-    s->pool = -1;
-    s->srv = -1;
-    s->tries = 0;
-    s->status = 0;
-    s->sout_len = 0;
-    s->req_fwd = s->resp_fwd = 0;
-    s->req_left = s->resp_left = 0;
-    memset(&s->req_ck, 0, sizeof(s->req_ck));
-    memset(&s->resp_ck, 0, sizeof(s->resp_ck));
-    s->t_connect = s->t_resp = 0;
-    s->bytes_in = s->bytes_out = 0;
-    s->minor = -1;
+    s->x->req_mode = s->x->resp_mode = BODY_NONE;
+    s->x->req_done = s->x->resp_head_done = s->x->resp_done = s->x->upgrade = false;
+    s->x->backend_close = false;
+    s->x->any_resp_sent = false;
+    s->x->pool = -1;
+    s->x->srv = -1;
+    s->x->tries = 0;
+    s->x->status = 0;
+    s->x->sout_len = 0;
+    s->x->req_fwd = s->x->resp_fwd = 0;
+    s->x->req_left = s->x->resp_left = 0;
+    memset(&s->x->req_ck, 0, sizeof(s->x->req_ck));
+    memset(&s->x->resp_ck, 0, sizeof(s->x->resp_ck));
+    s->x->t_connect = s->x->t_resp = 0;
+    s->x->bytes_in = s->x->bytes_out = 0;
+    s->x->minor = -1;
+}
+
+#define EXCH_SPARE 1024 /* kept per worker; more go back to malloc */
+
+static void queue_retry(struct lb_queued *q);
+
+/* Gives s the state of a request. Returns false when memory ran out. */
+static bool
+exch_get(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    struct http_exch *x = w->exch_free;
+    if (x) {
+        w->exch_free = *(void **)x;
+        w->exch_nfree--;
+    } else if (!(x = malloc(sizeof(*x)))) {
+        return false;
+    }
+    memset(x, 0, sizeof(*x));
+    x->s = s;
+    x->b_rdw = EV_READ;
+    x->b_wrw = EV_WRITE;
+    x->q.retry = queue_retry;
+    ev_init(&x->bio, backend_cb);
+    x->t_start = lb_now_us(w->loop);
+    s->x = x;
+    reset_request(s);
+    return true;
+}
+
+/* Takes the request state back; the caller let go of the backend
+ * connection and the queue. */
+static void
+exch_put(struct http_sess *s)
+{
+    struct lb_worker *w = s->w;
+    struct http_exch *x = s->x;
+    lb_buf_release(&w->bufs, &x->cout, true);
+    lb_buf_release(&w->bufs, &x->sout, true);
+    lb_buf_release(&w->bufs, &x->sin, true);
+    s->x = NULL;
+    if (w->exch_nfree < EXCH_SPARE) {
+        *(void **)x = w->exch_free;
+        w->exch_free = x;
+        w->exch_nfree++;
+    } else {
+        free(x);
+    }
+}
+
+void
+lb_http_worker_free(struct lb_worker *w)
+{
+    while (w->exch_free) {
+        void *next = *(void **)w->exch_free;
+        free(w->exch_free);
+        w->exch_free = next;
+    }
+    w->exch_nfree = 0;
 }
 
 static int
 send_error(struct http_sess *s, int status)
 {
     const char *txt = err_response(status);
-    s->status = (uint16_t)status;
+    s->x->status = (uint16_t)status;
     s->client_close = true;
     backend_release(s, false);
-    s->cout.head = s->cout.tail = 0;
-    lb_buf_append(&s->w->bufs, &s->cout, txt, strlen(txt));
-    s->bytes_out += strlen(txt);
-    if (s->pool >= 0 || s->minor >= 0 || status != 408)
+    s->x->cout.head = s->x->cout.tail = 0;
+    lb_buf_append(&s->w->bufs, &s->x->cout, txt, strlen(txt));
+    s->x->bytes_out += strlen(txt);
+    if (s->x->pool >= 0 || s->x->minor >= 0 || status != 408)
         log_request(s, status >= 500 ? "backend" : "client");
     /* Lingering close: keep reading (and discarding) what the client still
      * sends for a moment, so that closing with unread bytes does not reset
      * the connection before the client has read the answer. */
     s->state = ST_LINGER;
-    s->req_fwd = 0;
-    s->resp_fwd = 0;
-    lb_buf_release(&s->w->bufs, &s->sin, true);
+    s->x->req_fwd = 0;
+    s->x->resp_fwd = 0;
+    lb_buf_release(&s->w->bufs, &s->x->sin, true);
     arm_timer(s, (uint64_t)(LINGER_SECS * 1000));
     return -1;
 }
@@ -681,33 +756,33 @@ start_request(struct http_sess *s)
         lb_debug("client request refused with %d: %s", r->error_status, r->error);
         return send_error(s, r->error_status ? r->error_status : 400);
     }
-    s->minor = (int8_t)r->minor_version;
-    s->meth = (uint8_t)r->meth;
+    s->x->minor = (int8_t)r->minor_version;
+    s->x->meth = (uint8_t)r->meth;
     s->head_timer = false;
     if (r->meth == HTTP1_M_CONNECT)
         return send_error(s, 405);
 
-    s->pool = (int16_t)route(cl, r);
-    if (s->pool < 0)
+    s->x->pool = (int16_t)route(cl, r);
+    if (s->x->pool < 0)
         return send_error(s, 503);
-    atomic_fetch_add_explicit(&s->gen->snap->pools[s->pool].requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->gen->snap->pools[s->x->pool].requests, 1, memory_order_relaxed);
 
     if (r->f.chunked) {
-        s->req_mode = BODY_CHUNKED;
+        s->x->req_mode = BODY_CHUNKED;
     } else if (r->f.content_length > 0) {
-        s->req_mode = BODY_CL;
-        s->req_left = r->f.content_length;
+        s->x->req_mode = BODY_CL;
+        s->x->req_left = r->f.content_length;
     } else {
-        s->req_mode = BODY_NONE;
-        s->req_done = true;
+        s->x->req_mode = BODY_NONE;
+        s->x->req_done = true;
     }
-    s->upgrade = r->f.conn_upgrade && r->f.has_upgrade && r->minor_version == 1;
+    s->x->upgrade = r->f.conn_upgrade && r->f.has_upgrade && r->minor_version == 1;
     s->client_close = r->f.conn_close || (r->minor_version == 0 && !r->f.conn_keep_alive);
 
-    if (lb_buf_alloc(&s->w->bufs, &s->sout) < 0 || build_request_head(s, r, &s->sout) < 0)
+    if (lb_buf_alloc(&s->w->bufs, &s->x->sout) < 0 || build_request_head(s, r, &s->x->sout) < 0)
         return send_error(s, 431);
-    s->sout_len = s->sout.tail;
-    s->bytes_in += (uint64_t)n;
+    s->x->sout_len = s->x->sout.tail;
+    s->x->bytes_in += (uint64_t)n;
     lb_buf_consume(&s->cin, (uint32_t)n);
     if (backend_connect(s) < 0)
         return -1;
@@ -742,7 +817,7 @@ build_response_head(struct http_sess *s, const struct http1_response *r, struct 
         puts_(&o, "Connection: upgrade\r\n");
     else if (!interim && s->client_close)
         puts_(&o, "Connection: close\r\n");
-    else if (!interim && s->minor == 0)
+    else if (!interim && s->x->minor == 0)
         puts_(&o, "Connection: keep-alive\r\n");
     put(&o, "\r\n", 2);
     if (o.overflow)
@@ -761,92 +836,92 @@ response_head(struct http_sess *s)
 
     for (;;) {
         ssize_t n =
-            http1_parse_response(s->sin.data + s->sin.head, lb_buf_len(&s->sin),
+            http1_parse_response(s->x->sin.data + s->x->sin.head, lb_buf_len(&s->x->sin),
                                  cl->max_header_size ? cl->max_header_size : LB_BUF_SIZE - 2048, r);
         if (n == HTTP1_INCOMPLETE) {
-            if (lb_buf_len(&s->sin) >= LB_BUF_SIZE - 2048) {
+            if (lb_buf_len(&s->x->sin) >= LB_BUF_SIZE - 2048) {
                 lb_warn("pool %s server %s: response head too large", pcf(s)->name,
-                        s->b->srv->name);
+                        s->x->b->srv->name);
                 send_error(s, 502);
                 return -1;
             }
             return 0;
         }
         if (n < 0) {
-            lb_warn("pool %s server %s: invalid response: %s", pcf(s)->name, s->b->srv->name,
+            lb_warn("pool %s server %s: invalid response: %s", pcf(s)->name, s->x->b->srv->name,
                     r->error ? r->error : "?");
-            if (s->any_resp_sent) {
+            if (s->x->any_resp_sent) {
                 sess_close(s);
                 return -1;
             }
             send_error(s, 502);
             return -1;
         }
-        if (!s->t_resp)
-            s->t_resp = lb_now_us(s->w->loop);
-        if (lb_buf_alloc(&s->w->bufs, &s->cout) < 0) {
+        if (!s->x->t_resp)
+            s->x->t_resp = lb_now_us(s->w->loop);
+        if (lb_buf_alloc(&s->w->bufs, &s->x->cout) < 0) {
             send_error(s, 502);
             return -1;
         }
-        bool interim = r->status >= 100 && r->status < 200 && !(r->status == 101 && s->upgrade);
-        if (r->status == 101 && !s->upgrade) {
+        bool interim = r->status >= 100 && r->status < 200 && !(r->status == 101 && s->x->upgrade);
+        if (r->status == 101 && !s->x->upgrade) {
             /* Switching protocols that nobody asked for. */
             send_error(s, 502);
             return -1;
         }
-        if (interim && s->minor == 0) {
+        if (interim && s->x->minor == 0) {
             /* HTTP/1.0 clients do not expect interim responses. */
-            lb_buf_consume(&s->sin, (uint32_t)n);
+            lb_buf_consume(&s->x->sin, (uint32_t)n);
             continue;
         }
-        lb_buf_compact(&s->cout);
+        lb_buf_compact(&s->x->cout);
         if (!interim) {
-            s->status = (uint16_t)r->status;
+            s->x->status = (uint16_t)r->status;
             /* A listener removed by a reload takes no further request on
              * this connection; tell the client before it sends one. */
             if (s->gen != s->w->gen && !successor(s))
                 s->client_close = true;
             if (r->f.conn_close || (r->minor_version == 0 && !r->f.conn_keep_alive))
-                s->backend_close = true;
+                s->x->backend_close = true;
             if (r->status == 101) {
-                s->resp_mode = BODY_TUNNEL;
-                s->req_mode = BODY_TUNNEL;
-            } else if (!http1_response_has_body((enum http1_method)s->meth, r->status)) {
-                s->resp_mode = BODY_NONE;
+                s->x->resp_mode = BODY_TUNNEL;
+                s->x->req_mode = BODY_TUNNEL;
+            } else if (!http1_response_has_body((enum http1_method)s->x->meth, r->status)) {
+                s->x->resp_mode = BODY_NONE;
             } else if (r->f.chunked) {
-                s->resp_mode = BODY_CHUNKED;
+                s->x->resp_mode = BODY_CHUNKED;
             } else if (r->f.content_length >= 0) {
-                s->resp_mode = r->f.content_length ? BODY_CL : BODY_NONE;
-                s->resp_left = r->f.content_length;
+                s->x->resp_mode = r->f.content_length ? BODY_CL : BODY_NONE;
+                s->x->resp_left = r->f.content_length;
             } else {
                 /* Delimited by the backend closing: the client cannot tell
                  * the end otherwise, so it must be closed too. */
-                s->resp_mode = BODY_CLOSE;
-                s->backend_close = true;
+                s->x->resp_mode = BODY_CLOSE;
+                s->x->backend_close = true;
                 s->client_close = true;
             }
-            if (!s->req_done && s->resp_mode != BODY_TUNNEL) {
+            if (!s->x->req_done && s->x->resp_mode != BODY_TUNNEL) {
                 /* The backend answered before reading the whole request
                  * body: the rest of it cannot be told from a next request
                  * unless we read it, so both connections end after this. */
                 s->client_close = true;
-                s->backend_close = true;
+                s->x->backend_close = true;
             }
         }
-        if (build_response_head(s, r, &s->cout, interim) < 0) {
+        if (build_response_head(s, r, &s->x->cout, interim) < 0) {
             send_error(s, 502);
             return -1;
         }
-        s->any_resp_sent = true;
-        lb_buf_consume(&s->sin, (uint32_t)n);
+        s->x->any_resp_sent = true;
+        lb_buf_consume(&s->x->sin, (uint32_t)n);
         if (interim)
             continue;
-        s->resp_head_done = true;
-        if (s->resp_mode == BODY_NONE)
-            s->resp_done = true;
-        if (s->resp_mode == BODY_TUNNEL) {
+        s->x->resp_head_done = true;
+        if (s->x->resp_mode == BODY_NONE)
+            s->x->resp_done = true;
+        if (s->x->resp_mode == BODY_TUNNEL) {
             s->state = ST_TUNNEL;
-            s->req_done = false;
+            s->x->req_done = false;
             arm_timer(s, cl->timeout_tunnel);
         }
         return 1;
@@ -859,31 +934,31 @@ response_head(struct http_sess *s)
 static int
 approve_request(struct http_sess *s)
 {
-    uint64_t avail = lb_buf_len(&s->cin) - s->req_fwd;
-    if (!avail || s->req_done)
+    uint64_t avail = lb_buf_len(&s->cin) - s->x->req_fwd;
+    if (!avail || s->x->req_done)
         return 0;
-    switch (s->req_mode) {
+    switch (s->x->req_mode) {
     case BODY_CL: {
-        uint64_t k = avail < (uint64_t)s->req_left ? avail : (uint64_t)s->req_left;
-        s->req_fwd += k;
-        s->req_left -= (int64_t)k;
-        if (!s->req_left)
-            s->req_done = true;
+        uint64_t k = avail < (uint64_t)s->x->req_left ? avail : (uint64_t)s->x->req_left;
+        s->x->req_fwd += k;
+        s->x->req_left -= (int64_t)k;
+        if (!s->x->req_left)
+            s->x->req_done = true;
         break;
     }
     case BODY_CHUNKED: {
         bool done = false;
-        ssize_t k =
-            http1_chunked_scan(&s->req_ck, s->cin.data + s->cin.head + s->req_fwd, avail, &done);
+        ssize_t k = http1_chunked_scan(&s->x->req_ck, s->cin.data + s->cin.head + s->x->req_fwd,
+                                       avail, &done);
         if (k < 0)
             return -1;
-        s->req_fwd += (uint64_t)k;
+        s->x->req_fwd += (uint64_t)k;
         if (done)
-            s->req_done = true;
+            s->x->req_done = true;
         break;
     }
     case BODY_TUNNEL:
-        s->req_fwd += avail;
+        s->x->req_fwd += avail;
         break;
     default:
         break;
@@ -894,32 +969,32 @@ approve_request(struct http_sess *s)
 static int
 approve_response(struct http_sess *s)
 {
-    uint64_t avail = lb_buf_len(&s->sin) - s->resp_fwd;
-    if (!avail || s->resp_done)
+    uint64_t avail = lb_buf_len(&s->x->sin) - s->x->resp_fwd;
+    if (!avail || s->x->resp_done)
         return 0;
-    switch (s->resp_mode) {
+    switch (s->x->resp_mode) {
     case BODY_CL: {
-        uint64_t k = avail < (uint64_t)s->resp_left ? avail : (uint64_t)s->resp_left;
-        s->resp_fwd += k;
-        s->resp_left -= (int64_t)k;
-        if (!s->resp_left)
-            s->resp_done = true;
+        uint64_t k = avail < (uint64_t)s->x->resp_left ? avail : (uint64_t)s->x->resp_left;
+        s->x->resp_fwd += k;
+        s->x->resp_left -= (int64_t)k;
+        if (!s->x->resp_left)
+            s->x->resp_done = true;
         break;
     }
     case BODY_CHUNKED: {
         bool done = false;
-        ssize_t k =
-            http1_chunked_scan(&s->resp_ck, s->sin.data + s->sin.head + s->resp_fwd, avail, &done);
+        ssize_t k = http1_chunked_scan(
+            &s->x->resp_ck, s->x->sin.data + s->x->sin.head + s->x->resp_fwd, avail, &done);
         if (k < 0)
             return -1;
-        s->resp_fwd += (uint64_t)k;
+        s->x->resp_fwd += (uint64_t)k;
         if (done)
-            s->resp_done = true;
+            s->x->resp_done = true;
         break;
     }
     case BODY_CLOSE:
     case BODY_TUNNEL:
-        s->resp_fwd += avail;
+        s->x->resp_fwd += avail;
         break;
     default:
         break;
@@ -1103,19 +1178,19 @@ static void
 sess_free(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
-    if (s->queued)
-        lb_queue_del(&s->gen->wpools[s->pool], &s->q);
     ev_io_stop(w->loop, &s->cio);
     ev_timer_stop(w->loop, &s->timer);
-    backend_release(s, false);
+    if (s->x) {
+        if (s->x->queued)
+            lb_queue_del(&s->gen->wpools[s->x->pool], &s->x->q);
+        backend_release(s, false);
+        exch_put(s);
+    }
     if (s->ssl)
         lb_tls_conn_free(s->ssl); /* close_notify first, if the connection is sound */
     free(s->cert_subject);
     close(s->cfd);
     lb_buf_release(&w->bufs, &s->cin, true);
-    lb_buf_release(&w->bufs, &s->cout, true);
-    lb_buf_release(&w->bufs, &s->sout, true);
-    lb_buf_release(&w->bufs, &s->sin, true);
     lb_worker_conn_del(w, &s->link);
     lb_wgen_unref(s->gen);
     free(s);
@@ -1125,9 +1200,11 @@ sess_free(struct http_sess *s)
 static void
 sess_close(struct http_sess *s)
 {
-    if (s->pool >= 0 && s->status == 0)
-        log_request(s, s->any_resp_sent ? "cut" : "aborted");
-    else if (s->pool >= 0 && !s->resp_done && s->state != ST_LINGER && s->state != ST_TUNNEL)
+    if (!s->x)
+        ; /* idle between requests: nothing to log */
+    else if (s->x->pool >= 0 && s->x->status == 0)
+        log_request(s, s->x->any_resp_sent ? "cut" : "aborted");
+    else if (s->x->pool >= 0 && !s->x->resp_done && s->state != ST_LINGER && s->state != ST_TUNNEL)
         log_request(s, "cut");
     sess_free(s);
 }
@@ -1166,12 +1243,12 @@ static bool
 finish_request(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
-    bool keep_backend = s->req_done && !s->backend_close && s->req_fwd == 0;
+    bool keep_backend = s->x->req_done && !s->x->backend_close && s->x->req_fwd == 0;
     log_request(s, "");
     backend_release(s, keep_backend);
-    lb_buf_release(&w->bufs, &s->sin, true);
-    lb_buf_release(&w->bufs, &s->sout, true);
-    lb_buf_release(&w->bufs, &s->cout, false);
+    lb_buf_release(&w->bufs, &s->x->sin, true);
+    lb_buf_release(&w->bufs, &s->x->sout, true);
+    lb_buf_release(&w->bufs, &s->x->cout, false);
     if (s->client_close || w->draining) {
         sess_close(s);
         return false;
@@ -1186,7 +1263,7 @@ finish_request(struct http_sess *s)
     }
     reset_request(s);
     s->state = ST_HEAD;
-    s->t_start = lb_now_us(w->loop);
+    s->x->t_start = lb_now_us(w->loop);
     if (lb_buf_len(&s->cin)) {
         s->head_timer = true;
         arm_timer(s, lcf(s)->timeout_header);
@@ -1208,8 +1285,8 @@ update_watchers(struct http_sess *s)
 {
     struct ev_loop *loop = s->w->loop;
     int cev = 0, bev = 0;
-    bool cout_pending = (s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd;
-    bool sout_pending = (s->sout.data && s->sout.tail > s->sout.head) || s->req_fwd;
+    bool cout_pending = (s->x->cout.data && s->x->cout.tail > s->x->cout.head) || s->x->resp_fwd;
+    bool sout_pending = (s->x->sout.data && s->x->sout.tail > s->x->sout.head) || s->x->req_fwd;
 
     /* A read watcher we do not need right now stays armed while the client
      * is quiet: disarming and rearming it costs two epoll_ctl calls per
@@ -1234,17 +1311,17 @@ update_watchers(struct http_sess *s)
         break;
     case ST_FORWARD:
     case ST_TUNNEL:
-        if (!s->req_done && !s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE)
+        if (!s->x->req_done && !s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE)
             cev |= s->c_rdw;
         if (keep_c && s->state == ST_FORWARD)
             cev |= EV_READ;
         if (cout_pending && !s->c_wr)
             cev |= s->c_wrw;
-        if (s->b) {
-            if (!s->resp_done && !s->b_rd && !s->b_eof)
-                bev |= s->b_rdw;
-            if (sout_pending && !s->b_wr)
-                bev |= s->b_wrw;
+        if (s->x->b) {
+            if (!s->x->resp_done && !s->x->b_rd && !s->x->b_eof)
+                bev |= s->x->b_rdw;
+            if (sout_pending && !s->x->b_wr)
+                bev |= s->x->b_wrw;
         }
         break;
     case ST_LINGER:
@@ -1261,12 +1338,12 @@ update_watchers(struct http_sess *s)
             ev_io_start(loop, &s->cio);
         }
     }
-    if (s->b && touch_b) {
-        if ((s->bio.events & (EV_READ | EV_WRITE)) != bev || !ev_is_active(&s->bio)) {
-            ev_io_stop(loop, &s->bio);
+    if (s->x->b && touch_b) {
+        if ((s->x->bio.events & (EV_READ | EV_WRITE)) != bev || !ev_is_active(&s->x->bio)) {
+            ev_io_stop(loop, &s->x->bio);
             if (bev) {
-                ev_io_modify(&s->bio, bev);
-                ev_io_start(loop, &s->bio);
+                ev_io_modify(&s->x->bio, bev);
+                ev_io_start(loop, &s->x->bio);
             }
         }
     }
@@ -1278,26 +1355,26 @@ static bool
 backend_lost(struct http_sess *s, bool error)
 {
     if (s->state == ST_TUNNEL) {
-        s->b_eof = true;
+        s->x->b_eof = true;
         return false;
     }
-    if (s->resp_head_done) {
-        if (s->resp_mode == BODY_CLOSE && !error) {
-            s->resp_done = true;
-            s->b_eof = true;
+    if (s->x->resp_head_done) {
+        if (s->x->resp_mode == BODY_CLOSE && !error) {
+            s->x->resp_done = true;
+            s->x->b_eof = true;
             return false;
         }
         /* Truncated body: the client must see a cut, not a short success. */
         sess_close(s);
         return true;
     }
-    if (lb_buf_len(&s->sin) == 0 && s->b && s->b->reused && s->req_mode == BODY_NONE) {
+    if (lb_buf_len(&s->x->sin) == 0 && s->x->b && s->x->b->reused && s->x->req_mode == BODY_NONE) {
         /* The idle connection was closed by the backend just as we reused
          * it: nothing reached the application, so send the request again on
          * a fresh connection. */
         backend_release(s, false);
-        s->sout.head = 0;
-        s->sout.tail = s->sout_len;
+        s->x->sout.head = 0;
+        s->x->sout.tail = s->x->sout_len;
         backend_connect(s); /* on failure it has answered 503 */
         return false;
     }
@@ -1311,6 +1388,10 @@ sess_run(struct http_sess *s)
     struct lb_worker *w = s->w;
     int guard;
 
+    if (!s->x && !exch_get(s)) {
+        sess_free(s);
+        return;
+    }
     if (s->tls_hs) {
         if (!s->c_rd) {
             update_watchers(s);
@@ -1357,7 +1438,7 @@ sess_run(struct http_sess *s)
             if (n > 0) {
                 if (!s->head_timer) {
                     s->head_timer = true;
-                    s->t_start = lb_now_us(w->loop);
+                    s->x->t_start = lb_now_us(w->loop);
                     arm_timer(s, lcf(s)->timeout_header);
                 }
                 continue;
@@ -1370,13 +1451,13 @@ sess_run(struct http_sess *s)
         }
 
         if (s->state == ST_LINGER) {
-            ssize_t k =
-                write_out(s->cfd, s->ssl, &s->cout, &s->cin, &s->resp_fwd, &s->c_wr, &s->c_wrw);
+            ssize_t k = write_out(s->cfd, s->ssl, &s->x->cout, &s->cin, &s->x->resp_fwd, &s->c_wr,
+                                  &s->c_wrw);
             if (k == -2) {
                 sess_free(s);
                 return;
             }
-            if (s->cout.head < s->cout.tail)
+            if (s->x->cout.head < s->x->cout.tail)
                 break;
             if (!s->c_eof) {
                 half_close(s->cfd, s->ssl);
@@ -1402,7 +1483,7 @@ sess_run(struct http_sess *s)
         }
 
         if (s->state == ST_QUEUED) {
-            if (s->queued)
+            if (s->x->queued)
                 break;
             backend_connect(s); /* a slot was freed: try again */
             continue;
@@ -1412,21 +1493,21 @@ sess_run(struct http_sess *s)
 
         /* ST_FORWARD and ST_TUNNEL */
         if (approve_request(s) < 0) {
-            if (s->any_resp_sent) {
+            if (s->x->any_resp_sent) {
                 sess_close(s);
                 return;
             }
             send_error(s, 400);
             continue;
         }
-        if (s->b && s->b_wr && ((s->sout.tail > s->sout.head) || s->req_fwd)) {
-            ssize_t k =
-                write_out(s->b->fd, s->b->ssl, &s->sout, &s->cin, &s->req_fwd, &s->b_wr, &s->b_wrw);
+        if (s->x->b && s->x->b_wr && ((s->x->sout.tail > s->x->sout.head) || s->x->req_fwd)) {
+            ssize_t k = write_out(s->x->b->fd, s->x->b->ssl, &s->x->sout, &s->cin, &s->x->req_fwd,
+                                  &s->x->b_wr, &s->x->b_wrw);
             if (k > 0) {
                 progress = true;
-                if (s->req_fwd == 0 && s->sout.head == s->sout.tail && s->state == ST_TUNNEL &&
-                    s->c_eof)
-                    half_close(s->b->fd, s->b->ssl);
+                if (s->x->req_fwd == 0 && s->x->sout.head == s->x->sout.tail &&
+                    s->state == ST_TUNNEL && s->c_eof)
+                    half_close(s->x->b->fd, s->x->b->ssl);
             } else if (k == -2) {
                 if (backend_lost(s, true))
                     return;
@@ -1434,10 +1515,10 @@ sess_run(struct http_sess *s)
             }
         }
         /* Read more of the request body, or tunnel bytes, when there is room. */
-        if (!s->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
+        if (!s->x->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
             ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
-                s->bytes_in += (uint64_t)n;
+                s->x->bytes_in += (uint64_t)n;
                 progress = true;
             } else if (n == 0 || n == -2) {
                 s->c_eof = true;
@@ -1446,34 +1527,35 @@ sess_run(struct http_sess *s)
                     sess_close(s);
                     return;
                 }
-                if (s->b && s->req_fwd == 0)
-                    half_close(s->b->fd, s->b->ssl);
+                if (s->x->b && s->x->req_fwd == 0)
+                    half_close(s->x->b->fd, s->x->b->ssl);
                 progress = true;
             }
         }
         /* Response side. */
-        if (s->b && !s->resp_done && s->b_rd && !s->b_eof) {
-            ssize_t n = read_into(w, s->b->fd, s->b->ssl, &s->sin, &s->b_rd, &s->b_rdw);
+        if (s->x->b && !s->x->resp_done && s->x->b_rd && !s->x->b_eof) {
+            ssize_t n =
+                read_into(w, s->x->b->fd, s->x->b->ssl, &s->x->sin, &s->x->b_rd, &s->x->b_rdw);
             if (n > 0) {
                 progress = true;
                 if (s->state == ST_FORWARD)
                     arm_timer(s, pcf(s)->timeout_server);
             } else if (n == 0 || n == -2) {
                 if (s->state == ST_TUNNEL) {
-                    s->b_eof = true;
+                    s->x->b_eof = true;
                     progress = true;
-                } else if (!(s->resp_head_done && s->resp_mode == BODY_CLOSE && n == 0)) {
+                } else if (!(s->x->resp_head_done && s->x->resp_mode == BODY_CLOSE && n == 0)) {
                     if (backend_lost(s, n == -2))
                         return;
                     continue;
                 } else {
-                    s->resp_done = true;
-                    s->b_eof = true;
+                    s->x->resp_done = true;
+                    s->x->b_eof = true;
                     progress = true;
                 }
             }
         }
-        if (s->state == ST_FORWARD && !s->resp_head_done && lb_buf_len(&s->sin)) {
+        if (s->state == ST_FORWARD && !s->x->resp_head_done && lb_buf_len(&s->x->sin)) {
             int r = response_head(s);
             if (r < 0) {
                 if (s->state == ST_LINGER)
@@ -1483,20 +1565,20 @@ sess_run(struct http_sess *s)
             if (r > 0)
                 progress = true;
         }
-        if (s->resp_head_done && approve_response(s) < 0) {
+        if (s->x->resp_head_done && approve_response(s) < 0) {
             lb_warn("pool %s server %s: malformed chunked response", pcf(s)->name,
-                    s->b ? s->b->srv->name : "?");
+                    s->x->b ? s->x->b->srv->name : "?");
             sess_close(s);
             return;
         }
-        if (s->c_wr && ((s->cout.data && s->cout.tail > s->cout.head) || s->resp_fwd)) {
-            ssize_t k =
-                write_out(s->cfd, s->ssl, &s->cout, &s->sin, &s->resp_fwd, &s->c_wr, &s->c_wrw);
+        if (s->c_wr && ((s->x->cout.data && s->x->cout.tail > s->x->cout.head) || s->x->resp_fwd)) {
+            ssize_t k = write_out(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
+                                  &s->c_wr, &s->c_wrw);
             if (k > 0) {
-                s->bytes_out += (uint64_t)k;
+                s->x->bytes_out += (uint64_t)k;
                 progress = true;
-                if (s->state == ST_TUNNEL && s->b_eof && !s->resp_fwd &&
-                    s->cout.head == s->cout.tail)
+                if (s->state == ST_TUNNEL && s->x->b_eof && !s->x->resp_fwd &&
+                    s->x->cout.head == s->x->cout.tail)
                     half_close(s->cfd, s->ssl);
             } else if (k == -2) {
                 sess_close(s);
@@ -1504,9 +1586,9 @@ sess_run(struct http_sess *s)
             }
         }
         if (s->state == ST_TUNNEL) {
-            bool c_done = s->c_eof && !s->req_fwd && lb_buf_len(&s->cin) == 0;
-            bool b_done = s->b_eof && !s->resp_fwd && lb_buf_len(&s->sin) == 0 &&
-                          (!s->cout.data || s->cout.head == s->cout.tail);
+            bool c_done = s->c_eof && !s->x->req_fwd && lb_buf_len(&s->cin) == 0;
+            bool b_done = s->x->b_eof && !s->x->resp_fwd && lb_buf_len(&s->x->sin) == 0 &&
+                          (!s->x->cout.data || s->x->cout.head == s->x->cout.tail);
             if (c_done && b_done) {
                 log_request(s, "");
                 s->client_close = true;
@@ -1515,9 +1597,9 @@ sess_run(struct http_sess *s)
             }
             if (progress)
                 arm_timer(s, lcf(s)->timeout_tunnel);
-        } else if (s->resp_done && !s->resp_fwd &&
-                   (!s->cout.data || s->cout.head == s->cout.tail)) {
-            if (!s->req_done)
+        } else if (s->x->resp_done && !s->x->resp_fwd &&
+                   (!s->x->cout.data || s->x->cout.head == s->x->cout.tail)) {
+            if (!s->x->req_done)
                 s->client_close = true;
             if (!finish_request(s))
                 return;
@@ -1526,10 +1608,12 @@ sess_run(struct http_sess *s)
         if (!progress)
             break;
     }
-    lb_buf_release(&w->bufs, &s->cout, false);
-    if (s->state != ST_LINGER && !s->req_fwd && lb_buf_len(&s->cin) == 0)
+    lb_buf_release(&w->bufs, &s->x->cout, false);
+    if (s->state != ST_LINGER && !s->x->req_fwd && lb_buf_len(&s->cin) == 0)
         lb_buf_release(&w->bufs, &s->cin, false);
     update_watchers(s);
+    if (s->state == ST_HEAD && lb_buf_len(&s->cin) == 0)
+        exch_put(s); /* idle: the next request takes a fresh one */
     if (guard == 64) {
         /* Out of turns with work left: come back after the other pending
          * events had theirs. This comes after update_watchers because
@@ -1548,7 +1632,7 @@ client_cb(struct ev_loop *loop, ev_io *io, int revents)
         /* Woken for bytes we are not ready to read: the lazily kept watcher
          * must go, or level triggering would wake us again and again. */
         bool want = s->state == ST_HEAD || s->state == ST_LINGER ||
-                    ((s->state == ST_FORWARD || s->state == ST_TUNNEL) && !s->req_done);
+                    ((s->state == ST_FORWARD || s->state == ST_TUNNEL) && !s->x->req_done);
         if (!want)
             s->c_woke = true;
     }
@@ -1562,56 +1646,58 @@ client_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void
 backend_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    struct http_sess *s = (struct http_sess *)((char *)io - offsetof(struct http_sess, bio));
+    struct http_exch *x = (struct http_exch *)((char *)io - offsetof(struct http_exch, bio));
+    struct http_sess *s = x->s;
     if (s->state == ST_CONNECT) {
         int err = 0;
         socklen_t len = sizeof(err);
-        if (getsockopt(s->b->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        if (getsockopt(s->x->b->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
         if (err) {
-            lb_warn("pool %s server %s: connect to %s failed: %s", pcf(s)->name, s->b->srv->name,
-                    s->b->srv->addr.text, strerror(err));
+            lb_warn("pool %s server %s: connect to %s failed: %s", pcf(s)->name, s->x->b->srv->name,
+                    s->x->b->srv->addr.text, strerror(err));
             connect_failed(s, 503);
             sess_run(s);
             return;
         }
-        if (s->b->ssl && !s->b->tls_ready) {
+        if (s->x->b->ssl && !s->x->b->tls_ready) {
             int want = EV_WRITE;
-            s->b_hs = true;
-            int r = lb_tls_handshake(s->b->ssl, &want);
+            s->x->b_hs = true;
+            int r = lb_tls_handshake(s->x->b->ssl, &want);
             if (r == 0) {
-                if (!ev_is_active(&s->bio) || (s->bio.events & (EV_READ | EV_WRITE)) != want) {
-                    ev_io_stop(loop, &s->bio);
-                    ev_io_modify(&s->bio, want);
-                    ev_io_start(loop, &s->bio);
+                if (!ev_is_active(&s->x->bio) ||
+                    (s->x->bio.events & (EV_READ | EV_WRITE)) != want) {
+                    ev_io_stop(loop, &s->x->bio);
+                    ev_io_modify(&s->x->bio, want);
+                    ev_io_start(loop, &s->x->bio);
                 }
                 return;
             }
             if (r < 0) {
                 char why[256];
                 lb_warn("pool %s server %s: TLS handshake with %s failed: %s", pcf(s)->name,
-                        s->b->srv->name, s->b->srv->addr.text,
-                        lb_tls_why(s->b->ssl, why, sizeof(why)));
+                        s->x->b->srv->name, s->x->b->srv->addr.text,
+                        lb_tls_why(s->x->b->ssl, why, sizeof(why)));
                 /* A server we cannot trust is a bad gateway, not a missing
                  * one. */
                 connect_failed(s, 502);
                 sess_run(s);
                 return;
             }
-            s->b->tls_ready = true;
-            s->b_hs = false;
-            s->b_wr = true;
+            s->x->b->tls_ready = true;
+            s->x->b_hs = false;
+            s->x->b_wr = true;
         }
         s->state = ST_FORWARD;
-        s->t_connect = lb_now_us(loop);
+        s->x->t_connect = lb_now_us(loop);
         arm_timer(s, pcf(s)->timeout_server);
-        ev_io_stop(loop, &s->bio);
-        s->bio.events = 0;
+        ev_io_stop(loop, &s->x->bio);
+        s->x->bio.events = 0;
     }
-    if (revents & s->b_rdw)
-        s->b_rd = true;
-    if (revents & s->b_wrw)
-        s->b_wr = true;
+    if (revents & s->x->b_rdw)
+        s->x->b_rd = true;
+    if (revents & s->x->b_wrw)
+        s->x->b_wr = true;
     sess_run(s);
 }
 
@@ -1629,25 +1715,25 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         }
         return;
     case ST_QUEUED:
-        if (s->queued) {
-            lb_queue_del(&s->gen->wpools[s->pool], &s->q);
-            s->queued = false;
+        if (s->x->queued) {
+            lb_queue_del(&s->gen->wpools[s->x->pool], &s->x->q);
+            s->x->queued = false;
         }
         lb_warn("pool %s: no server slot within the queue timeout", pcf(s)->name);
         send_error(s, 503);
         sess_run(s);
         return;
     case ST_CONNECT:
-        lb_warn("pool %s server %s: %s timeout", pcf(s)->name, s->b->srv->name,
-                s->b_hs ? "TLS handshake" : "connect");
+        lb_warn("pool %s server %s: %s timeout", pcf(s)->name, s->x->b->srv->name,
+                s->x->b_hs ? "TLS handshake" : "connect");
         /* Connected but no TLS: something else answers on that port. */
-        connect_failed(s, s->b_hs ? 502 : 503);
+        connect_failed(s, s->x->b_hs ? 502 : 503);
         sess_run(s);
         return;
     case ST_FORWARD:
-        if (!s->resp_head_done) {
+        if (!s->x->resp_head_done) {
             lb_warn("pool %s server %s: no response within the server timeout", pcf(s)->name,
-                    s->b ? s->b->srv->name : "?");
+                    s->x->b ? s->x->b->srv->name : "?");
             send_error(s, 504);
             sess_run(s);
             return;
@@ -1663,8 +1749,9 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void
 queue_retry(struct lb_queued *q)
 {
-    struct http_sess *s = (struct http_sess *)((char *)q - offsetof(struct http_sess, q));
-    s->queued = false;
+    struct http_exch *x = (struct http_exch *)((char *)q - offsetof(struct http_exch, q));
+    struct http_sess *s = x->s;
+    s->x->queued = false;
     /* Run it from the loop, not from inside whichever session freed the
      * slot. */
     ev_feed_event(s->w->loop, &s->cio, EV_CUSTOM);
@@ -1703,8 +1790,8 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
         }
         s->tls_hs = true;
     }
-    s->c_rdw = s->b_rdw = EV_READ;
-    s->c_wrw = s->b_wrw = EV_WRITE;
+    s->c_rdw = EV_READ;
+    s->c_wrw = EV_WRITE;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->l = l;
@@ -1722,12 +1809,9 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
         memcpy(s->peer, &in6->sin6_addr, 16);
         s->peer_port = ntohs(in6->sin6_port);
     }
-    reset_request(s);
     s->state = ST_HEAD;
     s->c_rd = true; /* try at once: the request often arrived with the handshake */
     s->c_wr = true;
-    s->t_start = lb_now_us(w->loop);
-    s->q.retry = queue_retry;
     s->link.idle_close = idle_close;
     s->link.force_close = force_close;
     lb_worker_conn_add(w, &s->link);

@@ -377,6 +377,7 @@ fail:
         if (w->loop)
             ev_loop_destroy(w->loop);
         lb_bufpool_destroy(&w->bufs);
+        lb_http_worker_free(w);
     }
     free(ws);
     return -1;
@@ -399,6 +400,7 @@ lb_workers_join(struct lb_worker *ws, int n)
         pthread_join(w->thread, NULL);
         lb_wgen_unref(w->gen);
         lb_bufpool_destroy(&w->bufs);
+        lb_http_worker_free(w);
         ev_loop_destroy(w->loop);
     }
     free(ws);
