@@ -28,7 +28,7 @@ of the test suite: at 20 runs the whole matrix takes about half an hour.
 
 Usage: sudo bench/vrrp_failover.py [-n RUNS] [--intervals 1000,100,20]
           [--modes kill9,term] [--loads none,wrk] [--impls tern,keepalived]
-          [--tern build/lb/tern] [--no-append]
+          [--tern build/lb/tern] [--no-append] [--keep]
 """
 import argparse
 import datetime
@@ -340,9 +340,13 @@ def run_case(lab, impl, interval_ms, mode, load, runs, tern_bin):
             badv = lab.sniffer.first(t_sig, 1.0, k="vrrp", mac=MAC["b"])
             proto = (badv["t"] - ref["t"]) * 1000 if ref and badv else float("nan")
             took = (g["t"] - t_sig) * 1000
-            out.append((took, proto))
+            # term: how long the stopping master took to put its priority 0
+            # on the wire (its own scheduling under load).
+            prio0 = (ref["t"] - t_sig) * 1000 if mode == "term" and ref else float("nan")
+            out.append((took, proto, prio0))
             print(f"  {impl:10s} {interval_ms:5d} ms {mode:5s} {load:4s} run {r + 1:2d}: "
-                  f"{took:8.1f} ms (protocol {proto:7.1f} ms)", file=sys.stderr)
+                  f"{took:8.1f} ms (protocol {proto:7.1f} ms, priority 0 after {prio0:5.1f} ms)",
+                  file=sys.stderr)
             # A crashed with its VIP configured (keepalived leaves it; tern's
             # crash handler does not run on SIGKILL): a rebooted host would
             # not have it. Then A comes back and preempts.
@@ -378,6 +382,8 @@ def main():
     ap.add_argument("--impls", default="tern,keepalived")
     ap.add_argument("--tern", default=os.path.join(ROOT, "build", "lb", "tern"))
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS-vrrp.md")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (configs and daemon logs) and print its path")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
@@ -407,7 +413,10 @@ def main():
                             lab, impl, interval_ms, mode, load, args.runs, args.tern)
     finally:
         lab.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     ka_version = ""
     if shutil.which("keepalived"):

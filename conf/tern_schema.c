@@ -105,6 +105,17 @@ static const struct conf_field global_fields[] = {
      CONF_AT(struct conf_global, plugins),
      CONF_COUNT(struct conf_global, nplugins),
      .doc = "paths of further plugin modules (built against lb/plugin.h) to load"},
+    {.key = "vrrp_rt_priority",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_global, vrrp_rt_priority),
+     .min = 0,
+     .max = 99,
+     .def = "10",
+     .doc = "while `vrrp` instances run, the control thread (VRRP, health checks, admin) "
+            "runs SCHED_FIFO at this priority, so saturated workers cannot delay "
+            "advertisements and takeovers (keepalived's vrrp_rt_priority); 0: ordinary "
+            "scheduling. Needs root or CAP_SYS_NICE (with global.user tern raises "
+            "RLIMIT_RTPRIO before switching)"},
     END,
 };
 
@@ -753,6 +764,16 @@ check_vrrp(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
             break;
         }
     }
+    /* RFC 5798 section 6.1 Accept_Mode false means a non-owner master drops
+     * packets for the addresses; keepalived does it with firewall rules, the
+     * most reported "VIP does not answer" cause. tern serves on the VIP, so
+     * it refuses the setting rather than ignoring it. */
+    if (!v->accept && v->priority != 255)
+        conf_key_error(ctx, map, "accept",
+                       "accept: false (RFC 5798 Accept_Mode off) is not supported: the master "
+                       "holds the virtual IPs as interface addresses so that tern's listeners "
+                       "answer on them; leave accept out (true) and filter other services of "
+                       "the host with its firewall");
     if (v->version == 2 && family == AF_INET6)
         conf_key_error(ctx, map, "version", "VRRPv2 carries IPv4 addresses only; use version 3");
     for (size_t i = 0; i < v->nunicast_peers && family != 0; i++) {
@@ -831,8 +852,12 @@ static const struct conf_field vrrp_fields[] = {
     {.key = "accept",
      .kind = CONF_BOOL,
      CONF_AT(struct conf_vrrp, accept),
-     .def = "false",
-     .doc = "as master, accept packets addressed to the virtual IPs (RFC 5798 Accept_Mode)"},
+     .def = "true",
+     .doc = "RFC 5798 Accept_Mode. Only `true`: the master holds the virtual IPs as interface "
+            "addresses, so tern's listeners (and any other service of the host) answer on "
+            "them, which is what a load balancer's VIP is for. `false` would need firewall "
+            "rules tern does not install (keepalived's `no_accept`); filter other services "
+            "with the host's firewall instead"},
     {.key = "track_pools",
      .kind = CONF_LIST,
      .elem = CONF_STRING,

@@ -33,6 +33,7 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -131,8 +132,9 @@ struct vrrp_counters {
     uint64_t bad_source;        /* unicast: not a configured peer */
     uint64_t csum[3];           /* accepted adverts by checksum form */
     uint64_t garps_sent, send_errors, netlink_errors, notify_runs, notify_failed;
-    uint64_t late_timers; /* fired more than 2 ms after their deadline */
-    uint64_t max_late_us; /* worst timer lateness seen */
+    uint64_t vips_restored; /* removed by someone else while master, put back */
+    uint64_t late_timers;   /* fired more than 2 ms after their deadline */
+    uint64_t max_late_us;   /* worst timer lateness seen */
     uint64_t became_master;
 };
 
@@ -194,6 +196,7 @@ struct vrrp {
     ev_timer crash_t; /* TERN_TEST_CRASH_AFTER_MS, tests only */
     uint32_t nl_seq;
     bool shut;
+    int rt_prio; /* the control thread's SCHED_FIFO priority now; 0: ordinary */
     struct notify_child *children;
     /* Fatal-signal handling, restored at stop. */
     bool handlers_on;
@@ -362,24 +365,29 @@ send_advert(struct vrrp_inst *in, uint8_t prio)
     }
 }
 
+/* One gratuitous ARP for virtual IP k. */
 static void
-send_garps(struct vrrp_inst *in, unsigned repeat)
+send_garp(struct vrrp_inst *in, size_t k)
 {
     struct sockaddr_ll sll = {.sll_family = AF_PACKET,
                               .sll_protocol = htons(ETH_P_ARP),
                               .sll_ifindex = in->ifindex,
                               .sll_halen = 6};
     memset(sll.sll_addr, 0xff, 6);
-    for (unsigned r = 0; r < repeat; r++) {
-        for (size_t i = 0; i < in->nvips; i++) {
-            uint8_t frame[VRRP_GARP_LEN];
-            vrrp_garp_build(frame, in->mac, in->vips[i].addr);
-            if (sendto(in->pfd, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-                in->c.send_errors++;
-            else
-                in->c.garps_sent++;
-        }
-    }
+    uint8_t frame[VRRP_GARP_LEN];
+    vrrp_garp_build(frame, in->mac, in->vips[k].addr);
+    if (sendto(in->pfd, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+        in->c.send_errors++;
+    else
+        in->c.garps_sent++;
+}
+
+static void
+send_garps(struct vrrp_inst *in, unsigned repeat)
+{
+    for (unsigned r = 0; r < repeat; r++)
+        for (size_t i = 0; i < in->nvips; i++)
+            send_garp(in, i);
 }
 
 /* ---- crash slots ---- */
@@ -538,7 +546,12 @@ run_notify(struct vrrp_inst *in, enum vrrp_state from, enum vrrp_state to)
     sigemptyset(&none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    /* And ordinary scheduling (SCHED_RESET_ON_FORK does it too). */
+    struct sched_param sp = {.sched_priority = 0};
+    posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER);
+    posix_spawnattr_setschedparam(&attr, &sp);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSCHEDULER);
     pid_t pid;
     int e = posix_spawn(&pid, in->notify, NULL, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
@@ -653,13 +666,16 @@ apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
  * keep its timers (a stalled host, a blocking call someone added) shows up
  * here before it shows up as a flap. */
 static void
-note_lateness(struct vrrp_inst *in, uint64_t deadline, uint64_t now)
+note_lateness(struct vrrp_inst *in, const char *which, uint64_t deadline, uint64_t now)
 {
     uint64_t late = now > deadline ? now - deadline : 0;
     if (late > in->c.max_late_us)
         in->c.max_late_us = late;
-    if (late > 2000)
+    if (late > 2000) {
         in->c.late_timers++;
+        lb_warn("vrrp %s: %s fired %.1f ms late (%" PRIu64 " late so far)", in->name, which,
+                (double)late / 1000.0, in->c.late_timers);
+    }
 }
 
 static void
@@ -673,13 +689,13 @@ on_timerfd(struct ev_loop *loop, ev_io *w, int revents)
     struct vrrp_fsm_out o;
     /* RFC 5798 section 6.4.3: Adver_Timer (Master). */
     if (in->fsm.adver_at && now >= in->fsm.adver_at) {
-        note_lateness(in, in->fsm.adver_at, now);
+        note_lateness(in, "Adver_Timer", in->fsm.adver_at, now);
         vrrp_fsm_adver_timer(&in->fsm, now, &o);
         apply(in, &o, now);
     }
     /* RFC 5798 section 6.4.2: Master_Down_Timer (Backup). */
     if (in->fsm.master_down_at && now >= in->fsm.master_down_at) {
-        note_lateness(in, in->fsm.master_down_at, now);
+        note_lateness(in, "Master_Down_Timer", in->fsm.master_down_at, now);
         vrrp_fsm_master_down(&in->fsm, now, &o);
         apply(in, &o, now);
     }
@@ -875,29 +891,98 @@ on_track_timer(struct ev_loop *loop, ev_timer *t, int revents)
             track_eval(v->inst[i], false, now);
 }
 
-/* RTM_NEWLINK / RTM_DELLINK: some interface changed; which one matters
- * little, re-reading the few we track is cheap. */
+/* A virtual IP that disappeared while we are master: someone ran `ip addr
+ * del`, or a network manager rewrote the interface. keepalived leaves the
+ * address gone (or leaves master state); an operator expects the master to
+ * keep serving, so it goes back at once, with a gratuitous ARP, and the log
+ * says so. */
+static void
+vip_restore(struct vrrp_inst *in, size_t k)
+{
+    int r = nl_addr(in->v, RTM_NEWADDR, in->ifindex, &in->vips[k]);
+    if (r < 0 && r != -EEXIST) {
+        in->c.netlink_errors++;
+        lb_err("vrrp %s: %s was removed from %s and cannot be restored: %s", in->name,
+               in->vips[k].text, in->ifname, strerror(-r));
+        return;
+    }
+    in->c.vips_restored++;
+    lb_warn("vrrp %s: %s was removed from %s by someone else while master: restored", in->name,
+            in->vips[k].text, in->ifname);
+    send_garp(in, k);
+}
+
+static bool
+holds_vips(const struct vrrp_inst *in)
+{
+    return in->fsm.state == VRRP_MASTER && in->vips_on && !in->v->shut;
+}
+
+/* RTM_DELADDR of one of our addresses on one of our interfaces. */
+static void
+on_addr_removed(struct vrrp *v, const struct nlmsghdr *nlh)
+{
+    const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+    if (ifa->ifa_family != AF_INET)
+        return;
+    const uint8_t *addr = NULL;
+    const struct nlattr *attr;
+    mnl_attr_for_each(attr, nlh, sizeof(*ifa))
+    {
+        uint16_t type = mnl_attr_get_type(attr);
+        if ((type == IFA_LOCAL || (type == IFA_ADDRESS && !addr)) &&
+            mnl_attr_get_payload_len(attr) == 4)
+            addr = mnl_attr_get_payload(attr);
+    }
+    if (!addr)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        struct vrrp_inst *in = v->inst[i];
+        if (in->ifindex != (int)ifa->ifa_index || !holds_vips(in))
+            continue;
+        for (size_t k = 0; k < in->nvips; k++)
+            if (memcmp(in->vips[k].addr, addr, 4) == 0)
+                vip_restore(in, k);
+    }
+}
+
+/* Netlink events: RTM_NEWLINK / RTM_DELLINK (some interface changed; which
+ * one matters little, re-reading the few we track is cheap) and
+ * RTM_DELADDR (one of our virtual IPs may have been taken away). */
 static void
 on_link_event(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct vrrp *v = w->data;
     char buf[NL_BUF];
-    bool any = false;
+    bool links = false, lost = false;
     for (int i = 0; i < 64; i++) {
         ssize_t n = recv(mnl_socket_get_fd(v->nl_link), buf, sizeof(buf), MSG_DONTWAIT);
         if (n < 0) {
             /* ENOBUFS: events were lost; re-reading covers it. */
             if (errno == ENOBUFS)
-                any = true;
+                links = lost = true;
             break;
         }
-        any = true;
+        const struct nlmsghdr *nlh = (const struct nlmsghdr *)buf;
+        int left = (int)n;
+        for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+            if (nlh->nlmsg_type == RTM_NEWLINK || nlh->nlmsg_type == RTM_DELLINK)
+                links = true;
+            else if (nlh->nlmsg_type == RTM_DELADDR &&
+                     nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+                on_addr_removed(v, nlh);
+        }
     }
-    if (!any)
-        return;
     uint64_t now = mono_us();
-    for (size_t i = 0; i < v->n; i++)
-        track_eval(v->inst[i], true, now);
+    for (size_t i = 0; i < v->n; i++) {
+        struct vrrp_inst *in = v->inst[i];
+        /* Lost events may have been a removal: put back what is missing
+         * (EEXIST for the others). */
+        if (lost && holds_vips(in))
+            vips_add(in);
+        if (links)
+            track_eval(in, true, now);
+    }
 }
 
 /* ---- instances ---- */
@@ -1201,6 +1286,46 @@ inst_shutdown(struct vrrp_inst *in)
     ev_timer_stop(loop, &in->garp_t);
 }
 
+/* ---- scheduling ---- */
+
+/* The control thread runs VRRP. With the workers saturating every core the
+ * kernel's fair scheduler let its timers fire up to 27 ms late on a 2-CPU
+ * host (measured with wrk through the VIP: bench/RESULTS-vrrp.md), which is
+ * a late takeover, or a missed advertisement and a flap at 10-20 ms
+ * intervals. SCHED_FIFO puts it ahead of every ordinary thread the moment it
+ * wakes; it sleeps in epoll almost all the time, so the workers lose
+ * nothing measurable (and the kernel's RT throttling keeps 5% for others in
+ * any case). SCHED_RESET_ON_FORK: threads and processes it creates later (a
+ * plugin's job pool on reload, notify scripts) start with ordinary
+ * scheduling. */
+#ifndef SCHED_RESET_ON_FORK
+#define SCHED_RESET_ON_FORK 0x40000000
+#endif
+
+static void
+sched_apply(struct vrrp *v, int prio)
+{
+    if (prio == v->rt_prio)
+        return;
+    struct sched_param sp = {.sched_priority = prio};
+    int policy = prio > 0 ? SCHED_FIFO : SCHED_OTHER;
+    /* pid 0: the calling thread (scheduling is per thread on Linux). */
+    if (sched_setscheduler(0, policy | SCHED_RESET_ON_FORK, &sp) < 0) {
+        lb_warn("vrrp: cannot run the control thread %s%.0d: %s%s; VRRP timers may be late "
+                "while the workers are saturated",
+                prio > 0 ? "SCHED_FIFO " : "with ordinary scheduling", prio, strerror(errno),
+                errno == EPERM ? " (needs root, CAP_SYS_NICE or RLIMIT_RTPRIO; "
+                                 "global.vrrp_rt_priority: 0 turns this off)"
+                               : "");
+        return;
+    }
+    if (prio > 0)
+        lb_info("vrrp: control thread runs SCHED_FIFO priority %d", prio);
+    else if (v->rt_prio > 0)
+        lb_info("vrrp: control thread back to ordinary scheduling");
+    v->rt_prio = prio;
+}
+
 /* ---- module ---- */
 
 static void
@@ -1219,7 +1344,8 @@ vrrp_open_netlink(struct vrrp *v)
     struct timeval tv = {.tv_sec = 1};
     setsockopt(mnl_socket_get_fd(v->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     v->nl_link = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (!v->nl_link || mnl_socket_bind(v->nl_link, RTMGRP_LINK, MNL_SOCKET_AUTOPID) < 0)
+    if (!v->nl_link ||
+        mnl_socket_bind(v->nl_link, RTMGRP_LINK | RTMGRP_IPV4_IFADDR, MNL_SOCKET_AUTOPID) < 0)
         return -errno;
     return 0;
 }
@@ -1316,6 +1442,7 @@ lb_vrrp_start(struct lb_ctl *ctl)
     ev_io_set(&v->link_io, mnl_socket_get_fd(v->nl_link), EV_READ);
     ev_io_start(ctl->loop, &v->link_io);
     fatal_handlers_install(v);
+    sched_apply(v, (int)c->global.vrrp_rt_priority);
     for (size_t i = 0; i < c->nvrrp; i++)
         if (add_instance(v, &c->vrrp[i]) < 0)
             goto fail;
@@ -1371,6 +1498,7 @@ lb_vrrp_reloaded(struct lb_ctl *ctl)
     }
     if (c->nvrrp > 0)
         fatal_handlers_install(v);
+    sched_apply(v, c->nvrrp > 0 ? (int)c->global.vrrp_rt_priority : 0);
     /* Start the new and the changed ones, in configuration order. */
     for (size_t k = 0; k < c->nvrrp; k++) {
         bool running = false;
@@ -1402,6 +1530,8 @@ lb_vrrp_stop(struct lb_ctl *ctl)
     if (!v || v->ctl != ctl)
         return;
     lb_vrrp_shutdown(ctl);
+    /* What runs after (draining, joining the workers) needs no priority. */
+    sched_apply(v, 0);
     vrrp_state = NULL;
     vrrp_free(v);
 }
@@ -1434,6 +1564,7 @@ counters_json(const struct vrrp_inst *in)
     json_object_set_new(o, "netlink_errors", json_integer((json_int_t)c->netlink_errors));
     json_object_set_new(o, "notify_runs", json_integer((json_int_t)c->notify_runs));
     json_object_set_new(o, "notify_failed", json_integer((json_int_t)c->notify_failed));
+    json_object_set_new(o, "vips_restored", json_integer((json_int_t)c->vips_restored));
     json_object_set_new(o, "late_timers", json_integer((json_int_t)c->late_timers));
     json_object_set_new(o, "max_timer_late_us", json_integer((json_int_t)c->max_late_us));
     return o;
@@ -1475,6 +1606,7 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "preempt_delay_ms", json_integer((json_int_t)in->preempt_delay_ms));
     json_object_set_new(o, "accept", json_boolean(in->accept));
     json_object_set_new(o, "checksum_pseudo_header", json_boolean(in->pseudo));
+    json_object_set_new(o, "rt_priority", json_integer(in->v->rt_prio));
     json_t *tr = json_object();
     json_object_set_new(tr, "pools_failed", json_integer(in->pools_failed));
     json_object_set_new(tr, "interfaces_failed", json_integer(in->ifs_failed));

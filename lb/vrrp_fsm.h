@@ -13,11 +13,13 @@
  *
  * Accept_Mode (RFC 5798 section 6.1): a router that does not own the
  * addresses accepts packets sent to them only when Accept_Mode is true. A
- * load balancer exists to serve on its virtual addresses, so tern always
- * behaves as Accept_Mode true while master: the addresses are ordinary
- * interface addresses and the kernel delivers to the listeners. The
- * configured value is kept and reported, never enforced with firewall rules
- * (enforcing it is keepalived's most reported "VIP does not answer" cause).
+ * load balancer exists to serve on its virtual addresses, so tern runs with
+ * Accept_Mode true while master: the addresses are ordinary interface
+ * addresses and the kernel delivers to the listeners. `accept` defaults to
+ * true and the configuration refuses false (except for an owner, which
+ * always accepts): enforcing it would take firewall rules, keepalived's
+ * most reported "VIP does not answer" cause. A backup never holds the
+ * addresses, so it accepts nothing for them, as the RFC asks.
  *
  * Tracking: with track_weight > 0 each failed tracked object lowers the
  * priority by that weight (never below 1; the owner's 255 never moves), so

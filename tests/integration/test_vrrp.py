@@ -723,6 +723,61 @@ def test_20ms_adverts(lab):
     assert t_garp and t_garp - t_term <= skew(100, 0.02) + SLACK
 
 
+def test_vip_removed_by_hand_is_restored(lab):
+    """`ip addr del` of the VIP on the master: it goes back at once (netlink
+    RTM_DELADDR), announced, logged and counted; nothing else changes."""
+    a, b = start_pair(lab)
+    wait_http(lab, "node-a")
+    t0 = time.time()
+    sh("ip", "-n", lab.ns["a"], "addr", "del", VIP + "/24", "dev", "eth0")
+    assert wait_for(lambda: lab.has_vip("a"), 1.0), a.log()
+    assert garp_from(lab, "a", t0, timeout=1.0), "no gratuitous ARP after the restore"
+    assert "10.123.0.100/24 was removed from eth0 by someone else while master: restored" \
+        in a.log()
+    assert a.counters()["vips_restored"] == 1
+    assert a.state() == "MASTER" and b.state() == "BACKUP" and not lab.has_vip("b")
+    assert b.counters()["vips_restored"] == 0
+    wait_http(lab, "node-a")
+    # Our own removals (leaving master) are not "restored": a graceful stop
+    # hands over and A's address stays gone.
+    a.kill(signal.SIGTERM)
+    a.wait_exit()
+    assert not lab.has_vip("a")
+    assert wait_for(lambda: lab.has_vip("b"), 1.0)
+
+
+def _sched_policy(pid):
+    """The scheduling policy of every thread of pid, by thread name."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # Fields 40 (rt_priority) and 41 (policy), counted from 1 with pid
+        # and comm as 1 and 2: index 37 and 38 after the ")".
+        out[int(tid)] = (int(fields[37]), int(fields[38]))
+    return out
+
+
+def test_control_thread_runs_realtime(lab):
+    """global.vrrp_rt_priority (default 10): the control thread (the main
+    one) is SCHED_FIFO, the workers are not; 0 turns it off."""
+    a = Node(lab, "a", tern_yaml("a", 150))
+    assert wait_for(lambda: lab.has_vip("a"), 5.0), a.log()
+    pid = a.proc.pid
+    pol = _sched_policy(pid)
+    assert pol[pid] == (10, 1), pol  # SCHED_FIFO is 1
+    others = [p for tid, p in pol.items() if tid != pid]
+    assert others and all(p == (0, 0) for p in others), pol
+    assert a.api()["rt_priority"] == 10
+    a.kill(signal.SIGTERM)
+    a.wait_exit()
+    off = tern_yaml("a", 150).replace("global:\n", "global:\n  vrrp_rt_priority: 0\n")
+    b = Node(lab, "b", off)
+    assert wait_for(lambda: lab.has_vip("b"), 5.0), b.log()
+    pol = _sched_policy(b.proc.pid)
+    assert all(p == (0, 0) for p in pol.values()), pol
+
+
 def test_unicast_peers(lab):
     a = Node(lab, "a", tern_yaml("a", 150, peers=[ADDR["b"]]))
     b = Node(lab, "b", tern_yaml("b", 100, peers=[ADDR["a"]]))
