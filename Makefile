@@ -17,7 +17,7 @@ build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 demo:
-	@scripts/deps.sh build
+	@scripts/deps.sh demo
 	@$(MAKE) --no-print-directory build
 	@scripts/demo.sh $(BUILD)/lb/tern
 

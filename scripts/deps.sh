@@ -12,6 +12,7 @@ bench=(haproxy nginx-light libnginx-mod-stream)
 want=("${build[@]}")
 case "${1:-all}" in
 build) ;;
+demo) want+=(wrk) ;; # the demo's scaling loop is driven by wrk
 test) want+=("${test[@]}") ;;
 *) want+=("${test[@]}" "${bench[@]}") ;;
 esac

@@ -6,17 +6,8 @@ import threading
 import time
 import urllib.request
 
-from conftest import free_port, scaled
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+from conftest import free_port
+from test_scale import wait_for
 
 
 def alarm(admin, name):
