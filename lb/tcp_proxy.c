@@ -49,8 +49,11 @@ struct tcp_sess {
     struct lb_worker *w;
     struct lb_wgen *gen; /* holds a reference */
     struct lb_server *srv;
+    struct lb_queued q; /* while every server is at max_connections */
     int cfd, sfd;
     bool connecting;
+    bool queued;  /* in the pool's queue */
+    bool waiting; /* for a slot, since the queue timer started */
     uint8_t tries;
     int avoid[MAX_TRIES];
     int pool;
@@ -83,6 +86,9 @@ tcp_free(struct tcp_sess *s, const char *why)
         };
         lb_accesslog_write(w, &a);
     }
+    struct lb_wpool *wp = &s->gen->wpools[s->pool];
+    if (s->queued)
+        lb_queue_del(wp, &s->q);
     if (s->srv) {
         atomic_fetch_sub_explicit(&s->srv->active, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->srv->st.bytes_in, s->up.bytes, memory_order_relaxed);
@@ -100,6 +106,9 @@ tcp_free(struct tcp_sess *s, const char *why)
         if (s->down.pipe[i] >= 0)
             close(s->down.pipe[i]);
     }
+    /* A slot is free: the oldest connection waiting for one goes first. */
+    if (s->srv && wp->queued)
+        lb_queue_kick(wp);
     lb_worker_conn_del(w, &s->link);
     lb_wgen_unref(s->gen);
     free(s);
@@ -133,6 +142,14 @@ tcp_connect(struct tcp_sess *s)
                        : lb_worker_rand(w);
     for (;;) {
         int i = lb_backend_pick(w, wp, key, s->avoid, s->tries);
+        if (i == LB_PICK_FULL && lb_queue_add(wp, &s->q)) {
+            /* Wait for a slot as HTTP requests do; the client's bytes stay
+             * in its socket meanwhile. The timer runs from the first wait. */
+            if (!s->waiting)
+                arm(s, pc->timeout_queue);
+            s->queued = s->waiting = true;
+            return 0;
+        }
         if (i < 0) {
             atomic_fetch_add_explicit(&wp->pool->no_server, 1, memory_order_relaxed);
             tcp_free(s, "no-server");
@@ -161,6 +178,7 @@ tcp_connect(struct tcp_sess *s)
         s->srv = srv;
         s->sfd = fd;
         s->connecting = true;
+        s->waiting = false;
         ev_io_init(&s->sio, sock_cb, fd, EV_WRITE);
         ev_io_start(w->loop, &s->sio);
         arm(s, pc->timeout_connect);
@@ -298,7 +316,10 @@ connect_failed(struct tcp_sess *s, const char *term)
     ev_io_stop(s->w->loop, &s->sio);
     close(s->sfd);
     s->sfd = -1;
-    if (s->tries <= s->gen->snap->pools[s->pool].cf->retries && s->tries < MAX_TRIES)
+    struct lb_wpool *wp = &s->gen->wpools[s->pool];
+    if (wp->queued)
+        lb_queue_kick(wp);
+    if (s->tries <= wp->pool->cf->retries && s->tries < MAX_TRIES)
         tcp_connect(s);
     else
         tcp_free(s, term);
@@ -343,6 +364,17 @@ static void
 timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct tcp_sess *s = (struct tcp_sess *)((char *)t - offsetof(struct tcp_sess, timer));
+    if (revents & EV_CUSTOM) { /* fed by queue_retry */
+        if (s->waiting && !s->queued)
+            tcp_connect(s);
+        return;
+    }
+    if (s->waiting) {
+        lb_warn("pool %s: no server slot within the queue timeout",
+                s->gen->snap->pools[s->pool].cf->name);
+        tcp_free(s, "queue-timeout");
+        return;
+    }
     if (s->connecting) {
         lb_warn("pool %s server %s: connect timeout", s->gen->snap->pools[s->pool].cf->name,
                 s->srv->name);
@@ -356,6 +388,15 @@ static void
 force_close(struct lb_conn_link *l)
 {
     tcp_free((struct tcp_sess *)l, "stopped");
+}
+
+static void
+queue_retry(struct lb_queued *q)
+{
+    struct tcp_sess *s = (struct tcp_sess *)((char *)q - offsetof(struct tcp_sess, q));
+    s->queued = false;
+    /* From the loop, not from inside whichever session freed the slot. */
+    ev_feed_event(s->w->loop, &s->timer, EV_CUSTOM);
 }
 
 void
@@ -400,6 +441,7 @@ lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer
     s->peer = *peer;
     s->t_start = lb_now_us(w->loop);
     s->link.force_close = force_close;
+    s->q.retry = queue_retry;
     lb_worker_conn_add(w, &s->link);
     ev_io_init(&s->cio, client_cb, fd, EV_READ);
     ev_io_init(&s->sio, sock_cb, -1, EV_READ);

@@ -105,3 +105,67 @@ def test_tcp_backend_refused_tries_next(tern):
         assert s.recv(1) == b"x"
         s.close()
     e.close()
+
+
+def _tcp_queue_config(port, e, queue_size, queue_timeout):
+    return (
+        "global:\n  workers: 1\n"
+        f"listeners:\n  - {{ name: t, bind: 127.0.0.1:{port}, mode: tcp, pool: p }}\n"
+        f"pools:\n  p:\n    queue_size: {queue_size}\n    timeouts: {{ queue: {queue_timeout} }}\n"
+        f"    servers:\n      - {{ name: e, address: {e.address}, max_connections: 1 }}\n"
+    )
+
+
+def test_tcp_max_connections_queues_then_serves(tern):
+    """A second connection waits for the first one's slot, then is served."""
+    e = EchoServer()
+    port = free_port()
+    tern(_tcp_queue_config(port, e, 4, "10s"), [port])
+    time.sleep(0.2)
+    base = e.conns  # the fixture's readiness probe went through too
+    a = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    a.sendall(b"a")
+    assert a.recv(1) == b"a"
+    b = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    b.sendall(b"b")
+    b.settimeout(0.5)
+    try:
+        early = b.recv(1)
+    except socket.timeout:
+        early = None
+    assert early is None, "served past max_connections"
+    assert e.conns == base + 1
+    a.close()  # frees the slot: b goes next
+    b.settimeout(scaled(5))
+    assert b.recv(1) == b"b"
+    assert e.conns == base + 2
+    b.close()
+    e.close()
+
+
+def test_tcp_queue_timeout_and_full_queue_close(tern):
+    e = EchoServer()
+    port = free_port()
+    tern(_tcp_queue_config(port, e, 1, "1s"), [port])
+    time.sleep(0.2)
+    base = e.conns
+    a = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    a.sendall(b"a")
+    assert a.recv(1) == b"a"
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    time.sleep(0.2)
+    # The queue holds one: the next one is closed at once.
+    full = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    t0 = time.monotonic()
+    assert full.recv(1) == b""
+    assert time.monotonic() - t0 < 0.8
+    # The waiting one is closed at the queue timeout, never forwarded.
+    t0 = time.monotonic()
+    assert waiting.recv(1) == b""
+    assert 0.5 < time.monotonic() - t0 < scaled(3)
+    assert e.conns == base + 1
+    a.sendall(b"z")  # the first is untouched
+    assert a.recv(1) == b"z"
+    for s in (a, waiting, full):
+        s.close()
+    e.close()
