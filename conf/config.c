@@ -18,6 +18,7 @@
 #include "conf/diag.h"
 #include "conf/include.h"
 #include "conf/node.h"
+#include "conf/plugin_sections.h"
 #include "conf/schema.h"
 #include "conf/tern_schema.h"
 
@@ -329,28 +330,35 @@ conf_load(const char *path, FILE *err, struct conf **out)
 {
     struct conf_arena *arena = conf_arena_new(), *tmp = conf_arena_new();
     struct conf_diag *d = tmp != NULL ? conf_diag_new(tmp) : NULL;
-    struct conf *c = arena != NULL ? conf_arena_alloc(arena, sizeof(*c)) : NULL;
-    struct conf_node *root;
+    struct conf_plugin_root pr;
+    struct conf *c = NULL;
+    struct conf_node *root = NULL;
     struct conf_ctx ctx;
     size_t n;
     int rc = 1;
 
     *out = NULL;
-    if (d == NULL || c == NULL) {
+    if (d == NULL || arena == NULL) {
         if (err != NULL)
             fprintf(err, "%s: out of memory\n", path);
         goto out;
     }
-    c->arena = arena;
-    c->file = conf_arena_strdup(arena, path);
     root = conf_include_load(tmp, d, path);
-    if (root != NULL) {
+    /* Plugin sections are known once global.plugins has been read: they
+     * extend the root schema and the allocation of struct conf. */
+    if (root != NULL && conf_plugin_root_build(tmp, d, root, &pr) == 0)
+        c = conf_arena_alloc(arena, pr.size);
+    if (c != NULL) {
+        c->arena = arena;
+        c->file = conf_arena_strdup(arena, path);
         conf_ctx_init(&ctx, arena, tmp, d);
-        conf_schema_apply(&ctx, &conf_tern_schema, root, c);
+        conf_schema_apply(&ctx, &pr.schema, root, c);
         cross_reference(&ctx, root, c);
+        if (conf_plugin_root_finish(&pr, arena, c) < 0)
+            c->file = NULL; /* reported as out of memory below */
     }
     n = conf_diag_count(d);
-    if (n == 0 && (root == NULL || c->file == NULL))
+    if (n == 0 && (c == NULL || c->file == NULL))
         conf_diag_add(d, path, 0, 0, NULL, "out of memory");
     n = conf_diag_count(d);
     if (n > 0) {

@@ -266,6 +266,19 @@ struct conf_scale {
     double tt_target;
 };
 
+/*
+ * A section of a third-party plugin: a top-level key that a module named in
+ * global.plugins declares with a schema (conf_set_plugin_resolver), checked
+ * and filled by that schema like tern's own sections.
+ */
+struct conf_schema;
+struct conf_ext {
+    const char *name;                 /* the top-level key */
+    const struct conf_schema *schema; /* the resolver's; lives as long as the process */
+    bool present;                     /* the file has the section */
+    void *obj;                        /* schema->size bytes that the schema filled */
+};
+
 struct conf {
     char *file;
     struct conf_arena *arena;
@@ -280,6 +293,8 @@ struct conf {
     struct conf_watch watch;
     struct conf_scale *scale;
     size_t nscale;
+    struct conf_ext *ext; /* one per module of global.plugins that declares a section */
+    size_t next;
 };
 
 /*
@@ -290,9 +305,20 @@ struct conf {
  * Errors are sorted by file (in reading order), line and column; one without
  * a position (a file that cannot be opened) reads "FILE: message". Files
  * named by "include:" are read too (see conf/REFERENCE.md). Uses no global
- * state and may run on any thread; reads the environment for ${VAR}.
+ * state but the resolver below and may run on any thread; reads the
+ * environment for ${VAR}.
  */
 int conf_load(const char *path, FILE *err, struct conf **out);
+
+/*
+ * What conf_load() asks about each module of global.plugins: the section it
+ * declares and that section's schema, or NULL (no section, no schema, or a
+ * module that cannot be read: then its section is an unknown key). The
+ * schema must live as long as the process. The daemon sets it once before
+ * its first conf_load(); without one, plugin sections are unknown keys.
+ */
+typedef const struct conf_schema *(*conf_plugin_resolver)(const char *module, const char **section);
+void conf_set_plugin_resolver(conf_plugin_resolver r);
 
 void conf_free(struct conf *c);
 

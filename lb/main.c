@@ -10,6 +10,7 @@
 #include "conf/config.h"
 #include "lb/ctl.h"
 #include "lb/daemon.h"
+#include "lb/plugin_host.h"
 #include "lb/tls.h"
 
 static void
@@ -38,6 +39,9 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "ctl") == 0)
         return lb_ctl_main(argc - 1, argv + 1);
+    /* Sections of the modules in global.plugins are checked with the file,
+     * at -t, start and reload alike. */
+    lb_plugin_schemas_init();
     while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':

@@ -131,6 +131,52 @@ tern_value_bool(const struct tern_value *v, bool def)
     return v != NULL && v->kind == TERN_VAL_BOOL ? v->u.b : def;
 }
 
+/*
+ * The schema of a third-party module's section. A module named in
+ * global.plugins whose descriptor names a section may export, besides
+ * tern_plugin_entry, a table of the keys of that section:
+ *
+ *     TERN_PLUGIN_EXPORT const struct tern_conf_key tern_plugin_schema[] = {
+ *         {.key = "greeting", .type = TERN_CONF_STRING, .def = "hello", .doc = "..."},
+ *         {.key = "every", .type = TERN_CONF_DURATION, .required = true, .doc = "..."},
+ *         {0},
+ *     };
+ *
+ * tern reads it when it loads the configuration (also `tern -t` and a
+ * reload), so the section is checked with the rest of the file, errors as
+ * FILE:LINE:COL: key.path: message, and the plugin receives it as a tree
+ * of values with the defaults applied. Without the table a section of that
+ * name is an unknown key. It is an optional symbol, not part of the
+ * descriptor, so modules built without it keep working in this version.
+ */
+enum tern_conf_type {
+    TERN_CONF_END = 0,
+    TERN_CONF_STRING,   /* TERN_VAL_STRING */
+    TERN_CONF_PATH,     /* a file name: relative to the configuration file's folder */
+    TERN_CONF_INT,      /* TERN_VAL_INT, within min..max when either is set */
+    TERN_CONF_BOOL,     /* TERN_VAL_BOOL */
+    TERN_CONF_DOUBLE,   /* TERN_VAL_DOUBLE */
+    TERN_CONF_DURATION, /* "500ms", "2s": TERN_VAL_INT in milliseconds */
+    TERN_CONF_SIZE,     /* "32k": TERN_VAL_INT in bytes */
+    TERN_CONF_ADDR,     /* numeric host:port, as written */
+    TERN_CONF_STRINGS,  /* a list of strings: TERN_VAL_LIST */
+    TERN_CONF_MAP,      /* a nested mapping of the keys in .sub */
+    TERN_CONF_LIST,     /* a list of mappings of the keys in .sub */
+};
+
+struct tern_conf_key {
+    const char *key;
+    enum tern_conf_type type;
+    bool required;
+    const char *def;                 /* default as YAML text; NULL: none */
+    int64_t min, max;                /* INT bounds (both 0: none; else both apply) */
+    const struct tern_conf_key *sub; /* MAP, LIST: keys, ended by {0} */
+    const char *doc;                 /* one line, as in conf/REFERENCE.md */
+};
+
+/* The optional symbol of the table. */
+#define TERN_PLUGIN_SCHEMA_SYMBOL "tern_plugin_schema"
+
 /* ---- events ---- */
 
 enum tern_event_type {

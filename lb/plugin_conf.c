@@ -239,9 +239,23 @@ dump_struct(struct tb *b, const struct conf_schema *s, const char *obj, struct t
     return true;
 }
 
+/* A third-party module's section (conf/plugin_sections.c), or NULL. */
+static const struct conf_ext *
+ext_section(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->next; i++)
+        if (strcmp(c->ext[i].name, name) == 0)
+            return &c->ext[i];
+    return NULL;
+}
+
 bool
 lb_plugin_section_present(const struct conf *c, const char *name)
 {
+    const struct conf_ext *e = ext_section(c, name);
+
+    if (e != NULL)
+        return e->present;
     if (strcmp(name, "watch") == 0)
         return c->watch.present;
     if (strcmp(name, "scale") == 0)
@@ -262,7 +276,11 @@ lb_plugin_section(const struct conf *c, const char *name, struct conf_arena **me
     root = b.mem ? conf_arena_calloc(b.mem, 1, sizeof(*root)) : NULL;
     if (root == NULL)
         goto oom;
-    if (strcmp(name, "watch") == 0) {
+    if (ext_section(c, name) != NULL) {
+        const struct conf_ext *e = ext_section(c, name);
+
+        dump_struct(&b, e->schema, e->obj, root);
+    } else if (strcmp(name, "watch") == 0) {
         dump_struct(&b, &conf_watch_schema, (const char *)&c->watch, root);
     } else {
         /* scale: is a list of groups. */

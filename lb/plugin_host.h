@@ -45,4 +45,8 @@ void lb_plugins_publish(struct lb_ctl *ctl, const struct tern_event *ev);
  * them). Returns 0, -ENOENT or -ENODATA, as tern_host.metric_get. */
 int lb_plugins_metric(struct lb_ctl *ctl, const char *name, double *value);
 
+/* plugin_schema.c: lets conf_load() read the section schemas of the modules
+ * in global.plugins. Called once, before the first conf_load(). */
+void lb_plugin_schemas_init(void);
+
 #endif
