@@ -12,6 +12,11 @@ as a sniffer on the bridge sees it (kernel timestamps, like tcpdump -tt).
          the backup waits Master_Down_Interval after the last advertisement.
   term   SIGTERM: a graceful stop, priority 0, the backup waits Skew_Time.
 
+Implementations: `tern` (as configured by default: the control thread runs
+SCHED_FIFO, global.vrrp_rt_priority 10), `tern-nort` (the same with
+vrrp_rt_priority: 0, ordinary scheduling: what tern did before) and
+`keepalived`.
+
 Settings: VRRPv3 at 1 s and 100 ms for both (keepalived told `version 3`,
 its default being v2), and 20 ms for tern alone. Each setting runs without
 load and again with wrk saturating the master (HTTP through the VIP from C
@@ -178,10 +183,13 @@ class Lab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def tern_yaml(n, interval_ms, vrrp):
+def tern_yaml(n, interval_ms, vrrp, rt=True):
     y = f"""global:
   workers: 2
-listeners:
+"""
+    if not rt:
+        y += "  vrrp_rt_priority: 0\n"
+    y += f"""listeners:
   - name: web
     bind: 0.0.0.0:8080
     mode: http
@@ -230,8 +238,8 @@ class Router:
         self.lab, self.impl, self.n, self.interval_ms, self.tern = lab, impl, n, interval_ms, tern_bin
         self.conf = os.path.join(lab.dir, f"{impl}-{n}-{interval_ms}.conf")
         with open(self.conf, "w") as f:
-            if impl == "tern":
-                f.write(tern_yaml(n, interval_ms, True))
+            if impl.startswith("tern"):
+                f.write(tern_yaml(n, interval_ms, True, rt=impl != "tern-nort"))
             else:
                 f.write(keepalived_conf(n, interval_ms))
         self.log = open(os.path.join(lab.dir, f"{impl}-{n}-{interval_ms}.log"), "a")
@@ -246,7 +254,7 @@ class Router:
         self.start()
 
     def start(self):
-        if self.impl == "tern":
+        if self.impl.startswith("tern"):
             self.proc = self.lab.popen(self.n, [self.tern, "-c", self.conf],
                                        stdout=subprocess.DEVNULL, stderr=self.log)
             return
@@ -379,7 +387,8 @@ def main():
     ap.add_argument("--intervals", default="1000,100,20")
     ap.add_argument("--modes", default="kill9,term")
     ap.add_argument("--loads", default="none,wrk")
-    ap.add_argument("--impls", default="tern,keepalived")
+    ap.add_argument("--impls", default="tern,keepalived",
+                    help="comma-separated: tern, tern-nort (vrrp_rt_priority: 0), keepalived")
     ap.add_argument("--tern", default=os.path.join(ROOT, "build", "lb", "tern"))
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS-vrrp.md")
     ap.add_argument("--keep", action="store_true",
@@ -433,9 +442,11 @@ def main():
         "advert or priority 0 of the master to the backup's first advert). Load: wrk -t2 -c64 "
         "through the VIP from the client namespace.",
         "",
-        "| interval | mode | load | impl | median | min | max | protocol median | RFC | "
-        "keepalived / tern (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Command: `" + " ".join(["bench/vrrp_failover.py"] + sys.argv[1:]) + "`",
+        "",
+        "| interval | mode | load | impl | median | min | max | protocol median | protocol max | "
+        "RFC | keepalived / tern (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (impl, interval_ms, mode, load), vals in results.items():
         s = summary([v[0] for v in vals])
@@ -452,7 +463,7 @@ def main():
             if ks:
                 ratio = f"{ks[0] / s[0]:.2f}"
         lines.append(f"| {interval_ms} ms | {mode} | {load} | {impl} | {s[0]:.1f} | {s[1]:.1f} | "
-                     f"{s[2]:.1f} | {p[0]:.1f} | {rfc} | {ratio} |" if p else "")
+                     f"{s[2]:.1f} | {p[0]:.1f} | {p[2]:.1f} | {rfc} | {ratio} |" if p else "")
     lines.append("")
     table = "\n".join(lines)
     print(table)

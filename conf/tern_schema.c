@@ -774,6 +774,14 @@ check_vrrp(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
                        "holds the virtual IPs as interface addresses so that tern's listeners "
                        "answer on them; leave accept out (true) and filter other services of "
                        "the host with its firewall");
+    /* RFC 5798 section 5.2.9: over IPv6 the first address is the virtual
+     * router's link-local one; receivers drop adverts without it. */
+    if (family == AF_INET6 &&
+        !(v->virtual_ips[0].addr[0] == 0xfe && (v->virtual_ips[0].addr[1] & 0xc0) == 0x80))
+        conf_key_error(ctx, map, "virtual_ips",
+                       "over IPv6 the first virtual IP must be a link-local address (fe80::/10, "
+                       "RFC 5798 section 5.2.9), e.g. [ fe80::1/64, %s ]",
+                       v->virtual_ips[0].text);
     if (v->version == 2 && family == AF_INET6)
         conf_key_error(ctx, map, "version", "VRRPv2 carries IPv4 addresses only; use version 3");
     for (size_t i = 0; i < v->nunicast_peers && family != 0; i++) {
@@ -831,7 +839,8 @@ static const struct conf_field vrrp_fields[] = {
      .min = 1,
      CONF_AT(struct conf_vrrp, virtual_ips),
      CONF_COUNT(struct conf_vrrp, nvirtual_ips),
-     .doc = "addresses the master holds, with their prefix length (bare: /32 or /128)"},
+     .doc = "addresses the master holds, with their prefix length (bare: /32 or /128); one "
+            "family per instance; IPv6 starts with a link-local address"},
     {.key = "unicast_peers",
      .kind = CONF_LIST,
      .elem = CONF_IP,

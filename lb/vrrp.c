@@ -6,7 +6,9 @@
  * Per instance: a raw IPPROTO_VRRP socket with IP_HDRINCL (we write the IPv4
  * header ourselves, so the source address that enters the keepalived-style
  * checksum is exactly the one on the wire, and TTL is 255), bound to the
- * interface; a packet socket for gratuitous ARP; an ev_io for receive, and a
+ * interface; a packet socket for gratuitous ARP (IPv6: a raw socket without
+ * our header, the link-local source named per packet, and a raw ICMPv6
+ * socket for unsolicited Neighbor Advertisements); an ev_io for receive, and a
  * timerfd (in the same loop through an ev_io) for the state machine's
  * deadlines: absolute CLOCK_MONOTONIC times, fired by the kernel's
  * high-resolution timers, so Master_Down_Interval is kept to the
@@ -32,6 +34,7 @@
 #include <math.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -70,6 +73,10 @@ extern char **environ;
 #define NL_BUF 8192
 
 static const uint8_t VRRP_MCAST4[4] = {224, 0, 0, 18}; /* RFC 5798 section 5.1.1.2 */
+/* RFC 5798 section 5.1.2.2: ff02::12. */
+static const uint8_t VRRP_MCAST6[16] = {0xff, 0x02, [15] = 0x12};
+/* RFC 4861 section 4.4: unsolicited advertisements go to all-nodes ff02::1. */
+static const uint8_t ALL_NODES6[16] = {0xff, 0x02, [15] = 0x01};
 
 /* ---- the fatal-signal path (async-signal-safe part) ---- */
 
@@ -82,12 +89,44 @@ struct crash_slot {
     int fd;           /* the raw VRRP socket */
     int npkts;
     size_t len;
-    struct sockaddr_in dst[CRASH_MAX_PKTS];
-    uint8_t pkt[CRASH_MAX_PKTS][VRRP_IPV4_HDR_LEN + VRRP_HDR_LEN + VRRP_MAX_ADDRS * 4];
+    struct sockaddr_storage dst[CRASH_MAX_PKTS];
+    socklen_t dlen;
+    struct in6_pktinfo src6; /* IPv6: the link-local source and interface */
+    uint8_t pkt[CRASH_MAX_PKTS][VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT];
     int nlfd;      /* the netlink command socket, -1: none */
     size_t nl_len; /* RTM_DELADDR messages for the addresses, back to back */
     uint8_t nl[CRASH_MAX_DEL * 64];
 };
+
+/* One datagram on a raw VRRP socket. IPv6 names its source (the link-local
+ * address, RFC 5798 section 5.1.2.1) and interface in IPV6_PKTINFO: a raw
+ * socket bound to an address would hear only packets sent to it, not
+ * ff02::12. Only sendto(2) / sendmsg(2): async-signal-safe. */
+static ssize_t
+send_pkt(int fd, const void *buf, size_t len, const struct sockaddr_storage *dst, socklen_t dlen,
+         const struct in6_pktinfo *src6)
+{
+    if (dst->ss_family != AF_INET6)
+        return sendto(fd, buf, len, 0, (const struct sockaddr *)dst, dlen);
+    union {
+        struct cmsghdr h;
+        uint8_t b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr m = {.msg_name = (void *)dst,
+                       .msg_namelen = dlen,
+                       .msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.b,
+                       .msg_controllen = sizeof(ctl.b)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(*src6));
+    memcpy(CMSG_DATA(c), src6, sizeof(*src6));
+    return sendmsg(fd, &m, 0);
+}
 
 /* Read by the signal handler; written by the control thread. */
 static _Atomic(struct crash_slot *) crash_slots[CRASH_SLOTS];
@@ -106,8 +145,7 @@ on_fatal_signal(int sig)
         if (!s || !atomic_load_explicit(&s->armed, memory_order_acquire))
             continue;
         for (int k = 0; k < s->npkts; k++)
-            (void)sendto(s->fd, s->pkt[k], s->len, 0, (const struct sockaddr *)&s->dst[k],
-                         sizeof(s->dst[k]));
+            (void)send_pkt(s->fd, s->pkt[k], s->len, &s->dst[k], s->dlen, &s->src6);
         /* And the addresses go, or this host would keep answering ARP for
          * them next to the new master until it runs again. */
         if (s->nlfd >= 0 && s->nl_len > 0) {
@@ -151,8 +189,10 @@ struct vrrp_inst {
     uint32_t garp_repeat;
     struct conf_cidr *vips;
     size_t nvips;
-    uint8_t *vip_bytes; /* nvips x 4, the advertisement's address list */
-    struct in_addr *peers;
+    int family;         /* AF_INET or AF_INET6: of every virtual IP and peer */
+    size_t alen;        /* 4 or 16 */
+    uint8_t *vip_bytes; /* nvips x alen, the advertisement's address list */
+    uint8_t (*peers)[16];
     size_t npeers;
     char **track_pools, **track_ifs;
     size_t ntrack_pools, ntrack_ifs;
@@ -160,9 +200,9 @@ struct vrrp_inst {
     /* Interface and sockets. */
     int ifindex;
     uint8_t mac[6];
-    uint8_t primary[4];
-    int fd;  /* raw IPPROTO_VRRP, IP_HDRINCL */
-    int pfd; /* AF_PACKET, gratuitous ARP */
+    uint8_t primary[16]; /* IPv4: the first own address; IPv6: the link-local one */
+    int fd;              /* raw IPPROTO_VRRP (IPv4: IP_HDRINCL) */
+    int pfd;             /* IPv4: AF_PACKET, gratuitous ARP; IPv6: raw ICMPv6, NAs */
     uint16_t ip_id;
 
     ev_io rx;
@@ -217,9 +257,9 @@ mono_us(void)
 }
 
 static const char *
-ip4_text(const uint8_t a[4], char *buf, size_t size)
+addr_text(const struct vrrp_inst *in, const uint8_t *a, char *buf, size_t size)
 {
-    return inet_ntop(AF_INET, a, buf, (socklen_t)size) ? buf : "?";
+    return inet_ntop(in->family, a, buf, (socklen_t)size) ? buf : "?";
 }
 
 /* ---- netlink: virtual addresses ---- */
@@ -244,6 +284,12 @@ nl_addr_msg(void *buf, int cmd, uint32_t seq, int ifindex, const struct conf_cid
     size_t alen = c->family == AF_INET6 ? 16 : 4;
     mnl_attr_put(nlh, IFA_LOCAL, alen, c->addr);
     mnl_attr_put(nlh, IFA_ADDRESS, alen, c->addr);
+    if (c->family == AF_INET6 && cmd == RTM_NEWADDR) {
+        /* No duplicate address detection: a tentative address would not
+         * answer for a second or more (keepalived does the same). */
+        ifa->ifa_flags = IFA_F_NODAD;
+        mnl_attr_put_u32(nlh, IFA_FLAGS, IFA_F_NODAD);
+    }
     return nlh;
 }
 
@@ -305,18 +351,22 @@ vips_remove_stale(struct vrrp_inst *in)
 
 /* ---- sending ---- */
 
-/* Encodes priority prio for destination dst into buf (IPv4 header
- * included). Returns the length, or 0. */
+/* Encodes priority prio for destination dst into buf (IPv4: header
+ * included; IPv6: the kernel writes it). Returns the length, or 0. */
 static size_t
-build_advert(struct vrrp_inst *in, uint8_t prio, const uint8_t dst[4], uint8_t *buf, size_t size)
+build_advert(struct vrrp_inst *in, uint8_t prio, const uint8_t *dst, uint8_t *buf, size_t size)
 {
     struct vrrp_adv a = {.version = in->version,
                          .vrid = in->vrid,
                          .priority = prio,
                          .naddrs = (uint8_t)in->nvips,
-                         .family = AF_INET,
+                         .family = in->family,
                          .interval_ms = in->interval_ms,
                          .addrs = in->vip_bytes};
+    if (in->family == AF_INET6) {
+        ssize_t n = vrrp_adv_encode(&a, in->primary, dst, true, buf, size);
+        return n < 0 ? 0 : (size_t)n;
+    }
     if (size < VRRP_IPV4_HDR_LEN)
         return 0;
     ssize_t n = vrrp_adv_encode(&a, in->primary, dst, in->pseudo, buf + VRRP_IPV4_HDR_LEN,
@@ -329,31 +379,59 @@ build_advert(struct vrrp_inst *in, uint8_t prio, const uint8_t dst[4], uint8_t *
     return VRRP_IPV4_HDR_LEN + (size_t)n;
 }
 
-/* The destinations: 224.0.0.18, or every unicast peer. */
+/* The destinations: 224.0.0.18 / ff02::12, or every unicast peer. */
 static size_t
-destinations(const struct vrrp_inst *in, uint8_t (*out)[4], size_t max)
+destinations(const struct vrrp_inst *in, uint8_t (*out)[16], size_t max)
 {
     if (in->npeers == 0) {
-        memcpy(out[0], VRRP_MCAST4, 4);
+        memcpy(out[0], in->family == AF_INET6 ? VRRP_MCAST6 : VRRP_MCAST4, in->alen);
         return 1;
     }
     size_t n = 0;
     for (size_t i = 0; i < in->npeers && n < max; i++)
-        memcpy(out[n++], &in->peers[i].s_addr, 4);
+        memcpy(out[n++], in->peers[i], in->alen);
     return n;
+}
+
+/* The socket address of dst (4 or 16 bytes as in->family). */
+static socklen_t
+dest_sockaddr(const struct vrrp_inst *in, const uint8_t *dst, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (in->family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, dst, 16);
+        s6->sin6_scope_id = (uint32_t)in->ifindex;
+        return sizeof(*s6);
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    s4->sin_family = AF_INET;
+    memcpy(&s4->sin_addr, dst, 4);
+    return sizeof(*s4);
+}
+
+static struct in6_pktinfo
+src_info(const struct vrrp_inst *in)
+{
+    struct in6_pktinfo pi = {.ipi6_ifindex = (unsigned)in->ifindex};
+    if (in->family == AF_INET6)
+        memcpy(&pi.ipi6_addr, in->primary, 16);
+    return pi;
 }
 
 static void
 send_advert(struct vrrp_inst *in, uint8_t prio)
 {
     uint8_t buf[VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT];
-    uint8_t dsts[256][4];
+    uint8_t dsts[256][16];
     size_t nd = destinations(in, dsts, 256);
+    struct in6_pktinfo pi = src_info(in);
     for (size_t i = 0; i < nd; i++) {
         size_t len = build_advert(in, prio, dsts[i], buf, sizeof(buf));
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        memcpy(&sa.sin_addr, dsts[i], 4);
-        if (len == 0 || sendto(in->fd, buf, len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        struct sockaddr_storage sa;
+        socklen_t salen = dest_sockaddr(in, dsts[i], &sa);
+        if (len == 0 || send_pkt(in->fd, buf, len, &sa, salen, &pi) < 0) {
             if (in->c.send_errors++ == 0)
                 lb_err("vrrp %s: cannot send advertisement: %s", in->name,
                        len == 0 ? "encoding failed" : strerror(errno));
@@ -365,10 +443,42 @@ send_advert(struct vrrp_inst *in, uint8_t prio)
     }
 }
 
-/* One gratuitous ARP for virtual IP k. */
+/* IPv6: one unsolicited Neighbor Advertisement for virtual IP k (RFC 5798
+ * section 6.4.2, RFC 4861 section 7.2.6): to all-nodes, hop limit 255,
+ * Override set, Solicited clear, the interface's MAC as target link-layer
+ * address. Router stays clear: tern is a host that serves the address, not
+ * a router. The kernel computes the ICMPv6 checksum. */
+static void
+send_na(struct vrrp_inst *in, size_t k)
+{
+    struct {
+        struct nd_neighbor_advert na;
+        uint8_t opt[8];
+    } m;
+    memset(&m, 0, sizeof(m));
+    m.na.nd_na_type = ND_NEIGHBOR_ADVERT;
+    m.na.nd_na_flags_reserved = ND_NA_FLAG_OVERRIDE;
+    memcpy(&m.na.nd_na_target, in->vips[k].addr, 16);
+    m.opt[0] = ND_OPT_TARGET_LINKADDR;
+    m.opt[1] = 1; /* units of 8 bytes */
+    memcpy(m.opt + 2, in->mac, 6);
+    struct sockaddr_storage sa;
+    socklen_t salen = dest_sockaddr(in, ALL_NODES6, &sa);
+    struct in6_pktinfo pi = src_info(in);
+    if (send_pkt(in->pfd, &m, sizeof(m), &sa, salen, &pi) < 0)
+        in->c.send_errors++;
+    else
+        in->c.garps_sent++;
+}
+
+/* One gratuitous ARP (IPv6: unsolicited NA) for virtual IP k. */
 static void
 send_garp(struct vrrp_inst *in, size_t k)
 {
+    if (in->family == AF_INET6) {
+        send_na(in, k);
+        return;
+    }
     struct sockaddr_ll sll = {.sll_family = AF_PACKET,
                               .sll_protocol = htons(ETH_P_ARP),
                               .sll_ifindex = in->ifindex,
@@ -403,16 +513,16 @@ crash_arm(struct vrrp_inst *in)
     /* Disarmed while the bytes change, so a handler never reads half a
      * packet. */
     atomic_store(&s->armed, 0);
-    uint8_t dsts[CRASH_MAX_PKTS][4];
+    uint8_t dsts[CRASH_MAX_PKTS][16];
     size_t nd = destinations(in, dsts, CRASH_MAX_PKTS);
     s->npkts = 0;
+    s->src6 = src_info(in);
     for (size_t i = 0; i < nd; i++) {
         size_t len = build_advert(in, 0, dsts[i], s->pkt[i], sizeof(s->pkt[i]));
         if (len == 0)
             return;
         s->len = len;
-        s->dst[i] = (struct sockaddr_in){.sin_family = AF_INET};
-        memcpy(&s->dst[i].sin_addr, dsts[i], 4);
+        s->dlen = dest_sockaddr(in, dsts[i], &s->dst[i]);
         s->npkts = (int)i + 1;
     }
     s->fd = in->fd;
@@ -641,9 +751,9 @@ apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
         sync_timers(in);
     in->c.became_master = in->fsm.became_master;
     if (a & VRRP_ACT_NOTIFY) {
-        char m[INET_ADDRSTRLEN] = "-";
+        char m[INET6_ADDRSTRLEN] = "-";
         if (in->fsm.master_known && o->to == VRRP_BACKUP)
-            ip4_text(in->fsm.master_addr, m, sizeof(m));
+            addr_text(in, in->fsm.master_addr, m, sizeof(m));
         lb_info("vrrp %s: %s -> %s (priority %u%s%s)", in->name, vrrp_state_name(o->from),
                 vrrp_state_name(o->to), in->fsm.priority, o->to == VRRP_BACKUP ? ", master " : "",
                 o->to == VRRP_BACKUP ? m : "");
@@ -731,49 +841,46 @@ count_drop(struct vrrp_inst *in, enum vrrp_err e, const uint8_t src[4])
     uint64_t now = mono_us();
     if (n == 1 || now - in->last_drop_log[idx] >= DROP_LOG_EVERY_US) {
         in->last_drop_log[idx] = now;
-        char s[INET_ADDRSTRLEN] = "?";
+        char s[INET6_ADDRSTRLEN] = "?";
         if (src)
-            ip4_text(src, s, sizeof(s));
+            addr_text(in, src, s, sizeof(s));
         lb_warn("vrrp %s: dropped a packet from %s: %s (%" PRIu64 " so far)", in->name, s, why, n);
     }
 }
 
+/* One VRRP message (the IP payload) from src to dst with that TTL / hop
+ * limit. */
 static void
-handle_packet(struct vrrp_inst *in, const uint8_t *buf, size_t len, uint64_t now)
+handle_adv(struct vrrp_inst *in, const uint8_t *src, const uint8_t *dst, int ttl,
+           const uint8_t *payload, size_t plen, uint64_t now)
 {
-    struct vrrp_ip4 ip;
-    enum vrrp_err e = vrrp_ip4_parse(buf, len, &ip);
-    if (e != VRRP_OK) {
-        count_drop(in, e, NULL);
-        return;
-    }
-    /* Our own multicast does not loop back (IP_MULTICAST_LOOP is off), but
-     * a bridge in hairpin mode could reflect it. */
-    if (memcmp(ip.src, in->primary, 4) == 0)
+    /* Our own multicast does not loop back (multicast loop is off), but a
+     * bridge in hairpin mode could reflect it. */
+    if (memcmp(src, in->primary, in->alen) == 0)
         return;
     if (in->npeers > 0) {
         /* unicast_peers: only the configured routers are heard. */
         bool known = false;
         for (size_t i = 0; i < in->npeers && !known; i++)
-            known = memcmp(&in->peers[i].s_addr, ip.src, 4) == 0;
+            known = memcmp(in->peers[i], src, in->alen) == 0;
         if (!known) {
-            count_drop(in, VRRP_ERR_COUNT, ip.src);
+            count_drop(in, VRRP_ERR_COUNT, src);
             return;
         }
     }
-    struct vrrp_rx rx = {.family = AF_INET,
-                         .src = ip.src,
-                         .dst = ip.dst,
-                         .ttl = ip.ttl,
+    struct vrrp_rx rx = {.family = in->family,
+                         .src = src,
+                         .dst = dst,
+                         .ttl = ttl,
                          .version = in->version,
                          .vrid = in->vrid,
                          .interval_ms = in->interval_ms};
     struct vrrp_adv adv;
-    e = vrrp_adv_decode(ip.payload, ip.plen, &rx, &adv);
+    enum vrrp_err e = vrrp_adv_decode(payload, plen, &rx, &adv);
     if (e != VRRP_OK) {
         if (e == VRRP_ERR_INTERVAL_MISMATCH)
             in->c.interval_mismatch++;
-        count_drop(in, e, ip.src);
+        count_drop(in, e, src);
         return;
     }
     in->c.adverts_received++;
@@ -788,15 +895,67 @@ handle_packet(struct vrrp_inst *in, const uint8_t *buf, size_t len, uint64_t now
         uint64_t *last = &in->last_drop_log[VRRP_ERR_INTERVAL_MISMATCH];
         if (n == 1 || now - *last >= DROP_LOG_EVERY_US) {
             *last = now;
-            char s[INET_ADDRSTRLEN];
+            char s[INET6_ADDRSTRLEN];
             lb_warn("vrrp %s: %s advertises every %u ms, we every %u ms: interval_mismatch "
                     "(%" PRIu64 " so far)",
-                    in->name, ip4_text(ip.src, s, sizeof(s)), adv.interval_ms, in->interval_ms, n);
+                    in->name, addr_text(in, src, s, sizeof(s)), adv.interval_ms, in->interval_ms,
+                    n);
         }
     }
     struct vrrp_fsm_out o;
-    vrrp_fsm_advert(&in->fsm, now, adv.priority, ip.src, adv.interval_ms, &o);
+    vrrp_fsm_advert(&in->fsm, now, adv.priority, src, adv.interval_ms, &o);
     apply(in, &o, now);
+}
+
+/* IPv4: the raw socket hands over the IP header too. */
+static void
+handle_packet4(struct vrrp_inst *in, const uint8_t *buf, size_t len, uint64_t now)
+{
+    struct vrrp_ip4 ip;
+    enum vrrp_err e = vrrp_ip4_parse(buf, len, &ip);
+    if (e != VRRP_OK) {
+        count_drop(in, e, NULL);
+        return;
+    }
+    handle_adv(in, ip.src, ip.dst, ip.ttl, ip.payload, ip.plen, now);
+}
+
+/* IPv6: the payload only; source from the address, destination and hop
+ * limit from IPV6_PKTINFO and IPV6_HOPLIMIT. A missing hop limit counts as
+ * 0, so it is dropped as bad_ttl. */
+static ssize_t
+recv6(struct vrrp_inst *in, uint8_t *buf, size_t size, uint8_t src[16], uint8_t dst[16], int *hops)
+{
+    struct sockaddr_in6 from;
+    union {
+        struct cmsghdr h;
+        uint8_t b[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {.iov_base = buf, .iov_len = size};
+    struct msghdr m = {.msg_name = &from,
+                       .msg_namelen = sizeof(from),
+                       .msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.b,
+                       .msg_controllen = sizeof(ctl.b)};
+    ssize_t n = recvmsg(in->fd, &m, MSG_TRUNC);
+    if (n < 0)
+        return n;
+    memcpy(src, &from.sin6_addr, 16);
+    memset(dst, 0, 16);
+    *hops = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != IPPROTO_IPV6)
+            continue;
+        if (c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+            memcpy(dst, &pi.ipi6_addr, 16);
+        } else if (c->cmsg_type == IPV6_HOPLIMIT) {
+            memcpy(hops, CMSG_DATA(c), sizeof(*hops));
+        }
+    }
+    return n;
 }
 
 static void
@@ -805,15 +964,21 @@ on_readable(struct ev_loop *loop, ev_io *w, int revents)
     struct vrrp_inst *in = w->data;
     /* Bounded: a flood of forged packets must not keep the loop here. */
     for (int i = 0; i < 64; i++) {
-        uint8_t buf[2048];
-        ssize_t n = recv(in->fd, buf, sizeof(buf), MSG_TRUNC);
+        uint8_t buf[VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT + 64];
+        uint8_t src[16], dst[16];
+        int hops = 0;
+        ssize_t n = in->family == AF_INET6 ? recv6(in, buf, sizeof(buf), src, dst, &hops)
+                                           : recv(in->fd, buf, sizeof(buf), MSG_TRUNC);
         if (n < 0)
             return;
         if ((size_t)n > sizeof(buf)) {
             count_drop(in, VRRP_ERR_TRUNCATED, NULL);
             continue;
         }
-        handle_packet(in, buf, (size_t)n, mono_us());
+        if (in->family == AF_INET6)
+            handle_adv(in, src, dst, hops, buf, (size_t)n, mono_us());
+        else
+            handle_packet4(in, buf, (size_t)n, mono_us());
     }
 }
 
@@ -923,7 +1088,8 @@ static void
 on_addr_removed(struct vrrp *v, const struct nlmsghdr *nlh)
 {
     const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
-    if (ifa->ifa_family != AF_INET)
+    size_t alen = ifa->ifa_family == AF_INET6 ? 16 : 4;
+    if (ifa->ifa_family != AF_INET && ifa->ifa_family != AF_INET6)
         return;
     const uint8_t *addr = NULL;
     const struct nlattr *attr;
@@ -931,17 +1097,17 @@ on_addr_removed(struct vrrp *v, const struct nlmsghdr *nlh)
     {
         uint16_t type = mnl_attr_get_type(attr);
         if ((type == IFA_LOCAL || (type == IFA_ADDRESS && !addr)) &&
-            mnl_attr_get_payload_len(attr) == 4)
+            mnl_attr_get_payload_len(attr) == alen)
             addr = mnl_attr_get_payload(attr);
     }
     if (!addr)
         return;
     for (size_t i = 0; i < v->n; i++) {
         struct vrrp_inst *in = v->inst[i];
-        if (in->ifindex != (int)ifa->ifa_index || !holds_vips(in))
+        if (in->family != ifa->ifa_family || in->ifindex != (int)ifa->ifa_index || !holds_vips(in))
             continue;
         for (size_t k = 0; k < in->nvips; k++)
-            if (memcmp(in->vips[k].addr, addr, 4) == 0)
+            if (memcmp(in->vips[k].addr, addr, alen) == 0)
                 vip_restore(in, k);
     }
 }
@@ -1040,6 +1206,18 @@ inst_free(struct vrrp_inst *in)
     free(in);
 }
 
+/* A unicast peer's address as 4 or 16 bytes (the family was checked with
+ * the configuration). */
+static void
+peer_bytes(const struct conf_addr *a, uint8_t out[16])
+{
+    memset(out, 0, 16);
+    if (a->sa.ss_family == AF_INET6)
+        memcpy(out, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, 16);
+    else
+        memcpy(out, &((const struct sockaddr_in *)&a->sa)->sin_addr, 4);
+}
+
 static struct vrrp_inst *
 inst_new(struct vrrp *v, const struct conf_vrrp *cf)
 {
@@ -1065,7 +1243,9 @@ inst_new(struct vrrp *v, const struct conf_vrrp *cf)
     in->garp_refresh_ms = cf->garp_refresh;
     in->nvips = cf->nvirtual_ips;
     in->vips = calloc(in->nvips ? in->nvips : 1, sizeof(*in->vips));
-    in->vip_bytes = calloc(in->nvips ? in->nvips : 1, 4);
+    in->family = in->nvips > 0 ? cf->virtual_ips[0].family : AF_INET;
+    in->alen = in->family == AF_INET6 ? 16 : 4;
+    in->vip_bytes = calloc(in->nvips ? in->nvips : 1, in->alen);
     in->npeers = cf->nunicast_peers;
     in->peers = calloc(in->npeers ? in->npeers : 1, sizeof(*in->peers));
     in->ntrack_pools = cf->ntrack_pools;
@@ -1080,10 +1260,10 @@ inst_new(struct vrrp *v, const struct conf_vrrp *cf)
     for (size_t i = 0; i < in->nvips; i++) {
         in->vips[i] = cf->virtual_ips[i];
         in->vips[i].text = xstrdup(cf->virtual_ips[i].text);
-        memcpy(in->vip_bytes + 4 * i, cf->virtual_ips[i].addr, 4);
+        memcpy(in->vip_bytes + in->alen * i, cf->virtual_ips[i].addr, in->alen);
     }
     for (size_t i = 0; i < in->npeers; i++)
-        in->peers[i] = ((const struct sockaddr_in *)&cf->unicast_peers[i].sa)->sin_addr;
+        peer_bytes(&cf->unicast_peers[i], in->peers[i]);
     ev_io_init(&in->rx, on_readable, -1, EV_READ);
     ev_io_init(&in->tio, on_timerfd, -1, EV_READ);
     ev_timer_init(&in->garp_t, on_garp_refresh, 0.0, 0.0);
@@ -1109,13 +1289,16 @@ inst_same(const struct vrrp_inst *in, const struct conf_vrrp *cf)
         (in->notify && strcmp(in->notify, cf->notify) != 0))
         return false;
     for (size_t i = 0; i < in->nvips; i++)
-        if (in->vips[i].prefix != cf->virtual_ips[i].prefix ||
-            memcmp(in->vips[i].addr, cf->virtual_ips[i].addr, 4) != 0)
+        if (in->vips[i].family != cf->virtual_ips[i].family ||
+            in->vips[i].prefix != cf->virtual_ips[i].prefix ||
+            memcmp(in->vips[i].addr, cf->virtual_ips[i].addr, in->alen) != 0)
             return false;
-    for (size_t i = 0; i < in->npeers; i++)
-        if (in->peers[i].s_addr !=
-            ((const struct sockaddr_in *)&cf->unicast_peers[i].sa)->sin_addr.s_addr)
+    for (size_t i = 0; i < in->npeers; i++) {
+        uint8_t p[16];
+        peer_bytes(&cf->unicast_peers[i], p);
+        if (memcmp(in->peers[i], p, 16) != 0)
             return false;
+    }
     for (size_t i = 0; i < in->ntrack_pools; i++)
         if (strcmp(in->track_pools[i], cf->track_pools[i]) != 0)
             return false;
@@ -1126,16 +1309,18 @@ inst_same(const struct vrrp_inst *in, const struct conf_vrrp *cf)
 }
 
 static bool
-is_vip(const struct vrrp_inst *in, const void *addr4)
+is_vip(const struct vrrp_inst *in, const void *addr)
 {
     for (size_t i = 0; i < in->nvips; i++)
-        if (memcmp(in->vips[i].addr, addr4, 4) == 0)
+        if (memcmp(in->vips[i].addr, addr, in->alen) == 0)
             return true;
     return false;
 }
 
 /* The primary address: the interface's first IPv4 address that is not one
- * of our virtual ones (RFC 5798 section 5.1.1.1: the source of adverts). */
+ * of our virtual ones (RFC 5798 section 5.1.1.1: the source of adverts), or
+ * for IPv6 its first link-local address that is not one of them (section
+ * 5.1.2.1). */
 static int
 find_primary(struct vrrp_inst *in)
 {
@@ -1144,12 +1329,20 @@ find_primary(struct vrrp_inst *in)
         return -errno;
     int r = -EADDRNOTAVAIL;
     for (struct ifaddrs *a = ifs; a; a = a->ifa_next) {
-        if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || strcmp(a->ifa_name, in->ifname))
+        if (!a->ifa_addr || a->ifa_addr->sa_family != in->family || strcmp(a->ifa_name, in->ifname))
             continue;
-        const struct in_addr *ia = &((const struct sockaddr_in *)a->ifa_addr)->sin_addr;
-        if (is_vip(in, &ia->s_addr))
+        const void *ia;
+        if (in->family == AF_INET6) {
+            const struct in6_addr *a6 = &((const struct sockaddr_in6 *)a->ifa_addr)->sin6_addr;
+            if (!IN6_IS_ADDR_LINKLOCAL(a6))
+                continue;
+            ia = a6;
+        } else {
+            ia = &((const struct sockaddr_in *)a->ifa_addr)->sin_addr;
+        }
+        if (is_vip(in, ia))
             continue;
-        memcpy(in->primary, &ia->s_addr, 4);
+        memcpy(in->primary, ia, in->alen);
         r = 0;
         break;
     }
@@ -1157,9 +1350,56 @@ find_primary(struct vrrp_inst *in)
     return r;
 }
 
+/* IPv6: the VRRP socket (no header of ours: the kernel writes it, with hop
+ * limit 255; we compute the checksum with its pseudo-header ourselves, so
+ * bad ones are counted rather than dropped unseen), joined to ff02::12; and
+ * a raw ICMPv6 socket for the unsolicited NAs. */
+static int
+open_sockets6(struct vrrp_inst *in)
+{
+    int one = 1, zero = 0, hops = VRRP_TTL, ifindex = in->ifindex;
+    in->fd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
+    if (in->fd < 0)
+        return -errno;
+    if (setsockopt(in->fd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
+                   (socklen_t)strlen(in->ifname) + 1) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof(ifindex)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &zero, sizeof(zero)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof(one)) < 0 ||
+        setsockopt(in->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0)
+        return -errno;
+    if (in->npeers == 0) {
+        struct ipv6_mreq join = {.ipv6mr_interface = (unsigned)in->ifindex};
+        memcpy(&join.ipv6mr_multiaddr, VRRP_MCAST6, 16);
+        if (setsockopt(in->fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &join, sizeof(join)) < 0)
+            return -errno;
+    }
+    in->pfd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMPV6);
+    if (in->pfd < 0)
+        return -errno;
+    /* Only sends: hear nothing. */
+    struct icmp6_filter none;
+    ICMP6_FILTER_SETBLOCKALL(&none);
+    if (setsockopt(in->pfd, IPPROTO_ICMPV6, ICMP6_FILTER, &none, sizeof(none)) < 0 ||
+        setsockopt(in->pfd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
+                   (socklen_t)strlen(in->ifname) + 1) < 0 ||
+        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof(ifindex)) < 0 ||
+        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &zero, sizeof(zero)) < 0)
+        return -errno;
+    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (in->tfd < 0)
+        return -errno;
+    return 0;
+}
+
 static int
 open_sockets(struct vrrp_inst *in)
 {
+    if (in->family == AF_INET6)
+        return open_sockets6(in);
     int one = 1, zero = 0, ttl = VRRP_TTL;
     in->fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
     if (in->fd < 0)
@@ -1198,8 +1438,8 @@ static int
 inst_start(struct vrrp_inst *in)
 {
     struct vrrp *v = in->v;
-    if (in->nvips == 0 || in->vips[0].family != AF_INET) {
-        lb_err("vrrp %s: only IPv4 virtual_ips are supported so far", in->name);
+    if (in->nvips == 0) {
+        lb_err("vrrp %s: no virtual_ips", in->name);
         return -1;
     }
     in->ifindex = (int)if_nametoindex(in->ifname);
@@ -1223,8 +1463,8 @@ inst_start(struct vrrp_inst *in)
     vips_remove_stale(in);
     int r = find_primary(in);
     if (r < 0) {
-        lb_err("vrrp %s: %s has no IPv4 address of its own to send advertisements from: %s",
-               in->name, in->ifname, strerror(-r));
+        lb_err("vrrp %s: %s has no %s address of its own to send advertisements from: %s", in->name,
+               in->ifname, in->family == AF_INET6 ? "IPv6 link-local" : "IPv4", strerror(-r));
         return -1;
     }
     r = open_sockets(in);
@@ -1244,18 +1484,21 @@ inst_start(struct vrrp_inst *in)
                               .preempt_delay_us = in->preempt_delay_ms * 1000,
                               .accept = in->accept,
                               .track_weight = in->track_weight,
-                              .family = AF_INET};
-    memcpy(fc.primary, in->primary, 4);
+                              .family = in->family};
+    memcpy(fc.primary, in->primary, in->alen);
     vrrp_fsm_init(&in->fsm, &fc);
     ev_io_set(&in->rx, in->fd, EV_READ);
     ev_io_start(v->ctl->loop, &in->rx);
     ev_io_set(&in->tio, in->tfd, EV_READ);
     ev_io_start(v->ctl->loop, &in->tio);
 
-    char p[INET_ADDRSTRLEN];
+    char p[INET6_ADDRSTRLEN];
     lb_info("vrrp %s: VRRPv%u VRID %u on %s from %s, priority %u, every %u ms, %s%s", in->name,
-            in->version, in->vrid, in->ifname, ip4_text(in->primary, p, sizeof(p)), in->priority,
-            in->interval_ms, in->npeers ? "unicast" : "multicast 224.0.0.18",
+            in->version, in->vrid, in->ifname, addr_text(in, in->primary, p, sizeof(p)),
+            in->priority, in->interval_ms,
+            in->npeers               ? "unicast"
+            : in->family == AF_INET6 ? "multicast ff02::12"
+                                     : "multicast 224.0.0.18",
             in->pseudo ? "" : ", RFC 9568 checksum");
     uint64_t now = mono_us();
     /* Tracking first, so a failure known at start means Fault right away. */
@@ -1345,7 +1588,8 @@ vrrp_open_netlink(struct vrrp *v)
     setsockopt(mnl_socket_get_fd(v->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     v->nl_link = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (!v->nl_link ||
-        mnl_socket_bind(v->nl_link, RTMGRP_LINK | RTMGRP_IPV4_IFADDR, MNL_SOCKET_AUTOPID) < 0)
+        mnl_socket_bind(v->nl_link, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+                        MNL_SOCKET_AUTOPID) < 0)
         return -errno;
     return 0;
 }
@@ -1573,7 +1817,7 @@ counters_json(const struct vrrp_inst *in)
 static json_t *
 inst_json(const struct vrrp_inst *in)
 {
-    char buf[INET_ADDRSTRLEN];
+    char buf[INET6_ADDRSTRLEN];
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(in->name));
     json_object_set_new(o, "interface", json_string(in->ifname));
@@ -1582,10 +1826,10 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "state", json_string(vrrp_state_name(in->fsm.state)));
     json_object_set_new(o, "priority", json_integer(in->priority));
     json_object_set_new(o, "effective_priority", json_integer(in->fsm.priority));
-    json_object_set_new(o, "primary_ip", json_string(ip4_text(in->primary, buf, sizeof(buf))));
+    json_object_set_new(o, "primary_ip", json_string(addr_text(in, in->primary, buf, sizeof(buf))));
     json_object_set_new(o, "master_ip",
                         in->fsm.master_known
-                            ? json_string(ip4_text(in->fsm.master_addr, buf, sizeof(buf)))
+                            ? json_string(addr_text(in, in->fsm.master_addr, buf, sizeof(buf)))
                             : json_null());
     json_object_set_new(o, "advert_interval_ms", json_integer(in->interval_ms));
     json_object_set_new(o, "master_advert_interval_ms",
@@ -1599,8 +1843,7 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "virtual_ips", vips);
     json_t *peers = json_array();
     for (size_t i = 0; i < in->npeers; i++)
-        json_array_append_new(
-            peers, json_string(ip4_text((const uint8_t *)&in->peers[i].s_addr, buf, sizeof(buf))));
+        json_array_append_new(peers, json_string(addr_text(in, in->peers[i], buf, sizeof(buf))));
     json_object_set_new(o, "unicast_peers", peers);
     json_object_set_new(o, "preempt", json_boolean(in->preempt));
     json_object_set_new(o, "preempt_delay_ms", json_integer((json_int_t)in->preempt_delay_ms));

@@ -13,7 +13,10 @@
  * Skew_Time instead of Master_Down_Interval. Virtual IPs left behind by a
  * crashed earlier run are removed at start.
  *
- * IPv4 only for now (instances with IPv6 virtual_ips refuse to start).
+ * IPv4 and IPv6 (VRRPv3: adverts to ff02::12 from the interface's
+ * link-local address, unsolicited Neighbor Advertisements instead of
+ * gratuitous ARP, addresses added without duplicate address detection); one
+ * family per instance.
  */
 #ifndef LB_VRRP_H
 #define LB_VRRP_H

@@ -115,6 +115,16 @@ while True:
         spa = socket.inet_ntoa(data[28:32]); tpa = socket.inet_ntoa(data[38:42])
         if spa == tpa:
             print(json.dumps({"t": ts, "k": "garp", "mac": src, "ip": spa}), flush=True)
+    elif et == 0x86dd and len(data) >= 54:
+        nh, hl = data[20], data[21]
+        src6 = socket.inet_ntop(socket.AF_INET6, data[22:38])
+        if nh == 58 and data[54] == 136 and len(data) >= 78:  # neighbor advertisement
+            print(json.dumps({"t": ts, "k": "na", "mac": src, "hl": hl,
+                              "ip": socket.inet_ntop(socket.AF_INET6, data[62:78])}), flush=True)
+        elif nh == 112 and len(data) >= 62:
+            v = data[54:]
+            print(json.dumps({"t": ts, "k": "vrrp6", "mac": src, "ip": src6, "ttl": hl,
+                              "ver": v[0] >> 4, "vrid": v[1], "prio": v[2]}), flush=True)
     elif et == 0x0800 and len(data) >= 34 and data[23] == 112:
         ihl = (data[14] & 15) * 4
         v = data[14 + ihl:]
@@ -239,6 +249,10 @@ class Lab:
     def add_host(self, n):
         ns = self.ns[n]
         sh("ip", "netns", "add", ns)
+        # No IPv6 duplicate address detection: link-local addresses are
+        # usable at once (VRRP over IPv6 sends from them).
+        sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0")
+        sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0")
         # The veth is made inside the switch namespace and one end handed
         # over: no interface ever exists in the caller's namespace.
         sh("ip", "-n", self.ns["sw"], "link", "add", "v" + n, "type", "veth", "peer", "name",
@@ -776,6 +790,69 @@ def test_control_thread_runs_realtime(lab):
     assert wait_for(lambda: lab.has_vip("b"), 5.0), b.log()
     pol = _sched_policy(b.proc.pid)
     assert all(p == (0, 0) for p in pol.values()), pol
+
+
+VIP6_LL = "fe80::7b:100"
+VIP6 = "fd00:7b::100"
+ADDR6 = {"a": "fd00:7b::1", "b": "fd00:7b::2", "c": "fd00:7b::10"}
+
+
+def tern_yaml6(prio):
+    """tern_yaml with an IPv6 listener and IPv6 virtual IPs."""
+    y = tern_yaml("a", prio).replace(f"bind: 0.0.0.0:{HTTP_PORT}", f'bind: "[::]:{HTTP_PORT}"')
+    return y.replace(f"virtual_ips: [ {VIP}/24 ]", f"virtual_ips: [ {VIP6_LL}/64, {VIP6}/64 ]")
+
+
+def test_ipv6_vips(lab):
+    """VRRPv3 over IPv6: adverts to ff02::12 from the link-local address with
+    hop limit 255, unsolicited NAs for every VIP on becoming master, kill -9
+    failover within Master_Down_Interval, HTTP on the IPv6 VIP."""
+    for n in ("a", "b", "c"):
+        sh("ip", "-n", lab.ns[n], "addr", "add", ADDR6[n] + "/64", "dev", "eth0", "nodad")
+
+    def has_vip6(n):
+        out = sh("ip", "-n", lab.ns[n], "-6", "-o", "addr", "show", "dev", "eth0", check=False)
+        return f" {VIP6}/64" in out and f" {VIP6_LL}/64" in out
+
+    a = Node(lab, "a", tern_yaml6(150))
+    b = Node(lab, "b", tern_yaml6(100))
+    assert wait_for(lambda: has_vip6("a") and not has_vip6("b") and b.state() == "BACKUP", 5.0), \
+        a.log() + b.log()
+    adv = lab.sniffer.first(k="vrrp6", mac=MAC["a"], timeout=1.0)
+    assert adv and adv["ttl"] == 255 and adv["ver"] == 3 and adv["prio"] == 150, adv
+    assert adv["ip"].startswith("fe80:"), adv
+    nas = {e["ip"] for e in lab.sniffer.find(k="na", mac=MAC["a"])}
+    assert {VIP6, VIP6_LL} <= nas, nas
+    # B hears A's adverts: no drops for checksum or anything else.
+    assert b.counters()["adverts_received"] > 0
+    assert b.counters()["bad_checksum"] == 0
+
+    def curl6():
+        r = subprocess.run(["ip", "netns", "exec", lab.ns["c"], "curl", "-s", "-m", "0.5",
+                            f"http://[{VIP6}]:{HTTP_PORT}/"], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    assert wait_for(lambda: curl6() == "node-a", 3.0)
+    random_phase(0.1)
+    t_kill = time.time()
+    a.kill(signal.SIGKILL)
+    na = lab.sniffer.first(after=t_kill, timeout=3.0, k="na", mac=MAC["b"], ip=VIP6)
+    assert na, "B never announced the VIP:\n" + b.log()
+    assert na["hl"] == 255
+    assert na["t"] - t_kill <= mdi(100, 0.1) + SLACK, f"took {(na['t'] - t_kill) * 1000:.1f} ms"
+    assert has_vip6("b")
+    # A died with its addresses: a rebooted host would not have them.
+    sh("ip", "-n", lab.ns["a"], "addr", "del", VIP6 + "/64", "dev", "eth0", check=False)
+    assert wait_for(lambda: curl6() == "node-b", 3.0)
+    # A VIP removed by hand on the master comes back, IPv6 too.
+    sh("ip", "-n", lab.ns["b"], "addr", "del", VIP6 + "/64", "dev", "eth0")
+    assert wait_for(lambda: has_vip6("b"), 1.0), b.log()
+    # Graceful stop: B leaves nothing behind.
+    b.kill(signal.SIGTERM)
+    b.wait_exit()
+    assert not has_vip6("b")
+    assert not re.search(r"\[(error|warn)\] (?!vrrp vi_web: fe80|vrrp vi_web: fd00)", b.log()), \
+        b.log()
 
 
 def test_unicast_peers(lab):

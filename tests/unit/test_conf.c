@@ -683,32 +683,6 @@ test_all_errors_reported(void **state)
     free(errs);
 }
 
-/* accept: false (RFC 5798 Accept_Mode off) is refused, not ignored: tern
- * serves on its virtual IPs. An owner (priority 255) always accepts. */
-static void
-test_vrrp_accept_false(void **state)
-{
-    static const char yaml[] = "vrrp:\n"
-                               "  - {name: v, interface: eth0, vrid: 1, virtual_ips: [10.0.0.1],\n"
-                               "     accept: false}\n"
-                               "  - {name: w, interface: eth0, vrid: 2, virtual_ips: [10.0.0.2],\n"
-                               "     accept: false, priority: 255}\n";
-    struct conf *c;
-    char path[256], *errs;
-    struct tdir t;
-    int n;
-
-    tdir_init(&t);
-    tdir_put(&t, "accept.yaml", yaml, path, sizeof(path));
-    n = load(path, &c, &errs);
-    tdir_free(&t);
-    if (n != 1)
-        print_error("%s", errs);
-    assert_int_equal(n, 1);
-    expect_error(errs, path, "3:14", "accept: false (RFC 5798 Accept_Mode off) is not supported");
-    free(errs);
-}
-
 /* ---- valid configurations ---- */
 
 static void
@@ -1355,18 +1329,17 @@ int
 main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_parse_duration),       cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_vrrp_accept_false),    cmocka_unit_test(test_parse_addr),
-        cmocka_unit_test(test_parse_cidr_ip),        cmocka_unit_test(test_parse_numbers),
-        cmocka_unit_test(test_did_you_mean),         cmocka_unit_test(test_arena),
-        cmocka_unit_test(test_schema_engine),        cmocka_unit_test(test_schema_selftest),
-        cmocka_unit_test(test_all_errors_reported),  cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_section_defaults),     cmocka_unit_test(test_env_expansion),
-        cmocka_unit_test(test_flow_and_block),       cmocka_unit_test(test_aliases),
-        cmocka_unit_test(test_file_errors),          cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_include_merge),        cmocka_unit_test(test_include_errors),
-        cmocka_unit_test(test_include_depth),        cmocka_unit_test(test_example),
-        cmocka_unit_test(test_reference_up_to_date),
+        cmocka_unit_test(test_parse_duration),  cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_addr),      cmocka_unit_test(test_parse_cidr_ip),
+        cmocka_unit_test(test_parse_numbers),   cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_arena),           cmocka_unit_test(test_schema_engine),
+        cmocka_unit_test(test_schema_selftest), cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_section_defaults),
+        cmocka_unit_test(test_env_expansion),   cmocka_unit_test(test_flow_and_block),
+        cmocka_unit_test(test_aliases),         cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_relative_paths),  cmocka_unit_test(test_include_merge),
+        cmocka_unit_test(test_include_errors),  cmocka_unit_test(test_include_depth),
+        cmocka_unit_test(test_example),         cmocka_unit_test(test_reference_up_to_date),
     };
     enum { NFIXED = sizeof(fixed) / sizeof(fixed[0]) };
     struct CMUnitTest *tests = NULL;
