@@ -8,10 +8,12 @@
  * Prometheus computes rates itself, so nothing here depends on the 1 s
  * sampler. Servers in state "removed" are left out, as in the JSON API.
  */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "lb/admin_int.h"
+#include "lb/vrrp.h"
 
 /* Label values: backslash, double quote and line feed are escaped. */
 static void
@@ -270,6 +272,73 @@ static const struct {
      P_NO_SERVER},
 };
 
+/* ---- VRRP instances ---- */
+
+/* From the same view GET /api/v1/vrrp serves: one family at a time over
+ * every instance. */
+static const struct {
+    const char *name, *type, *key, *help;
+    bool counter;
+} vrrp_families[] = {
+    {"tern_vrrp_priority", "gauge", "effective_priority", "Priority now, after tracking.", false},
+    {"tern_vrrp_adverts_sent_total", "counter", "adverts_sent", "Advertisements sent.", true},
+    {"tern_vrrp_adverts_received_total", "counter", "adverts_received",
+     "Valid advertisements received.", true},
+    {"tern_vrrp_became_master_total", "counter", "became_master", "Transitions to MASTER.", true},
+    {"tern_vrrp_vips_restored_total", "counter", "vips_restored",
+     "Virtual IPs removed by someone else while master and put back.", true},
+    {"tern_vrrp_late_timers_total", "counter", "late_timers",
+     "Timers that fired more than 2 ms after their deadline.", true},
+};
+
+static void
+vrrp_metrics(struct admin_sbuf *o, struct lb_ctl *ctl)
+{
+    static const char *const states[] = {"INIT", "BACKUP", "MASTER", "FAULT"};
+    json_t *all = lb_vrrp_json(ctl);
+    json_t *insts = json_object_get(all, "instances");
+    size_t n = json_array_size(insts);
+    if (n == 0) {
+        json_decref(all);
+        return;
+    }
+    family(o, "tern_vrrp_state", "gauge", "VRRP state of the instance: 1 for the state it is in.");
+    for (size_t i = 0; i < n; i++) {
+        json_t *in = json_array_get(insts, i);
+        const char *st = json_string_value(json_object_get(in, "state"));
+        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+            admin_sbuf_puts(o, "tern_vrrp_state{");
+            label(o, "instance", json_string_value(json_object_get(in, "name")), true);
+            label(o, "state", states[k], false);
+            admin_sbuf_printf(o, "} %d\n", st && strcmp(st, states[k]) == 0);
+        }
+    }
+    for (size_t f = 0; f < sizeof(vrrp_families) / sizeof(vrrp_families[0]); f++) {
+        family(o, vrrp_families[f].name, vrrp_families[f].type, vrrp_families[f].help);
+        for (size_t i = 0; i < n; i++) {
+            json_t *in = json_array_get(insts, i);
+            json_t *src = vrrp_families[f].counter ? json_object_get(in, "counters") : in;
+            admin_sbuf_printf(o, "%s{", vrrp_families[f].name);
+            label(o, "instance", json_string_value(json_object_get(in, "name")), true);
+            admin_sbuf_printf(
+                o, "} %lld\n",
+                (long long)json_integer_value(json_object_get(src, vrrp_families[f].key)));
+        }
+    }
+    family(o, "tern_vrrp_timer_late_max_seconds", "gauge",
+           "Worst lateness of a VRRP timer since the instance started.");
+    for (size_t i = 0; i < n; i++) {
+        json_t *in = json_array_get(insts, i);
+        admin_sbuf_puts(o, "tern_vrrp_timer_late_max_seconds{");
+        label(o, "instance", json_string_value(json_object_get(in, "name")), true);
+        admin_sbuf_printf(o, "} %.6f\n",
+                          (double)json_integer_value(json_object_get(
+                              json_object_get(in, "counters"), "max_timer_late_us")) /
+                              1e6);
+    }
+    json_decref(all);
+}
+
 /* ---- the whole page ---- */
 
 void
@@ -319,4 +388,5 @@ admin_metrics(struct admin *a, struct admin_sbuf *o)
     server_states(o, snap);
     server_responses(o, snap);
     server_latency(o, snap);
+    vrrp_metrics(o, a->ctl);
 }

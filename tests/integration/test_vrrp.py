@@ -408,6 +408,12 @@ class Node:
             return None
         return inst[0] if inst else None
 
+    def metrics(self):
+        r = subprocess.run(["ip", "netns", "exec", self.lab.ns[self.n], "curl", "-s", "-m", "2",
+                            f"http://127.0.0.1:{ADMIN_PORT}/metrics"],
+                           capture_output=True, text=True)
+        return r.stdout
+
     def counters(self):
         """From the admin API if it serves VRRP, else from the log."""
         j = self.api()
@@ -751,6 +757,17 @@ def test_vip_removed_by_hand_is_restored(lab):
     assert a.counters()["vips_restored"] == 1
     assert a.state() == "MASTER" and b.state() == "BACKUP" and not lab.has_vip("b")
     assert b.counters()["vips_restored"] == 0
+    # And in /metrics, which Prometheus's own checker accepts.
+    m = a.metrics()
+    assert 'tern_vrrp_state{instance="vi_web",state="MASTER"} 1' in m, m
+    assert 'tern_vrrp_state{instance="vi_web",state="BACKUP"} 0' in m
+    assert 'tern_vrrp_vips_restored_total{instance="vi_web"} 1' in m
+    assert 'tern_vrrp_priority{instance="vi_web"} 150' in m
+    assert 'tern_vrrp_state{instance="vi_web",state="BACKUP"} 1' in b.metrics()
+    if shutil.which("promtool"):
+        r = subprocess.run(["promtool", "check", "metrics"], input=m, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
     wait_http(lab, "node-a")
     # Our own removals (leaving master) are not "restored": a graceful stop
     # hands over and A's address stays gone.
