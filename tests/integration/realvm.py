@@ -240,7 +240,7 @@ class RealVM:
                 virsh("net-undefine", net, check=False)
         for pool in virsh("pool-list", "--all", "--name", check=False).split():
             if pool.startswith(f"{LAB}-pool-"):
-                for vol in virsh("vol-list", pool, "--name", check=False).split():
+                for vol in self.volumes(pool):
                     virsh("vol-delete", "--pool", pool, vol, check=False)
                 virsh("pool-destroy", pool, check=False)
                 virsh("pool-undefine", pool, check=False)
@@ -392,8 +392,9 @@ class RealVM:
         return sorted(n for n in virsh("list", "--all", "--name", check=False).split()
                       if n.startswith(prefix))
 
-    def volumes(self):
-        return sorted(virsh("vol-list", self.storage, "--name", check=False).split())
+    def volumes(self, pool=None):
+        out = virsh("vol-list", pool or self.storage, check=False)  # "name path" lines
+        return sorted(line.split()[0] for line in out.splitlines() if line.strip())
 
     def domstats(self, name):
         out = virsh("domstats", name, check=False)

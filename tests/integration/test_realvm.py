@@ -188,3 +188,100 @@ def test_watch_alarms_on_a_real_vm(realvm, tern):  # noqa: F811
     log = t.stop()
     assert "libvirt: connected to qemu:///system" in log, log
     realvm.destroy(name)
+
+
+def test_scale_out_and_in_with_real_clones(realvm, tern):  # noqa: F811
+    t_start = time.monotonic()
+    realvm.watch_group("rvm-tern-")
+    port, admin = free_port(), free_port()
+    watch = (
+        "    - { name: rvm-busy, metric: pool.rvm.cpu_percent, above: 60, period: 2s,\n"
+        "        evaluation_periods: 2, datapoints_to_alarm: 2 }\n"
+        "    - { name: rvm-idle, metric: pool.rvm.cpu_percent, below: 15, period: 2s,\n"
+        "        evaluation_periods: 3, datapoints_to_alarm: 3 }\n"
+    )
+    scale = f"""scale:
+  - pool: rvm
+    min: 1
+    max: 3
+    provider: {{ libvirt: {{ uri: "qemu:///system", template: {realvm.template},
+                            storage_pool: {realvm.storage} }} }}
+    scale_out: {{ alarm: rvm-busy, add: 2, cooldown: 10s }}
+    scale_in: {{ alarm: rvm-idle, remove: 1, cooldown: 2s }}
+"""
+    yaml = base_yaml(port, admin, "rvm", "[]", watch, scale)
+    t = tern(yaml, wait_ports=[port])
+
+    def settled(n):
+        g = group(admin)
+        return g if g and len(in_service(g)) == n and len(g["servers"]) == n else None
+
+    # min 1: one clone, booted, probed, healthy, in the pool.
+    g = wait_for(lambda: settled(1), 60)
+    assert g, f"{group(admin)}\n{t.log()}"
+    assert in_service(g) == ["rvm-tern-1"], g
+    first = "vm-" + realvm.uuid("rvm-tern-1")
+    t_min = time.monotonic() - t_start
+
+    # Load on the burn CGI: the VM's CPU raises rvm-busy, the group adds 2.
+    load = Load(port, "/cgi-bin/burn?2000", threads=3, seconds=120, max_requests=4000)
+    try:
+        busy = wait_for(lambda: (lambda a: a if a.get("rvm-busy", {}).get("state") == "ALARM"
+                                 else None)(alarms(admin)), 40)
+        seen_alarm = time.time()
+        assert busy, f"{alarms(admin)}\n{t.log()}"
+        t_alarm = busy["rvm-busy"]["last_change"]
+        if abs(t_alarm - seen_alarm) > 5:  # not a wall-clock time: what the test saw
+            t_alarm = seen_alarm
+        g = wait_for(lambda: settled(3), 90)
+        assert g, f"{group(admin)}\n{alarms(admin)}\n{t.log()}"
+        names = in_service(g)
+        assert names == ["rvm-tern-1", "rvm-tern-2", "rvm-tern-3"], g
+        hosts = {"vm-" + realvm.uuid(n): n for n in names}
+        # Every clone takes traffic through tern.
+        assert wait_for(lambda: load.hosts() >= set(hosts), 30), (load.hosts(), hosts)
+    finally:
+        load.stop()
+    with load.lock:
+        news = [ts for ts, s, h in load.results if s == 200 and h in hosts and h != first]
+    t_first = min(news) - t_alarm
+    print(f"\nscale: min 1 in service after {t_min:.1f} s; alarm -> first request served by a "
+          f"new VM: {t_first:.1f} s; {len(load.results)} burn requests, {len(load.failed)} failed")
+    assert not load.failed, load.failed[:5]
+    assert 0 < t_first < 90
+    assert sorted(realvm.volumes()) == ["master.qcow2"] + [f"{n}.qcow2" for n in names]
+
+    # No load: rvm-idle, the group drains and destroys the new clones one by
+    # one (newest first) while light traffic goes on without a failure.
+    light = Load(port, "/", threads=1, seconds=90, max_requests=3000, pause=0.05)
+    try:
+        g = wait_for(lambda: (lambda g: g if g and realvm.running("rvm-tern-") == ["rvm-tern-1"]
+                              else None)(settled(1)), 75)
+    finally:
+        light.stop()
+    assert g, f"{group(admin)}\n{alarms(admin)}\n{t.log()}"
+    assert in_service(g) == ["rvm-tern-1"]
+    assert not light.failed, light.failed[:5]
+    assert len(light.results) > 20 and all(s == 200 for _, s, _ in light.results)
+    assert realvm.all_domains("rvm-tern-") == ["rvm-tern-1"]
+    assert realvm.volumes() == ["master.qcow2", "rvm-tern-1.qcow2"], realvm.volumes()
+    acts = g["activities"]
+    launches = [a for a in acts if a["action"] == "launch"]
+    terms = [a for a in acts if a["action"] == "terminate"]
+    assert len(launches) == 3 and all(a["result"].startswith("successful") for a in launches), acts
+    assert sorted(a["server"] for a in terms) == ["rvm-tern-2", "rvm-tern-3"], acts
+    assert len(terms) == 2 and all(a["result"].startswith("successful") for a in terms), acts
+
+    # A restarted tern adopts the clone that is left and makes no other.
+    t.stop()
+    t2 = tern(yaml, wait_ports=[port])
+    g = wait_for(lambda: settled(1), 30)
+    assert g, f"{group(admin)}\n{t2.log()}"
+    assert in_service(g) == ["rvm-tern-1"] and g["servers"][0]["adopted"] is True, g
+    time.sleep(3)
+    g = group(admin)
+    assert not [a for a in g["activities"] if a["action"] == "launch"], g["activities"]
+    assert realvm.all_domains("rvm-tern-") == ["rvm-tern-1"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert host_of(r.read().decode()) == first
+    print(f"scale: whole scenario {time.monotonic() - t_start:.1f} s")
