@@ -57,6 +57,7 @@ struct conf_global {
     char *plugin_dir;         /* where watch.so / scale.so are looked up */
     char **plugins;           /* third-party plugin modules to load, by path */
     size_t nplugins;
+    uint64_t shutdown_timeout; /* ms: SIGTERM waits this long for requests in flight */
     uint32_t vrrp_rt_priority; /* SCHED_FIFO priority of the control thread with VRRP; 0: off */
 };
 

@@ -105,6 +105,14 @@ static const struct conf_field global_fields[] = {
      CONF_AT(struct conf_global, plugins),
      CONF_COUNT(struct conf_global, nplugins),
      .doc = "paths of further plugin modules (built against lb/plugin.h) to load"},
+    {.key = "shutdown_timeout",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_global, shutdown_timeout),
+     .min = 1,
+     .def = "30s",
+     .doc = "on SIGTERM, how long requests and TCP sessions in flight may take to "
+            "finish once the listeners are closed; then they are cut (HAProxy's "
+            "hard-stop-after, nginx's worker_shutdown_timeout)"},
     {.key = "vrrp_rt_priority",
      .kind = CONF_UINT,
      CONF_AT(struct conf_global, vrrp_rt_priority),

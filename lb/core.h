@@ -185,7 +185,6 @@ struct lb_worker {
     uint32_t max_conns; /* this worker's share of global.max_connections */
     atomic_int command; /* LB_CMD_* bits posted with wake */
     bool draining;
-    uint64_t drain_ms;
     ev_timer drain_timer;
     struct lb_accesslog *alog;
     struct lb_conn_list {

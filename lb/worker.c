@@ -274,7 +274,8 @@ start_drain(struct lb_worker *w)
         ev_break(w->loop, EVBREAK_ALL);
         return;
     }
-    ev_timer_init(&w->drain_timer, drain_timeout_cb, (double)w->drain_ms / 1000.0, 0.);
+    uint64_t ms = w->gen->snap->conf->global.shutdown_timeout;
+    ev_timer_init(&w->drain_timer, drain_timeout_cb, (double)ms / 1000.0, 0.);
     ev_timer_start(w->loop, &w->drain_timer);
 }
 
@@ -334,7 +335,6 @@ lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **
             goto fail;
         }
         w->max_conns = per_worker;
-        w->drain_ms = 30000;
         w->bufs.max_free = 1024;
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)getpid();
         atomic_init(&w->command, LB_CMD_NONE);
