@@ -643,7 +643,7 @@ static const struct conf_field pool_timeout_fields[] = {
      .kind = CONF_DURATION,
      CONF_AT(struct conf_pool, timeout_queue),
      .def = "5s",
-     .doc = "longest wait for a server slot; then 503"},
+     .doc = "longest wait for a server slot; then 503 (TCP: closed)"},
     END,
 };
 
@@ -703,7 +703,7 @@ static const struct conf_field pool_fields[] = {
      .kind = CONF_UINT,
      CONF_AT(struct conf_pool, queue_size),
      .def = "1024",
-     .doc = "requests waiting for a server slot; beyond it: 503"},
+     .doc = "requests (TCP: connections) waiting for a server slot; beyond it: 503 (TCP: closed)"},
     {.key = "drain_timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_pool, drain_timeout),
