@@ -34,6 +34,18 @@ def free_port():
     return port
 
 
+def wait_for(pred, timeout, step=0.05):
+    """pred()'s first true value within timeout (scaled) seconds, else its
+    last value."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def wait_port(port, timeout=5.0, host="127.0.0.1"):
     deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:

@@ -24,6 +24,7 @@ The fixture skips (with the reason) when libvirtd or QEMU cannot run here,
 and when the binary under test is the sanitizer build: real VMs are tested
 against the release binary only (the time budget of `make test`).
 """
+import fcntl
 import grp
 import ipaddress
 import json
@@ -44,6 +45,7 @@ from conftest import ROOT, SANITIZED
 URI = "qemu:///system"
 TERN_NS = "https://tern.dev/xmlns/scale/1"
 LAB = "ternvm"  # prefix of every libvirt object the lab makes
+LOCK = "/run/lock/tern-realvm.lock"
 
 
 def _run(cmd, timeout=60, check=True, **kw):
@@ -147,6 +149,7 @@ class RealVM:
         self.pool_dir = os.path.join(self.tmp, "pool")
         self.started = []  # (name, pidfile) of daemons we started
         self.reaper = None
+        self.lockf = None
         self.kvm_mode = None  # /dev/kvm's (mode, uid, gid) to put back
         self.domains = set()  # names made here (plus group prefixes)
         self.prefixes = [f"{LAB}-"]
@@ -156,8 +159,27 @@ class RealVM:
 
     # ---- setup ----
 
+    def _lock(self, timeout=300):
+        """One lab at a time on this host (several `make test` may run at
+        once): the sweep and the teardown would take the other's VMs and
+        daemons away."""
+        self.lockf = open(LOCK, "w")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.lockf.close()
+                    self.lockf = None
+                    pytest.skip(f"real VMs: another lab holds {LOCK} for over {timeout} s")
+                time.sleep(1)
+
     def setup(self):
         t0 = time.monotonic()
+        self._lock()
+        self.timings["lock"] = time.monotonic() - t0
         for tool in ("virsh", "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "qemu-system-x86_64"):
             if shutil.which(tool) is None:
                 pytest.skip(f"real VMs: {tool} is not installed (scripts/deps.sh test)")
@@ -466,6 +488,9 @@ class RealVM:
                     except OSError:
                         pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.lockf is not None:
+            self.lockf.close()  # releases the lock
+            self.lockf = None
         return errors
 
     @staticmethod
