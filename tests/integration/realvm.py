@@ -111,9 +111,10 @@ def _used_subnets():
     return used
 
 
-# Runs as `python3 -c REAPER TMPDIR`: becomes a child subreaper, starts
-# virtlogd and libvirtd (daemonized, pid files and logs in TMPDIR), prints
-# "ready", then reaps every orphan of that subtree until SIGTERM.
+# Runs as `python3 -c REAPER TMPDIR DAEMON...`: becomes a child subreaper,
+# starts each daemon (virtlogd, libvirtd: daemonized, pid files and logs in
+# TMPDIR), prints "ready", then reaps every orphan of that subtree until
+# SIGTERM.
 REAPER = r"""
 import ctypes, os, signal, subprocess, sys, time
 tmp = sys.argv[1]
@@ -121,7 +122,7 @@ if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD
     print("prctl failed", flush=True)
     sys.exit(1)
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-for name in ("virtlogd", "libvirtd"):
+for name in sys.argv[2:]:
     env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{tmp}/{name}.log")
     p = subprocess.run([f"/usr/sbin/{name}", "-d", "-p", f"{tmp}/{name}.pid"], env=env,
                        capture_output=True, text=True)
@@ -148,7 +149,7 @@ class RealVM:
         self.template = f"{LAB}-master-{self.id}"
         self.pool_dir = os.path.join(self.tmp, "pool")
         self.started = []  # (name, pidfile) of daemons we started
-        self.reaper = None
+        self.reapers = []  # the REAPER processes, each under its daemons
         self.lockf = None
         self.kvm_mode = None  # /dev/kvm's (mode, uid, gid) to put back
         self.domains = set()  # names made here (plus group prefixes)
@@ -222,15 +223,21 @@ class RealVM:
         # the QEMU processes libvirtd probes and kills would otherwise be
         # orphans of PID 1, which does not reap them here, and libvirtd
         # waits ~15 s for each such zombie to go away (every define took 50 s).
-        self.reaper = subprocess.Popen(
-            [sys.executable, "-c", REAPER, self.tmp], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
-        line = self.reaper.stdout.readline().strip()
+        line = self._reaper("virtlogd", "libvirtd")
         for name in ("virtlogd", "libvirtd"):
             self.started.append((name, os.path.join(self.tmp, f"{name}.pid")))
         if line != "ready":
-            pytest.skip(f"real VMs: the libvirt daemons do not start: {line} "
-                        f"{self.reaper.stderr.read()[-300:] if self.reaper.poll() is not None else ''}")
+            pytest.skip(f"real VMs: the libvirt daemons do not start: {line}")
+        self._wait_libvirtd()
+
+    def _reaper(self, *daemons):
+        r = subprocess.Popen([sys.executable, "-c", REAPER, self.tmp, *daemons],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+        self.reapers.append(r)
+        return r.stdout.readline().strip()
+
+    def _wait_libvirtd(self):
         deadline = time.monotonic() + 60  # the first start probes QEMU (~8 s)
         while time.monotonic() < deadline:
             try:  # blocks while libvirtd probes QEMU
@@ -249,6 +256,20 @@ class RealVM:
         except OSError:
             pass
         pytest.skip(f"real VMs: libvirtd does not answer on {URI}: {log}")
+
+    def restart_libvirtd(self, down=2.0):
+        """Stops libvirtd (SIGTERM; the guests keep running), waits `down`
+        seconds, starts it again: it finds its running domains."""
+        assert self.started, "libvirtd was not started by the lab"
+        pid = _read_pid(os.path.join(self.tmp, "libvirtd.pid"))
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _pid_alive(pid), "libvirtd did not stop"
+        time.sleep(down)
+        assert self._reaper("libvirtd") == "ready"
+        self._wait_libvirtd()
 
     def _sweep(self):
         """Leftovers of an earlier run that could not clean up: the lab's
@@ -463,13 +484,13 @@ class RealVM:
                 time.sleep(0.1)
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        if self.reaper is not None:
-            self.reaper.terminate()
+        for r in self.reapers:
+            r.terminate()
             try:
-                self.reaper.wait(timeout=10)
+                r.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.reaper.kill()
-                self.reaper.wait()
+                r.kill()
+                r.wait()
         if self.kvm_mode is not None:
             mode, uid, gid = self.kvm_mode
             try:

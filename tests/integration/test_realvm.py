@@ -278,4 +278,32 @@ def test_scale_out_and_in_with_real_clones(realvm, tern):  # noqa: F811
     assert realvm.all_domains("rvm-tern-") == ["rvm-tern-1"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
         assert host_of(r.read().decode()) == first
+
+    # libvirtd restarts under the running tern: the guest and the traffic
+    # through tern go on; both plugins reconnect (the watch source counts
+    # it, its metrics come back) and the group neither adopts nor launches
+    # anything more.
+    before = api(admin, "/api/v1/alarms")["libvirt"]
+    light = Load(port, "/", threads=1, seconds=60, max_requests=2000, pause=0.05)
+    try:
+        realvm.restart_libvirtd(down=3)
+        lv = wait_for(lambda: (lambda d: d["libvirt"] if d and d["libvirt"]["connected"] and
+                               d["libvirt"]["reconnects"] > before["reconnects"] and
+                               d["libvirt"]["matched"] == 1 else None)(
+            api(admin, "/api/v1/alarms")), 20)
+        assert lv, f"{api(admin, '/api/v1/alarms')}\n{t2.log()}"
+        assert lv["failures"] > before["failures"], lv
+        data = wait_for(lambda: (lambda a: a if a["rvm-idle"]["state"] in ("OK", "ALARM")
+                                 and a["rvm-idle"]["value"] is not None else None)(alarms(admin)), 10)
+        assert data, alarms(admin)
+        time.sleep(2)  # a relist of the group's servers after the restart
+    finally:
+        light.stop()
+    assert not light.failed, light.failed[:5]
+    assert len(light.results) > 20
+    g = group(admin)
+    assert in_service(g) == ["rvm-tern-1"] and len(g["servers"]) == 1, g
+    assert not [a for a in g["activities"] if a["action"] in ("launch", "terminate")], g
+    assert realvm.all_domains("rvm-tern-") == ["rvm-tern-1"]
+    assert realvm.running("rvm-tern-") == ["rvm-tern-1"]
     print(f"scale: whole scenario {time.monotonic() - t_start:.1f} s")
