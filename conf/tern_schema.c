@@ -14,6 +14,7 @@
 #include "conf/tern_schema.h"
 
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -799,6 +800,17 @@ check_vrrp(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
                            v->unicast_peers[i].text);
             break;
         }
+        /* Over IPv6 adverts come from the sender's link-local address
+         * (RFC 5798 section 5.1.2.1), which is what a peer is known by. */
+        const uint8_t *a6 =
+            (const uint8_t *)&((const struct sockaddr_in6 *)&v->unicast_peers[i].sa)->sin6_addr;
+        if (family == AF_INET6 && !(a6[0] == 0xfe && (a6[1] & 0xc0) == 0x80)) {
+            conf_key_error(ctx, map, "unicast_peers",
+                           "peer %s: over IPv6 name each peer by its link-local address "
+                           "(fe80::/10), the source of its advertisements",
+                           v->unicast_peers[i].text);
+            break;
+        }
     }
 }
 
@@ -854,8 +866,8 @@ static const struct conf_field vrrp_fields[] = {
      .elem = CONF_IP,
      CONF_AT(struct conf_vrrp, unicast_peers),
      CONF_COUNT(struct conf_vrrp, nunicast_peers),
-     .doc =
-         "other routers' addresses for unicast adverts; absent: multicast 224.0.0.18 / ff02::12"},
+     .doc = "other routers' addresses for unicast adverts (IPv6: their link-local addresses); "
+            "absent: multicast 224.0.0.18 / ff02::12"},
     {.key = "preempt",
      .kind = CONF_BOOL,
      CONF_AT(struct conf_vrrp, preempt),

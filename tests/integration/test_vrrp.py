@@ -814,10 +814,20 @@ VIP6 = "fd00:7b::100"
 ADDR6 = {"a": "fd00:7b::1", "b": "fd00:7b::2", "c": "fd00:7b::10"}
 
 
-def tern_yaml6(prio):
+# The nodes' link-local addresses (EUI-64 of their MACs).
+LL = {"a": "fe80::7b:ff:fe00:1", "b": "fe80::7b:ff:fe00:2"}
+
+
+def tern_yaml6(prio, peers=None):
     """tern_yaml with an IPv6 listener and IPv6 virtual IPs."""
-    y = tern_yaml("a", prio).replace(f"bind: 0.0.0.0:{HTTP_PORT}", f'bind: "[::]:{HTTP_PORT}"')
+    y = tern_yaml("a", prio, peers=peers)
+    y = y.replace(f"bind: 0.0.0.0:{HTTP_PORT}", f'bind: "[::]:{HTTP_PORT}"')
     return y.replace(f"virtual_ips: [ {VIP}/24 ]", f"virtual_ips: [ {VIP6_LL}/64, {VIP6}/64 ]")
+
+
+def has_vip6(lab, n):
+    out = sh("ip", "-n", lab.ns[n], "-6", "-o", "addr", "show", "dev", "eth0", check=False)
+    return f" {VIP6}/64" in out and f" {VIP6_LL}/64" in out
 
 
 def test_ipv6_vips(lab):
@@ -827,14 +837,10 @@ def test_ipv6_vips(lab):
     for n in ("a", "b", "c"):
         sh("ip", "-n", lab.ns[n], "addr", "add", ADDR6[n] + "/64", "dev", "eth0", "nodad")
 
-    def has_vip6(n):
-        out = sh("ip", "-n", lab.ns[n], "-6", "-o", "addr", "show", "dev", "eth0", check=False)
-        return f" {VIP6}/64" in out and f" {VIP6_LL}/64" in out
-
     a = Node(lab, "a", tern_yaml6(150))
     b = Node(lab, "b", tern_yaml6(100))
-    assert wait_for(lambda: has_vip6("a") and not has_vip6("b") and b.state() == "BACKUP", 5.0), \
-        a.log() + b.log()
+    assert wait_for(lambda: has_vip6(lab, "a") and not has_vip6(lab, "b")
+                    and b.state() == "BACKUP", 5.0), a.log() + b.log()
     adv = lab.sniffer.first(k="vrrp6", mac=MAC["a"], timeout=1.0)
     assert adv and adv["ttl"] == 255 and adv["ver"] == 3 and adv["prio"] == 150, adv
     assert adv["ip"].startswith("fe80:"), adv
@@ -857,19 +863,32 @@ def test_ipv6_vips(lab):
     assert na, "B never announced the VIP:\n" + b.log()
     assert na["hl"] == 255
     assert na["t"] - t_kill <= mdi(100, 0.1) + SLACK, f"took {(na['t'] - t_kill) * 1000:.1f} ms"
-    assert has_vip6("b")
+    assert has_vip6(lab, "b")
     # A died with its addresses: a rebooted host would not have them.
     sh("ip", "-n", lab.ns["a"], "addr", "del", VIP6 + "/64", "dev", "eth0", check=False)
     assert wait_for(lambda: curl6() == "node-b", 3.0)
     # A VIP removed by hand on the master comes back, IPv6 too.
     sh("ip", "-n", lab.ns["b"], "addr", "del", VIP6 + "/64", "dev", "eth0")
-    assert wait_for(lambda: has_vip6("b"), 1.0), b.log()
+    assert wait_for(lambda: has_vip6(lab, "b"), 1.0), b.log()
     # Graceful stop: B leaves nothing behind.
     b.kill(signal.SIGTERM)
     b.wait_exit()
-    assert not has_vip6("b")
+    assert not has_vip6(lab, "b")
     assert not re.search(r"\[(error|warn)\] (?!vrrp vi_web: fe80|vrrp vi_web: fd00)", b.log()), \
         b.log()
+
+
+def test_ipv6_unicast_peers(lab):
+    """IPv6 unicast: each node names the other by its link-local address."""
+    a = Node(lab, "a", tern_yaml6(150, peers=[LL["b"]]))
+    b = Node(lab, "b", tern_yaml6(100, peers=[LL["a"]]))
+    assert wait_for(lambda: has_vip6(lab, "a") and not has_vip6(lab, "b")
+                    and b.state() == "BACKUP", 5.0), a.log() + b.log()
+    assert b.counters()["adverts_received"] > 0 and b.counters()["bad_source"] == 0
+    t_term = time.time()
+    a.kill(signal.SIGTERM)
+    na = lab.sniffer.first(after=t_term, timeout=3.0, k="na", mac=MAC["b"], ip=VIP6)
+    assert na and na["t"] - t_term <= skew(100, 0.1) + SLACK, b.log()
 
 
 def test_unicast_peers(lab):
