@@ -45,7 +45,7 @@ from conftest import ROOT, SANITIZED
 URI = "qemu:///system"
 TERN_NS = "https://tern.dev/xmlns/scale/1"
 LAB = "ternvm"  # prefix of every libvirt object the lab makes
-LOCK = "/run/lock/tern-realvm.lock"
+LOCK = "/run/lock/tern-realvm.lock" if os.path.isdir("/run/lock") else "/tmp/tern-realvm.lock"
 
 
 def _run(cmd, timeout=60, check=True, **kw):
@@ -179,13 +179,13 @@ class RealVM:
 
     def setup(self):
         t0 = time.monotonic()
-        self._lock()
-        self.timings["lock"] = time.monotonic() - t0
         for tool in ("virsh", "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "qemu-system-x86_64"):
             if shutil.which(tool) is None:
                 pytest.skip(f"real VMs: {tool} is not installed (scripts/deps.sh test)")
         if os.geteuid() != 0:
             pytest.skip("real VMs: qemu:///system and bridges need root")
+        self._lock()
+        self.timings["lock"] = time.monotonic() - t0
         p = _run([os.path.join(ROOT, "tests", "vm", "build-guest.sh")], timeout=300, check=False)
         assert p.returncode == 0, f"tests/vm/build-guest.sh failed:\n{p.stderr}"
         self.guest = p.stdout.strip().splitlines()[-1]
@@ -501,9 +501,13 @@ class RealVM:
         if self.started:
             self._iptables()
             shutil.rmtree("/run/libvirt", ignore_errors=True)
-        for d in ("/var/lib/libvirt/dnsmasq",):
+        # Leftover files: dnsmasq's of the network, QEMU's logs of the
+        # domains (also those the scale plugin made and destroyed itself).
+        leftovers = {"/var/lib/libvirt/dnsmasq": (self.net, self.bridge),
+                     "/var/log/libvirt/qemu": tuple(self.prefixes) + tuple(self.domains)}
+        for d, starts in leftovers.items():
             for f in os.listdir(d) if os.path.isdir(d) else []:
-                if f.startswith(self.net) or f.startswith(self.bridge):
+                if f.startswith(starts):
                     try:
                         os.unlink(os.path.join(d, f))
                     except OSError:
