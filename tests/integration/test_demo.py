@@ -16,9 +16,9 @@ import signal
 import pytest
 
 import test_dashboard
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for
 from test_dashboard import browser  # noqa: F401 (a fixture, used by name)
-from test_scale import Load, in_service, scale_api, settled, wait_for
+from test_scale import Load, in_service, scale_api, settled
 
 DEMO = os.path.join(ROOT, "conf", "demo.yaml")
 

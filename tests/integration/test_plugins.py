@@ -10,8 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, TERN, free_port
-from test_scale import wait_for
+from conftest import ROOT, TERN, free_port, wait_for
 
 
 def alarm(admin, name):
@@ -102,11 +101,12 @@ def test_third_party_section_is_checked_and_given(tern, tmp_path):
         pytest.fail(f"{GREETER} is missing: the build makes it (tests/meson.build)")
     port = free_port()
     section = ("greeter:\n  every: 2s\n  names: [ ann, bob ]\n  words: words.txt\n"
-               "  target: { host: example }\n")
+               "  target: { host: example }\n"
+               "  targets: [ { host: a }, { host: b, port: 8080 } ]\n")
     t = tern(greeter_config(port, section), wait_ports=[port])
     here = os.path.dirname(t.conf)
     want = (f"greeter: init: greeting=hello every=2000 times=3 loud=false names=[2] "
-            f"words={here}/words.txt target={{example:80}}")
+            f"words={here}/words.txt target={{example:80}} targets=[2]")
     assert wait_for(lambda: want in t.log(), 5), t.log()
     with open(t.conf, "w") as f:
         f.write(greeter_config(port, "greeter:\n  every: 1s\n  greeting: hi\n  times: 7\n"))
@@ -131,6 +131,9 @@ def test_third_party_section_errors(tmp_path):
     assert rc == 1 and "greeter: missing required key 'every'" in out, out
     rc, out = check(tmp_path, greeter_config(port, "greeter:\n  every: 2s\n  target: {}\n"))
     assert rc == 1 and "greeter.target: missing required key 'host'" in out, out
+    rc, out = check(tmp_path, greeter_config(
+        port, "greeter:\n  every: 2s\n  targets: [ { host: a, port: 0 } ]\n"))
+    assert rc == 1 and "greeter.targets[0].port:" in out, out
     rc, out = check(tmp_path, greeter_config(port, "greeter:\n  every: 2s\n"))
     assert rc == 0, out
     no_module = greeter_config(port, "greeter:\n  every: 2s\n").replace(

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BACKEND, free_port, scaled
+from conftest import BACKEND, free_port, scaled, wait_for
 
 CREATE = """#!/bin/sh
 dir={dir}
@@ -51,16 +51,6 @@ pid=$(awk -v n="$TERN_SERVER" '$1 == n {{ print $2 }}' $dir/state)
 grep -v "^$TERN_SERVER " $dir/state > $dir/state.tmp; mv $dir/state.tmp $dir/state
 exit 0
 """
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def scale_api(admin):

@@ -26,6 +26,7 @@ TERN_PLUGIN_EXPORT const struct tern_conf_key tern_plugin_schema[] = {
     {.key = "names", .type = TERN_CONF_STRINGS, .doc = "whom"},
     {.key = "words", .type = TERN_CONF_PATH, .doc = "a file of words"},
     {.key = "target", .type = TERN_CONF_MAP, .sub = target_keys, .doc = "a nested mapping"},
+    {.key = "targets", .type = TERN_CONF_LIST, .sub = target_keys, .doc = "a list of mappings"},
     {0},
 };
 
