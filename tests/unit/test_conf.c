@@ -1061,6 +1061,90 @@ test_relative_paths(void **state)
     tdir_free(&t);
 }
 
+/* ---- plugin sections ---- */
+
+/* A module's section as conf/plugin_sections.c sees it: the resolver (the
+ * daemon's reads modules; this one is a table) names the section and its
+ * schema, and conf_load() checks and fills it with the rest of the file. */
+struct greet {
+    char *text;
+    uint32_t times;
+};
+
+static const struct conf_field greet_fields[] = {
+    {.key = "text",
+     .kind = CONF_STRING,
+     .flags = CONF_F_REQUIRED,
+     CONF_AT(struct greet, text),
+     .doc = "t"},
+    {.key = "times",
+     .kind = CONF_UINT,
+     CONF_AT(struct greet, times),
+     .min = 1,
+     .max = 9,
+     .def = "2",
+     .doc = "n"},
+    {0},
+};
+
+static const struct conf_schema greet_schema = {
+    .name = "greet", .size = sizeof(struct greet), .fields = greet_fields};
+
+static const struct conf_schema *
+fake_resolver(const char *module, const char **section)
+{
+    if (strcmp(module, "/x/greet.so") != 0)
+        return NULL;
+    *section = "greet";
+    return &greet_schema;
+}
+
+static void
+test_plugin_sections(void **state)
+{
+    struct tdir t;
+    struct conf *c;
+    char path[256], *errs;
+    const struct greet *g;
+
+    tdir_init(&t);
+    conf_set_plugin_resolver(fake_resolver);
+    tdir_put(&t, "p.yaml",
+             "global: { plugins: [ /x/other.so, /x/greet.so ] }\ngreet: { text: hi }\n", path,
+             sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 0);
+    assert_int_equal(c->next, 1);
+    assert_string_equal(c->ext[0].name, "greet");
+    assert_true(c->ext[0].present);
+    g = c->ext[0].obj;
+    assert_string_equal(g->text, "hi");
+    assert_int_equal(g->times, 2);
+    conf_free(c);
+    free(errs);
+
+    /* Errors inside it carry its key path; absent, it is not present. */
+    tdir_put(&t, "p.yaml", "global: { plugins: /x/greet.so }\ngreet: { times: 10 }\n", path,
+             sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 2);
+    assert_non_null(strstr(errs, "greet: missing required key 'text'"));
+    assert_non_null(strstr(errs, "greet.times:"));
+    free(errs);
+    tdir_put(&t, "p.yaml", "global: { plugins: /x/greet.so }\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 0);
+    assert_int_equal(c->next, 1);
+    assert_false(c->ext[0].present);
+    conf_free(c);
+    free(errs);
+
+    /* Without the module named, the section is an unknown key. */
+    tdir_put(&t, "p.yaml", "greet: { text: hi }\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 1);
+    assert_non_null(strstr(errs, "greet: unknown key"));
+    free(errs);
+    conf_set_plugin_resolver(NULL);
+    tdir_free(&t);
+}
+
 /* ---- includes ---- */
 
 static void
@@ -1329,17 +1413,29 @@ int
 main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_parse_duration),  cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_addr),      cmocka_unit_test(test_parse_cidr_ip),
-        cmocka_unit_test(test_parse_numbers),   cmocka_unit_test(test_did_you_mean),
-        cmocka_unit_test(test_arena),           cmocka_unit_test(test_schema_engine),
-        cmocka_unit_test(test_schema_selftest), cmocka_unit_test(test_all_errors_reported),
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_section_defaults),
-        cmocka_unit_test(test_env_expansion),   cmocka_unit_test(test_flow_and_block),
-        cmocka_unit_test(test_aliases),         cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_relative_paths),  cmocka_unit_test(test_include_merge),
-        cmocka_unit_test(test_include_errors),  cmocka_unit_test(test_include_depth),
-        cmocka_unit_test(test_example),         cmocka_unit_test(test_reference_up_to_date),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_cidr_ip),
+        cmocka_unit_test(test_parse_numbers),
+        cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_schema_engine),
+        cmocka_unit_test(test_schema_selftest),
+        cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_section_defaults),
+        cmocka_unit_test(test_env_expansion),
+        cmocka_unit_test(test_flow_and_block),
+        cmocka_unit_test(test_aliases),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_plugin_sections),
+        cmocka_unit_test(test_include_merge),
+        cmocka_unit_test(test_include_errors),
+        cmocka_unit_test(test_include_depth),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_reference_up_to_date),
     };
     enum { NFIXED = sizeof(fixed) / sizeof(fixed[0]) };
     struct CMUnitTest *tests = NULL;
