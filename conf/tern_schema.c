@@ -105,7 +105,8 @@ static const struct conf_field global_fields[] = {
      .elem = CONF_STRING,
      CONF_AT(struct conf_global, plugins),
      CONF_COUNT(struct conf_global, nplugins),
-     .doc = "paths of further plugin modules (built against lb/plugin.h) to load"},
+     .doc = "paths of further plugin modules (built against lb/plugin.h) to load; one that "
+            "exports tern_plugin_schema gets its own top-level section, checked with the file"},
     {.key = "shutdown_timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_global, shutdown_timeout),
