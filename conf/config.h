@@ -148,7 +148,8 @@ struct conf_pool {
     struct conf_health health;
     uint64_t timeout_connect, timeout_server, timeout_queue;
     uint32_t retries;
-    uint32_t queue_size; /* requests waiting for a server slot per pool */
+    uint32_t queue_size;       /* requests waiting for a server slot per pool */
+    uint32_t idle_connections; /* idle keep-alive connections kept per server and worker */
     uint64_t drain_timeout;
     uint64_t slow_start;
     bool tls;     /* connect to servers over TLS */

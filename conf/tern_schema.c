@@ -706,6 +706,15 @@ static const struct conf_field pool_fields[] = {
      CONF_AT(struct conf_pool, queue_size),
      .def = "1024",
      .doc = "requests (TCP: connections) waiting for a server slot; beyond it: 503 (TCP: closed)"},
+    {.key = "idle_connections",
+     .kind = CONF_UINT,
+     CONF_AT(struct conf_pool, idle_connections),
+     .max = 1000000,
+     .def = "4096",
+     .doc = "idle keep-alive connections to each server that each worker keeps for "
+            "reuse; a connection finishing beyond it is closed. Set it above the "
+            "requests a worker has in flight to one server at peak, or connections "
+            "churn (nginx's upstream keepalive); 0: no reuse"},
     {.key = "drain_timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_pool, drain_timeout),

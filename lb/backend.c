@@ -23,8 +23,6 @@
 #include "lb/log.h"
 #include "lb/tls.h"
 
-#define IDLE_PER_SERVER 256
-
 int
 lb_wpools_init(struct lb_wgen *g)
 {
@@ -265,8 +263,8 @@ lb_backend_put(struct lb_bconn *b, bool keep)
     /* Bytes already inside a TLS connection were never asked for. */
     if (b->ssl && (!b->tls_ready || lb_tls_pending(b->ssl)))
         keep = false;
-    if (!keep || b->w->draining || wp->gen->retired || wp->nidle[i] >= IDLE_PER_SERVER ||
-        !lb_server_usable(b->srv)) {
+    if (!keep || b->w->draining || wp->gen->retired ||
+        wp->nidle[i] >= wp->pool->cf->idle_connections || !lb_server_usable(b->srv)) {
         bconn_close(b);
         return;
     }

@@ -57,6 +57,44 @@ def test_backend_connections_are_reused(backends, tern):
     assert len(ids) == 1, ids
 
 
+def test_idle_connections_bounds_the_reuse_pool(backends, tern):
+    """idle_connections: 2 keeps two of five backend connections after five
+    requests ran at once; the rest are closed, not pooled."""
+    (b,) = backends(1)
+    port = free_port()
+    cfg = simple_config(port, [b], pool_extra="    idle_connections: 2\n")
+    tern(cfg.replace("workers: 2", "workers: 1"), [port])
+    assert [r[0] for r in _concurrent_gets(port, "/slow?ms=400", 5)] == [200] * 5
+    # The backend numbered those connections 1-5. Three slow requests take
+    # whatever the pool kept; had it kept more than two, the two /conn
+    # requests after them would still find one numbered 5 or less.
+    held = [threading.Thread(target=get, args=(port, "/slow?ms=800")) for _ in range(3)]
+    for th in held:
+        th.start()
+    time.sleep(0.3)
+    ids = []
+    for _ in range(2):
+        r, data, c = get(port, "/conn")
+        ids.append(int(data))
+        c.close()
+    for th in held:
+        th.join(scaled(10))
+    assert min(ids) > 5, ids
+
+
+def test_idle_connections_zero_disables_reuse(backends, tern):
+    (b,) = backends(1)
+    port = free_port()
+    cfg = simple_config(port, [b], pool_extra="    idle_connections: 0\n")
+    tern(cfg.replace("workers: 2", "workers: 1"), [port])
+    ids = set()
+    for _ in range(4):
+        r, data, c = get(port, "/conn")
+        c.close()
+        ids.add(data)
+    assert len(ids) == 4, ids
+
+
 def test_pipelined_requests_answered_in_order(backends, tern):
     (b,) = backends(1)
     port = free_port()
