@@ -16,7 +16,8 @@ each load loop bounded in time and in requests.
   serve requests through tern (the time from the alarm to the first request
   a new VM serves is measured and printed); without load the group drains
   and destroys them with no failed request and their overlays are deleted;
-  a restarted tern adopts the clone that is left.
+  a restarted tern adopts the clone that is left; libvirtd restarts under
+  it without a failed request, and the plugins reconnect.
 """
 import json
 import threading
@@ -122,8 +123,15 @@ watch:
 
 
 def test_watch_alarms_on_a_real_vm(realvm, tern):  # noqa: F811
-    t0 = time.monotonic()
     name = f"ternvm-w{realvm.id}"
+    try:
+        watch_one_vm(realvm, tern, name)
+    finally:  # the next test wants the CPU and an exact list of volumes
+        realvm.destroy(name)
+
+
+def watch_one_vm(realvm, tern, name):  # noqa: F811
+    t0 = time.monotonic()
     realvm.clone(name)
     ip = realvm.address(name, 60)
     body = realvm.wait_http(ip, 60)
@@ -164,7 +172,9 @@ def test_watch_alarms_on_a_real_vm(realvm, tern):  # noqa: F811
     assert busy, f"{alarms(admin)}\n{t.log()}"
     print(f"\nwatch: guest booted in {boot:.1f} s; vm-cpu ALARM after {len(load.results)} "
           f"requests, pool.rvmw.cpu_percent={busy['vm-cpu']['value']:.1f}")
-    assert busy["vm-cpu"]["value"] > 70 and busy["vm-cpu"]["value"] <= 101, busy["vm-cpu"]
+    # cpu.time counts all of QEMU's threads (the I/O thread too), so a
+    # saturated 1-vCPU guest reads a little over 100.
+    assert 70 < busy["vm-cpu"]["value"] <= 110, busy["vm-cpu"]
     assert load.results and not load.failed, load.failed[:5]
     assert load.hosts() == {"vm-" + realvm.uuid(name)}
     # The other domstats figures, as the alarms on them see them: real and
@@ -181,7 +191,6 @@ def test_watch_alarms_on_a_real_vm(realvm, tern):  # noqa: F811
     assert calm, f"{alarms(admin)}\n{t.log()}"
     log = t.stop()
     assert "libvirt: connected to qemu:///system" in log, log
-    realvm.destroy(name)
 
 
 def test_scale_out_and_in_with_real_clones(realvm, tern):  # noqa: F811
