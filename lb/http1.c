@@ -95,19 +95,6 @@ is_ows(unsigned char c)
     return c == ' ' || c == '\t';
 }
 
-bool
-http1_str_ieq(struct http1_str s, const char *lowertok)
-{
-    size_t n = strlen(lowertok);
-    if (s.len != n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (lower((unsigned char)s.p[i]) != (unsigned char)lowertok[i])
-            return false;
-    }
-    return true;
-}
-
 static bool
 str_ieq2(struct http1_str a, struct http1_str b)
 {
@@ -419,6 +406,8 @@ on_connection(struct head *h, struct http1_str v)
             h->f->conn_keep_alive = true;
         else if (http1_str_ieq(e, "upgrade"))
             h->f->conn_upgrade = true;
+        else
+            h->f->conn_other = true;
     }
     return 0;
 }
@@ -554,6 +543,7 @@ init_framing(struct http1_framing *f)
     f->conn_close = false;
     f->conn_keep_alive = false;
     f->conn_upgrade = false;
+    f->conn_other = false;
     f->has_upgrade = false;
 }
 

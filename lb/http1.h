@@ -60,6 +60,7 @@ struct http1_framing {
     bool conn_close;        /* Connection: close */
     bool conn_keep_alive;   /* Connection: keep-alive */
     bool conn_upgrade;      /* Connection lists "upgrade" */
+    bool conn_other;        /* Connection lists another token: a field it makes hop-by-hop */
     bool has_upgrade;       /* an Upgrade header is present */
 };
 
@@ -143,7 +144,24 @@ struct http1_chunked {
  */
 ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, bool *done);
 
-/* Case-insensitive comparison of a view with a NUL-terminated lowercase token. */
-bool http1_str_ieq(struct http1_str s, const char *lower);
+/* Case-insensitive comparison of a view with a NUL-terminated lowercase
+ * token. Inline: the proxy compares field names with literals many times per
+ * message, and inlined, the token's length is a constant that rejects most
+ * names before any byte is compared. */
+static inline bool
+http1_str_ieq(struct http1_str s, const char *lowertok)
+{
+    size_t n = __builtin_strlen(lowertok);
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c >= 'A' && c <= 'Z')
+            c |= 0x20;
+        if (c != (unsigned char)lowertok[i])
+            return false;
+    }
+    return true;
+}
 
 #endif

@@ -94,6 +94,8 @@ struct http_sess {
     struct lb_wgen *gen; /* holds a reference */
     struct http_exch *x; /* NULL while idle between requests */
     struct ssl_st *ssl;  /* client side TLS, NULL: plain text */
+    ev_tstamp deadline;  /* of the timeout that runs (see arm_timer) */
+    ev_tstamp timer_at;  /* when s->timer fires */
     char *cert_subject;  /* verified client certificate's subject, or NULL */
     struct lb_buf cin;
     int cfd;
@@ -184,14 +186,26 @@ pcf(const struct http_sess *s)
     return s->gen->snap->pools[s->x->pool].cf;
 }
 
+/* Sets the one timeout that runs (0: none). Re-arming a libev timer is two
+ * heap operations, and a busy connection pushes its deadline later on every
+ * read; that only moves s->deadline, and timer_cb, when the timer fires
+ * before it, sleeps again until then. Only an earlier deadline re-arms. */
 static void
 arm_timer(struct http_sess *s, uint64_t ms)
 {
-    ev_timer_stop(s->w->loop, &s->timer);
-    if (!ms)
+    struct ev_loop *loop = s->w->loop;
+    if (!ms) {
+        ev_timer_stop(loop, &s->timer);
         return;
+    }
+    ev_tstamp due = ev_now(loop) + (double)ms / 1000.0;
+    s->deadline = due;
+    if (ev_is_active(&s->timer) && due >= s->timer_at)
+        return;
+    ev_timer_stop(loop, &s->timer);
     ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
-    ev_timer_start(s->w->loop, &s->timer);
+    ev_timer_start(loop, &s->timer);
+    s->timer_at = due;
 }
 
 /* ---- access log and counters ---- */
@@ -469,6 +483,15 @@ listed_in_connection(const struct http1_header *hs, size_t n, struct http1_str n
     return false;
 }
 
+/* Whether listed_in_connection() can find name at all: Connection named a
+ * token other than close, keep-alive and upgrade (the last two are
+ * hop-by-hop anyway), or it named close and so is this field. */
+static inline bool
+conn_may_list(const struct http1_framing *f, struct http1_str name)
+{
+    return f->conn_other || (f->conn_close && http1_str_ieq(name, "close"));
+}
+
 static bool
 hop_by_hop(struct http1_str n)
 {
@@ -545,9 +568,8 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
                 put_hdr(&o, h->name, h->value);
             continue;
         }
-        if (r->f.conn_close || r->f.conn_keep_alive || r->f.conn_upgrade)
-            if (listed_in_connection(r->headers, r->nheaders, h->name))
-                continue;
+        if (conn_may_list(&r->f, h->name) && listed_in_connection(r->headers, r->nheaders, h->name))
+            continue;
         /* Only we can vouch for a client certificate, on any listener. */
         if (http1_str_ieq(h->name, "x-client-cert-subject"))
             continue;
@@ -796,9 +818,12 @@ build_response_head(struct http_sess *s, const struct http1_response *r, struct 
                     bool interim)
 {
     struct out o = {dst->data + dst->tail, dst->data + LB_BUF_SIZE, false};
-    char line[32];
-    int k = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", r->status);
-    put(&o, line, (size_t)k);
+    /* The parser took three digits: no snprintf on every response. */
+    char line[] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + r->status / 100 % 10);
+    line[10] = (char)('0' + r->status / 10 % 10);
+    line[11] = (char)('0' + r->status % 10);
+    put(&o, line, sizeof(line) - 1);
     put(&o, r->reason.p, r->reason.len);
     put(&o, "\r\n", 2);
     for (size_t i = 0; i < r->nheaders; i++) {
@@ -808,8 +833,7 @@ build_response_head(struct http_sess *s, const struct http1_response *r, struct 
                 put_hdr(&o, h->name, h->value);
             continue;
         }
-        if ((r->f.conn_close || r->f.conn_keep_alive || r->f.conn_upgrade) &&
-            listed_in_connection(r->headers, r->nheaders, h->name))
+        if (conn_may_list(&r->f, h->name) && listed_in_connection(r->headers, r->nheaders, h->name))
             continue;
         put_hdr(&o, h->name, h->value);
     }
@@ -1705,6 +1729,13 @@ static void
 timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct http_sess *s = (struct http_sess *)((char *)t - offsetof(struct http_sess, timer));
+    ev_tstamp left = s->deadline - ev_now(loop);
+    if (left > 0.0005) { /* pushed later since it was set: not due yet */
+        ev_timer_set(t, left, 0.);
+        ev_timer_start(loop, t);
+        s->timer_at = s->deadline;
+        return;
+    }
     switch (s->state) {
     case ST_HEAD:
         if (lb_buf_len(&s->cin)) {

@@ -449,9 +449,30 @@ lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer
     tcp_connect(s);
 }
 
+/* IPv4 by hand: inet_ntop formats it with sprintf, which was a tenth of the
+ * proxy's user time per request (X-Forwarded-For and Forwarded name the
+ * client in every request). */
+static size_t
+ipv4_text(const unsigned char *b, char *out)
+{
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+    return (size_t)(p - out - 1);
+}
+
 size_t
 lb_addr_ip(const struct sockaddr_storage *sa, char *out, size_t cap)
 {
+    if (sa->ss_family == AF_INET && cap >= INET_ADDRSTRLEN)
+        return ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr, out);
     const void *a = sa->ss_family == AF_INET
                         ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
                         : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;

@@ -356,6 +356,16 @@ def test_forwarded_headers_added(backends, tern):
     assert "forwarded: for=127.0.0.1;proto=http\r\n" in head
     assert "x-drop" not in head  # listed in Connection: hop-by-hop
     assert "keep-alive" not in head
+    # A Connection header naming only other fields, from a client whose
+    # address has one-, two- and three-digit parts.
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(5), source_address=("127.10.200.3", 0))
+    c.request("GET", "/headers", headers={"Connection": "X-Only", "X-Only": "1", "X-Kept": "2"})
+    head = c.getresponse().read().decode().lower()
+    c.close()
+    assert "x-only" not in head
+    assert "x-kept: 2\r\n" in head
+    assert "x-forwarded-for: 127.10.200.3\r\n" in head
+    assert "forwarded: for=127.10.200.3;proto=http\r\n" in head
 
 
 def test_head_and_close_delimited_responses(backends, tern):

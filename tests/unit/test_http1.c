@@ -235,6 +235,43 @@ check_request(const struct req_case *c, const struct http1_request *req)
     CHECK_INT(n, req->error_status, 0);
 }
 
+/* conn_other says whether a Connection header named a field to drop; it is
+ * set on every parse, whatever the struct held before. */
+static void
+test_connection_tokens(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head;
+        bool other, close;
+    } reqs[] = {
+        {"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", false, false},
+        {"GET / HTTP/1.1\r\nHost: h\r\n\r\n", false, false},
+        {"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Foo, close\r\n\r\n", true, true},
+        {"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n", false, false},
+    };
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        struct http1_request req;
+        memset(&req, 0xa5, sizeof(req));
+        size_t n = strlen(reqs[i].head);
+        CHECK_INT(reqs[i].head, parse_req_n(reqs[i].head, n, &lim_std, &req), n);
+        CHECK_INT(reqs[i].head, req.f.conn_other, reqs[i].other);
+        CHECK_INT(reqs[i].head, req.f.conn_close, reqs[i].close);
+    }
+    static const char *const resps[] = {
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Hop\r\nContent-Length: 0\r\n\r\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        struct http1_response resp;
+        memset(&resp, 0xa5, sizeof(resp));
+        size_t n = strlen(resps[i]);
+        CHECK_INT(resps[i], parse_resp_n(resps[i], n, 65536, &resp), n);
+        CHECK_INT(resps[i], resp.f.conn_other, i == 1);
+        CHECK_INT(resps[i], resp.f.conn_keep_alive, true);
+    }
+}
+
 static void
 test_valid_requests(void **state)
 {
@@ -1232,15 +1269,25 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_requests),       cmocka_unit_test(test_header_views),
-        cmocka_unit_test(test_pipelined_exact),      cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_error_reasons),        cmocka_unit_test(test_request_line_limit),
-        cmocka_unit_test(test_head_limit),           cmocka_unit_test(test_header_count_limit),
-        cmocka_unit_test(test_null_and_huge_limits), cmocka_unit_test(test_byte_classes),
-        cmocka_unit_test(test_valid_responses),      cmocka_unit_test(test_bad_responses),
-        cmocka_unit_test(test_response_has_body),    cmocka_unit_test(test_str_ieq),
-        cmocka_unit_test(test_chunked_valid),        cmocka_unit_test(test_chunked_invalid),
-        cmocka_unit_test(test_chunked_state),        cmocka_unit_test(test_benchmark),
+        cmocka_unit_test(test_valid_requests),
+        cmocka_unit_test(test_header_views),
+        cmocka_unit_test(test_connection_tokens),
+        cmocka_unit_test(test_pipelined_exact),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_error_reasons),
+        cmocka_unit_test(test_request_line_limit),
+        cmocka_unit_test(test_head_limit),
+        cmocka_unit_test(test_header_count_limit),
+        cmocka_unit_test(test_null_and_huge_limits),
+        cmocka_unit_test(test_byte_classes),
+        cmocka_unit_test(test_valid_responses),
+        cmocka_unit_test(test_bad_responses),
+        cmocka_unit_test(test_response_has_body),
+        cmocka_unit_test(test_str_ieq),
+        cmocka_unit_test(test_chunked_valid),
+        cmocka_unit_test(test_chunked_invalid),
+        cmocka_unit_test(test_chunked_state),
+        cmocka_unit_test(test_benchmark),
     };
     return cmocka_run_group_tests_name("http1", tests, NULL, NULL);
 }
