@@ -19,6 +19,9 @@
  * VMs (DESIGN.md's metric names). Every domain also gives
  * libvirt.<domain>.cpu_percent and .memory_percent.
  *
+ * CPU % is the vCPUs' time (vcpu.<n>.time) over the interval and the vCPU
+ * count, else cpu.time (every thread of the VM's process).
+ *
  * Drivers differ in what the bulk call returns (the test driver returns
  * only state.*), so a missing field falls back to the per-domain call that
  * has it: virDomainGetInfo for CPU time and vCPUs, virDomainMemoryStats for
@@ -140,6 +143,24 @@ read_record(virDomainStatsRecordPtr r, struct dom *d)
     d->has_cpu = param_ull(r->params, r->nparams, "cpu.time", &d->cpu_ns);
     if (virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &ui) == 1)
         d->vcpus = ui;
+    /* cpu.time counts every QEMU thread (the I/O thread too), so a busy
+     * 1-vCPU guest reads over 100 %: the vCPUs' own time, when there, is
+     * the guest's CPU use. */
+    if (d->vcpus > 0) {
+        unsigned long long sum = 0;
+        unsigned i;
+
+        for (i = 0; i < d->vcpus; i++) {
+            snprintf(key, sizeof(key), "vcpu.%u.time", i);
+            if (!param_ull(r->params, r->nparams, key, &v))
+                break;
+            sum += v;
+        }
+        if (i == d->vcpus) {
+            d->cpu_ns = sum;
+            d->has_cpu = true;
+        }
+    }
     if (virTypedParamsGetUInt(r->params, r->nparams, "net.count", &ui) == 1) {
         d->has_net = true;
         for (unsigned i = 0; i < ui; i++) {
