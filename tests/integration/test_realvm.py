@@ -172,9 +172,9 @@ def watch_one_vm(realvm, tern, name):  # noqa: F811
     assert busy, f"{alarms(admin)}\n{t.log()}"
     print(f"\nwatch: guest booted in {boot:.1f} s; vm-cpu ALARM after {len(load.results)} "
           f"requests, pool.rvmw.cpu_percent={busy['vm-cpu']['value']:.1f}")
-    # cpu.time counts all of QEMU's threads (the I/O thread too), so a
-    # saturated 1-vCPU guest reads a little over 100.
-    assert 70 < busy["vm-cpu"]["value"] <= 110, busy["vm-cpu"]
+    # The vCPU's time over the poll interval: ~100 for a saturated guest
+    # (a little over it from the jitter between the two clocks).
+    assert 70 < busy["vm-cpu"]["value"] <= 103, busy["vm-cpu"]
     assert load.results and not load.failed, load.failed[:5]
     assert load.hosts() == {"vm-" + realvm.uuid(name)}
     # The other domstats figures, as the alarms on them see them: real and
