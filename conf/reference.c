@@ -36,7 +36,10 @@ type_text(char *buf, size_t size, const struct conf_field *f, enum conf_kind kin
     }
     switch (kind) {
     case CONF_STRING:
-        snprintf(buf, size, in_list ? "strings" : "string");
+        if (f->flags & CONF_F_PATH)
+            snprintf(buf, size, "file (relative to the config file that names it)");
+        else
+            snprintf(buf, size, in_list ? "strings" : "string");
         return;
     case CONF_BOOL:
         snprintf(buf, size, "bool");

@@ -397,6 +397,11 @@ def test_drops_to_user_with_vrrp_caps_only(tmp_path):
     proc = start_tern(tmp_path, http_config(port, b, "  user: nobody\n"))
     try:
         assert wait_port(port), log_of(tmp_path)
+        # The port answers as soon as it is bound, which can be before the
+        # worker threads exist.
+        deadline = time.monotonic() + scaled(5)
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
         tasks = os.listdir(f"/proc/{proc.pid}/task")
         assert len(tasks) >= 3, tasks  # control thread and two workers
         for t in tasks:

@@ -284,6 +284,18 @@ def test_curl_over_tls_reaches_backend_with_https_proto(pki, backends, tern):
     assert "ALPN: server accepted http/1.1" in r.stderr.decode()
 
 
+def test_certificate_files_relative_to_the_config(pki, backends, tern):
+    """cert: rsa.pem names the file beside the configuration, wherever tern
+    was started from (it runs from the test folder, which has none)."""
+    (b,) = backends(1)
+    port = free_port()
+    files = {n: open(pki(n)).read() for n in ("rsa.pem", "rsa.key")}
+    tern(tls_cfg(port, [b], [{"cert": "rsa.pem", "key": "rsa.key"}]), [port], extra_files=files)
+    assert not os.path.exists("rsa.pem")
+    r = curl(port, "/")
+    assert r.returncode == 0, r.stderr
+
+
 def test_sni_exact_wildcard_and_default(pki, backends, tern):
     (b,) = backends(1)
     port = free_port()

@@ -807,6 +807,8 @@ test_section_defaults(void **state)
                     "    max: 5\n"
                     "    provider: {libvirt: {template: t}}\n"
                     "    scale_out: {alarm: busy}\n");
+    char key[128];
+    snprintf(key, sizeof(key), "%s/c.key", t.path); /* files: relative to the config */
     tdir_free(&t);
     assert_int_equal(c->global.workers, 3);
     assert_string_equal(c->global.access_log, "-");
@@ -815,7 +817,7 @@ test_section_defaults(void **state)
     assert_int_equal(c->listeners[0].bind.sa.ss_family, AF_INET6);
     assert_true(c->listeners[0].tls.enabled);
     assert_int_equal(c->listeners[0].tls.ncertificates, 1);
-    assert_string_equal(c->listeners[0].tls.certificates[0].key, "c.key");
+    assert_string_equal(c->listeners[0].tls.certificates[0].key, key);
     assert_string_equal(c->listeners[0].tls.min_version, "1.2");
     assert_string_equal(c->listeners[0].tls.client_auth, "none");
 
