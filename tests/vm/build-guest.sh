@@ -178,8 +178,11 @@ ln -f "$KDIR/vmlinux" "$OUT.tmp/vmlinux" 2>/dev/null || cp "$KDIR/vmlinux" "$OUT
 echo "$KVER" >"$OUT.tmp/kernel-version"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
-# Guests of older versions of this script.
+# Guests of older versions of this script, and of older kernels.
 for old in "$KDIR"/*; do
     case "$(basename "$old")" in kroot | vmlinux | "$(basename "$OUT")") ;; *) rm -rf "$old" ;; esac
+done
+for old in "$CACHE"/linux-image-*; do
+    [ "$old" = "$KDIR" ] || rm -rf "$old"
 done
 echo "$OUT"
