@@ -28,7 +28,7 @@ MODS="virtio_net virtio_balloon virtio_blk virtio_pci button evdev"
 KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 if [ -z "$KPKG" ]; then
     # No package lists: use a kernel already unpacked in the cache.
-    KPKG=$(ls -1 "$CACHE" 2>/dev/null | grep '^linux-image-' | sort -V | tail -1 || true)
+    for k in "$CACHE"/linux-image-*; do [ -d "$k" ] && KPKG=$(basename "$k"); done
 fi
 [ -n "$KPKG" ] || {
     echo "build-guest: cannot tell which linux-image package to use" >&2
@@ -61,7 +61,7 @@ if [ ! -d "$KDIR/kroot/lib/modules" ]; then
     rm -rf "$work"
     mv "$KDIR/kroot.tmp" "$KDIR/kroot"
 fi
-KVER=$(ls -1 "$KDIR/kroot/lib/modules" | head -1)
+KVER=$(find "$KDIR/kroot/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | head -1)
 MDIR=$KDIR/kroot/lib/modules/$KVER
 
 tmp=$(mktemp -d)
