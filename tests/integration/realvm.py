@@ -401,6 +401,20 @@ class RealVM:
         virsh("define", path)
         virsh("start", name)
 
+    def broken_template(self, name, kernel="/nonexistent/vmlinux"):
+        """A copy of the template whose kernel does not exist: its clones
+        are defined and fail to start."""
+        self.domains.add(name)
+        x = virsh("dumpxml", "--inactive", self.template)
+        x = re.sub(r"<name>[^<]*</name>", f"<name>{name}</name>", x, count=1)
+        x = re.sub(r"\s*<uuid>[^<]*</uuid>", "", x)
+        x = re.sub(r"\s*<mac address=[^>]*/>", "", x)
+        x = re.sub(r"<kernel>[^<]*</kernel>", f"<kernel>{kernel}</kernel>", x)
+        path = os.path.join(self.tmp, f"{name}.xml")
+        with open(path, "w") as f:
+            f.write(x)
+        virsh("define", path)
+
     def destroy(self, name):
         self._remove_domain(name)
         virsh("vol-delete", "--pool", self.storage, f"{name}.qcow2", check=False)

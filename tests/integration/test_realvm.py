@@ -18,6 +18,8 @@ each load loop bounded in time and in requests.
   and destroys them with no failed request and their overlays are deleted;
   a restarted tern adopts the clone that is left; libvirtd restarts under
   it without a failed request, and the plugins reconnect.
+- a clone that cannot start: the launch fails and leaves no domain and no
+  overlay behind.
 """
 import json
 import threading
@@ -316,3 +318,51 @@ def test_scale_out_and_in_with_real_clones(realvm, tern):  # noqa: F811
     assert realvm.all_domains("rvm-tern-") == ["rvm-tern-1"]
     assert realvm.running("rvm-tern-") == ["rvm-tern-1"]
     print(f"scale: whole scenario {time.monotonic() - t_start:.1f} s")
+
+
+def test_failed_launch_leaves_nothing(realvm, tern):  # noqa: F811
+    """A clone that cannot start (its template names a kernel that is not
+    there): the launch fails, and the provider undoes what it made on the
+    real libvirt: no domain and no overlay volume are left."""
+    realvm.watch_group("rvmf-tern-")
+    broken = f"ternvm-broken-{realvm.id}"
+    realvm.broken_template(broken)
+    port, admin = free_port(), free_port()
+    yaml = f"""global:
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin}
+listeners:
+  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: rvmf }}
+pools:
+  rvmf:
+    servers: []
+scale:
+  - pool: rvmf
+    min: 1
+    max: 1
+    provider: {{ libvirt: {{ uri: "qemu:///system", template: {broken},
+                            storage_pool: {realvm.storage} }} }}
+"""
+    t = tern(yaml, wait_ports=[port])
+
+    def failed():
+        g = group(admin)
+        acts = g["activities"] if g else []
+        return [a for a in acts if a["action"] == "launch" and a["result"].startswith("failed")]
+
+    def left():
+        return realvm.all_domains("rvmf-tern-") + [v for v in realvm.volumes()
+                                                    if v.startswith("rvmf-")]
+
+    f = wait_for(failed, 30)
+    assert f, f"{group(admin)}\n{t.log()}"
+    assert "start" in f[0]["result"], f[0]
+    # Between two tries (they back off: 1, 2, 4 s) nothing of them is left.
+    quiet = wait_for(lambda: (lambda g: g if g and not g["servers"] and not left() else None)(
+        group(admin)), 15)
+    assert quiet, f"{group(admin)}\n{left()}\n{t.log()}"
+    assert len(failed()) >= 1 and not in_service(quiet), quiet
+    print(f"\nfailed launch: {f[0]['result']}")
+    t.stop()
+    assert wait_for(lambda: not left(), 10), left()
