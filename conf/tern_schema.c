@@ -124,8 +124,8 @@ static const struct conf_field global_fields[] = {
      .doc = "while `vrrp` instances run, the control thread (VRRP, health checks, admin) "
             "runs SCHED_FIFO at this priority, so saturated workers cannot delay "
             "advertisements and takeovers (keepalived's vrrp_rt_priority); 0: ordinary "
-            "scheduling. Needs root or CAP_SYS_NICE (with global.user tern raises "
-            "RLIMIT_RTPRIO before switching)"},
+            "scheduling. Set at start before global.user takes effect; turning it on by a "
+            "reload as another user needs RLIMIT_RTPRIO (the systemd unit's LimitRTPRIO)"},
     END,
 };
 

@@ -133,6 +133,9 @@ lb_daemon_run(const char *path)
     pthread_sigmask(SIG_BLOCK, &ctl_sigs, &prev_sigs);
     if (lb_listeners_open(c, ctl->nworkers, &fds) < 0)
         goto out;
+    /* Real-time scheduling for VRRP while still root; the workers started
+     * below come out ordinary (SCHED_RESET_ON_FORK). */
+    lb_vrrp_sched_early(c);
     /* Before any thread exists: capabilities are per thread. */
     if (lb_privs_drop(c) < 0)
         goto out;

@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -200,21 +199,6 @@ lb_privs_drop(const struct conf *c)
     if (want & ~have) {
         caps_text(want & ~have, text, sizeof(text));
         lb_warn("global.user: not in the permitted set, so not kept: %s", text);
-    }
-
-    /* VRRP's control thread goes SCHED_FIFO after this point (lb/vrrp.c):
-     * without CAP_SYS_NICE, RLIMIT_RTPRIO is what allows it, and only root
-     * can raise its hard limit. */
-    struct rlimit rl;
-    rlim_t rt = c->global.vrrp_rt_priority;
-    if (c->nvrrp > 0 && rt > 0 && getrlimit(RLIMIT_RTPRIO, &rl) == 0 &&
-        rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rt) {
-        rl.rlim_cur = rt;
-        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < rt)
-            rl.rlim_max = rt;
-        if (setrlimit(RLIMIT_RTPRIO, &rl) < 0)
-            lb_warn("global.user: cannot raise RLIMIT_RTPRIO to %u: %s", c->global.vrrp_rt_priority,
-                    strerror(errno));
     }
 
     if (prctl(PR_SET_KEEPCAPS, 1L, 0L, 0L, 0L) < 0) {

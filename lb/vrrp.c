@@ -236,7 +236,6 @@ struct vrrp {
     ev_timer crash_t; /* TERN_TEST_CRASH_AFTER_MS, tests only */
     uint32_t nl_seq;
     bool shut;
-    int rt_prio; /* the control thread's SCHED_FIFO priority now; 0: ordinary */
     struct notify_child *children;
     /* Fatal-signal handling, restored at stop. */
     bool handlers_on;
@@ -1538,17 +1537,22 @@ inst_shutdown(struct vrrp_inst *in)
  * intervals. SCHED_FIFO puts it ahead of every ordinary thread the moment it
  * wakes; it sleeps in epoll almost all the time, so the workers lose
  * nothing measurable (and the kernel's RT throttling keeps 5% for others in
- * any case). SCHED_RESET_ON_FORK: threads and processes it creates later (a
- * plugin's job pool on reload, notify scripts) start with ordinary
- * scheduling. */
+ * any case). SCHED_RESET_ON_FORK: threads and processes it creates later
+ * (the workers, a plugin's job pool, notify scripts) start with ordinary
+ * scheduling. That is why it can be set before global.user drops root
+ * (lb_vrrp_sched_early): the user then needs no right of its own. */
 #ifndef SCHED_RESET_ON_FORK
 #define SCHED_RESET_ON_FORK 0x40000000
 #endif
 
+/* The control thread's SCHED_FIFO priority now; 0: ordinary. Control
+ * thread only. */
+static int rt_prio_now;
+
 static void
-sched_apply(struct vrrp *v, int prio)
+sched_apply(int prio)
 {
-    if (prio == v->rt_prio)
+    if (prio == rt_prio_now)
         return;
     struct sched_param sp = {.sched_priority = prio};
     int policy = prio > 0 ? SCHED_FIFO : SCHED_OTHER;
@@ -1564,9 +1568,16 @@ sched_apply(struct vrrp *v, int prio)
     }
     if (prio > 0)
         lb_info("vrrp: control thread runs SCHED_FIFO priority %d", prio);
-    else if (v->rt_prio > 0)
+    else if (rt_prio_now > 0)
         lb_info("vrrp: control thread back to ordinary scheduling");
-    v->rt_prio = prio;
+    rt_prio_now = prio;
+}
+
+void
+lb_vrrp_sched_early(const struct conf *c)
+{
+    if (c->nvrrp > 0)
+        sched_apply((int)c->global.vrrp_rt_priority);
 }
 
 /* ---- module ---- */
@@ -1686,7 +1697,7 @@ lb_vrrp_start(struct lb_ctl *ctl)
     ev_io_set(&v->link_io, mnl_socket_get_fd(v->nl_link), EV_READ);
     ev_io_start(ctl->loop, &v->link_io);
     fatal_handlers_install(v);
-    sched_apply(v, (int)c->global.vrrp_rt_priority);
+    sched_apply((int)c->global.vrrp_rt_priority);
     for (size_t i = 0; i < c->nvrrp; i++)
         if (add_instance(v, &c->vrrp[i]) < 0)
             goto fail;
@@ -1742,7 +1753,7 @@ lb_vrrp_reloaded(struct lb_ctl *ctl)
     }
     if (c->nvrrp > 0)
         fatal_handlers_install(v);
-    sched_apply(v, c->nvrrp > 0 ? (int)c->global.vrrp_rt_priority : 0);
+    sched_apply(c->nvrrp > 0 ? (int)c->global.vrrp_rt_priority : 0);
     /* Start the new and the changed ones, in configuration order. */
     for (size_t k = 0; k < c->nvrrp; k++) {
         bool running = false;
@@ -1775,7 +1786,7 @@ lb_vrrp_stop(struct lb_ctl *ctl)
         return;
     lb_vrrp_shutdown(ctl);
     /* What runs after (draining, joining the workers) needs no priority. */
-    sched_apply(v, 0);
+    sched_apply(0);
     vrrp_state = NULL;
     vrrp_free(v);
 }
@@ -1849,7 +1860,7 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "preempt_delay_ms", json_integer((json_int_t)in->preempt_delay_ms));
     json_object_set_new(o, "accept", json_boolean(in->accept));
     json_object_set_new(o, "checksum_pseudo_header", json_boolean(in->pseudo));
-    json_object_set_new(o, "rt_priority", json_integer(in->v->rt_prio));
+    json_object_set_new(o, "rt_priority", json_integer(rt_prio_now));
     json_t *tr = json_object();
     json_object_set_new(tr, "pools_failed", json_integer(in->pools_failed));
     json_object_set_new(tr, "interfaces_failed", json_integer(in->ifs_failed));

@@ -25,6 +25,13 @@
 
 #include "lb/runtime.h"
 
+/* With vrrp instances configured, puts the calling (control) thread under
+ * SCHED_FIFO at global.vrrp_rt_priority, with SCHED_RESET_ON_FORK so that
+ * the threads and processes it starts stay ordinary. Call before
+ * lb_privs_drop: setting it needs root or CAP_SYS_NICE, keeping it does
+ * not. Logs a warning when refused. */
+void lb_vrrp_sched_early(const struct conf *c);
+
 /* Starts every configured instance (none: does nothing). Call once the
  * workers are up. Returns 0, or -1 after logging why (interface missing, no
  * IPv4 address on it, no CAP_NET_RAW / CAP_NET_ADMIN). Control thread. */

@@ -807,6 +807,20 @@ def test_control_thread_runs_realtime(lab):
     assert wait_for(lambda: lab.has_vip("b"), 5.0), b.log()
     pol = _sched_policy(b.proc.pid)
     assert all(p == (0, 0) for p in pol.values()), pol
+    b.kill(signal.SIGTERM)
+    b.wait_exit()
+    # As an ordinary user (global.user): set while still root, kept after
+    # the switch; the workers, started after it, are ordinary.
+    as_user = tern_yaml("a", 150).replace("global:\n", "global:\n  user: nobody\n")
+    a2 = Node(lab, "c", as_user)
+    assert wait_for(lambda: lab.has_vip("c"), 5.0), a2.log()
+    pid = a2.proc.pid
+    with open(f"/proc/{pid}/status") as f:
+        assert re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1) != "0"
+    pol = _sched_policy(pid)
+    assert pol[pid] == (10, 1), a2.log()
+    assert all(p == (0, 0) for tid, p in pol.items() if tid != pid), pol
+    assert "cannot run the control thread" not in a2.log()
 
 
 VIP6_LL = "fe80::7b:100"
