@@ -953,8 +953,9 @@ class Keepalived:
     """Debian's keepalived in namespace n with the same VRID, version 3 and
     interval (its default is VRRPv2 at 1 s)."""
 
-    def __init__(self, lab, n, prio, interval=0.1):
+    def __init__(self, lab, n, prio, interval=0.1, vips=(f"{VIP}/24",)):
         self.lab, self.n, self.prio, self.interval = lab, n, prio, interval
+        vip_lines = "\n".join(f"        {v} dev eth0" for v in vips)
         self.conf = os.path.join(lab.dir, f"ka-{n}.conf")
         with open(self.conf, "w") as f:
             f.write(f"""global_defs {{
@@ -968,7 +969,7 @@ vrrp_instance vi_web {{
     advert_int {interval}
     version 3
     virtual_ipaddress {{
-        {VIP}/24 dev eth0
+{vip_lines}
     }}
 }}
 """)
@@ -1075,3 +1076,30 @@ def test_tern_backup_of_keepalived(lab):
     assert t_garp and t_garp - t_term <= skew(100, 0.1) + SLACK, b.log()
     c = b.counters()
     assert not any(c.get(x, 0) for x in ("bad_checksum", "bad_version", "bad_ttl")), c
+
+
+@pytest.mark.skipif(KEEPALIVED is None, reason="keepalived not installed (scripts/deps.sh test)")
+def test_keepalived_ipv6(lab):
+    """keepalived and tern in one IPv6 VRID: they agree on the master both
+    ways, checksums (IPv6 pseudo-header) accepted on both sides."""
+    add_keepalived_host(lab)
+    a = Node(lab, "a", tern_yaml6(150))
+    k = Keepalived(lab, "k", 100, vips=(f"{VIP6_LL}/64", f"{VIP6}/64"))
+    assert wait_for(lambda: has_vip6(lab, "a") and k.state() == "BACKUP", 5.0), a.log() + k.log()
+    time.sleep(0.5)
+    assert has_vip6(lab, "a") and not has_vip6(lab, "k"), k.log()
+    t_kill = time.time()
+    a.kill(signal.SIGKILL)
+    a.wait_exit()
+    assert wait_for(lambda: has_vip6(lab, "k"), 2.0), k.log()
+    na = lab.sniffer.first(after=t_kill, timeout=1.0, k="na", mac=MAC["k"], ip=VIP6)
+    assert na and na["t"] - t_kill <= mdi(100, 0.1) + SLACK, k.log()
+    # tern comes back (removing the VIPs its crash left), hears keepalived as
+    # a backup, then preempts it.
+    a.start()
+    assert wait_for(lambda: has_vip6(lab, "a") and not has_vip6(lab, "k")
+                    and k.state() == "BACKUP", 5.0), a.log() + k.log()
+    assert "fd00:7b::100/64 from eth0, left behind by an earlier run" in a.log()
+    c = a.counters()
+    assert c["adverts_received"] > 0 and c["bad_checksum"] == 0, c
+    assert not re.search(r"(?i)checksum|bogus|invalid", k.log()), k.log()
