@@ -1531,13 +1531,13 @@ inst_shutdown(struct vrrp_inst *in)
 /* ---- scheduling ---- */
 
 /* The control thread runs VRRP. With the workers saturating every core the
- * kernel's fair scheduler let its timers fire up to 27 ms late on a 2-CPU
+ * kernel's fair scheduler let its timers fire up to 117 ms late on a 2-CPU
  * host (measured with wrk through the VIP: bench/RESULTS-vrrp.md), which is
  * a late takeover, or a missed advertisement and a flap at 10-20 ms
  * intervals. SCHED_FIFO puts it ahead of every ordinary thread the moment it
  * wakes; it sleeps in epoll almost all the time, so the workers lose
- * nothing measurable (and the kernel's RT throttling keeps 5% for others in
- * any case). SCHED_RESET_ON_FORK: threads and processes it creates later
+ * nothing measurable (bench/vrrp_rt_cost.sh; and the kernel's RT throttling
+ * keeps 5% for others in any case). SCHED_RESET_ON_FORK: threads and processes it creates later
  * (the workers, a plugin's job pool, notify scripts) start with ordinary
  * scheduling. That is why it can be set before global.user drops root
  * (lb_vrrp_sched_early): the user then needs no right of its own. */
