@@ -1141,11 +1141,12 @@ stop:
 }
 
 /* Writes head bytes [hb->head, hb->tail) then up to *fwd approved bytes of
- * body from the front of bb. Returns bytes written, -1 when it would block
- * (ready cleared, *want set), -2 on error. */
+ * body from the front of bb; more: the rest follows at once (MSG_MORE).
+ * Returns bytes written, -1 when it would block (ready cleared, *want set),
+ * -2 on error. */
 static ssize_t
-write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
-          bool *ready, uint8_t *want)
+write_out_more(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
+               bool *ready, uint8_t *want, bool more)
 {
     if (ssl)
         return tls_write_out(ssl, hb, bb, fwd, ready, want);
@@ -1164,7 +1165,9 @@ write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint
     if (!n)
         return 0;
     for (;;) {
-        ssize_t k = writev(fd, iov, n);
+        ssize_t k = more ? sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)n},
+                                   MSG_MORE | MSG_NOSIGNAL)
+                         : writev(fd, iov, n);
         if (k >= 0) {
             size_t left = (size_t)k;
             uint32_t h = hb->data ? hb->tail - hb->head : 0;
@@ -1185,6 +1188,27 @@ write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint
         }
         return -2;
     }
+}
+
+static ssize_t
+write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
+          bool *ready, uint8_t *want)
+{
+    return write_out_more(fd, ssl, hb, bb, fwd, ready, want, false);
+}
+
+/* Whether the response bytes about to go out are a head (and maybe part of
+ * a body) whose small Content-Length rest the backend is sending right now.
+ * Origins often write a head and its body separately (nginx: writev, then
+ * sendfile), and forwarding each at once costs the client a packet and a
+ * wake-up more per response; corked, the two leave as one segment when the
+ * rest is written (the kernel sends a cork after 200 ms at the latest). */
+static bool
+resp_more_soon(const struct http_sess *s)
+{
+    const struct http_exch *x = s->x;
+    return x->resp_mode == BODY_CL && x->resp_left > 0 && x->resp_left <= 16384 &&
+           s->state == ST_FORWARD && x->cout.data && x->cout.tail > x->cout.head;
 }
 
 /* Ends our direction of a connection: close_notify first over TLS. */
@@ -1596,8 +1620,8 @@ sess_run(struct http_sess *s)
             return;
         }
         if (s->c_wr && ((s->x->cout.data && s->x->cout.tail > s->x->cout.head) || s->x->resp_fwd)) {
-            ssize_t k = write_out(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
-                                  &s->c_wr, &s->c_wrw);
+            ssize_t k = write_out_more(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
+                                       &s->c_wr, &s->c_wrw, resp_more_soon(s));
             if (k > 0) {
                 s->x->bytes_out += (uint64_t)k;
                 progress = true;
@@ -1823,8 +1847,11 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
     }
     s->c_rdw = EV_READ;
     s->c_wrw = EV_WRITE;
-    int one = 1;
+    int one = 1, zero = 0;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* The ACK of the request rides on the response instead of a packet of
+     * its own (HAProxy's tcp-smart-accept). */
+    setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero));
     s->l = l;
     s->w = w;
     s->gen = l->gen;
