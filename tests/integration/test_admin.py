@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import TERN, free_port, raw_exchange, scaled, status_of, wait_port
+from conftest import TERN, free_port, raw_exchange, scaled, status_of, wait_for
 
 TOKEN = "t0k3n-for-tests"
 
@@ -108,13 +108,7 @@ def server_of(pool, name):
 
 
 def wait_until(pred, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+    return wait_for(pred, timeout, step)
 
 
 # ---- read-only routes ----

@@ -21,21 +21,11 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_port, scaled
+from conftest import ROOT, free_port, wait_for
 
 aiosmtpd = pytest.importorskip("aiosmtpd")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class Mailbox:
