@@ -9,21 +9,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+void *
+lb_pool_get(struct lb_bufpool *p, size_t size)
+{
+    void *blk = p->free;
+    if (blk) {
+        p->free = *(void **)blk;
+        p->nfree--;
+    } else if ((blk = malloc(size)) != NULL) {
+        p->allocs++;
+    }
+    return blk;
+}
+
+void
+lb_pool_put(struct lb_bufpool *p, void *blk)
+{
+    if (p->nfree < p->max_free) {
+        *(void **)blk = p->free;
+        p->free = blk;
+        p->nfree++;
+    } else {
+        free(blk);
+    }
+}
+
 int
 lb_buf_alloc(struct lb_bufpool *p, struct lb_buf *b)
 {
     if (b->data)
         return 0;
-    if (p->free) {
-        b->data = p->free;
-        p->free = *(void **)p->free;
-        p->nfree--;
-    } else {
-        b->data = malloc(LB_BUF_SIZE);
-        if (!b->data)
-            return -ENOMEM;
-        p->allocs++;
-    }
+    b->data = lb_pool_get(p, LB_BUF_SIZE);
+    if (!b->data)
+        return -ENOMEM;
     b->head = b->tail = 0;
     return 0;
 }
@@ -33,13 +51,7 @@ lb_buf_release(struct lb_bufpool *p, struct lb_buf *b, bool force)
 {
     if (!b->data || (!force && b->head != b->tail))
         return;
-    if (p->nfree < p->max_free) {
-        *(void **)b->data = p->free;
-        p->free = b->data;
-        p->nfree++;
-    } else {
-        free(b->data);
-    }
+    lb_pool_put(p, b->data);
     b->data = NULL;
     b->head = b->tail = 0;
 }

@@ -53,4 +53,10 @@ void lb_buf_consume(struct lb_buf *b, uint32_t n);
 int lb_buf_append(struct lb_bufpool *p, struct lb_buf *b, const void *d, size_t n);
 void lb_bufpool_destroy(struct lb_bufpool *p);
 
+/* The free list itself, for other fixed-size blocks (one size per pool, at
+ * least a pointer): a block from the list or malloc (NULL when memory ran
+ * out), and back to the list or to free() beyond max_free. */
+void *lb_pool_get(struct lb_bufpool *p, size_t size);
+void lb_pool_put(struct lb_bufpool *p, void *blk);
+
 #endif

@@ -178,8 +178,7 @@ struct lb_worker {
     struct lb_wgen *gen;               /* current generation */
     _Atomic(struct lb_wgen *) pending; /* pushed by the control thread, LIFO */
     struct lb_bufpool bufs;
-    void *exch_free; /* http_proxy.c's spare per-request state, linked */
-    uint32_t exch_nfree;
+    struct lb_bufpool exchs; /* http_proxy.c's per-request state */
     uint64_t rng;
     uint32_t conns;     /* client connections open on this worker */
     uint32_t max_conns; /* this worker's share of global.max_connections */
@@ -278,8 +277,6 @@ void lb_wpools_close_idle(struct lb_wgen *g);
 /* http_proxy.c / tcp_proxy.c: take ownership of an accepted socket. */
 void lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer);
 void lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer);
-/* Frees what http_proxy.c keeps per worker; the worker has no session left. */
-void lb_http_worker_free(struct lb_worker *w);
 
 /* Formats an address as "ip" (no port) into out; returns the length. */
 size_t lb_addr_ip(const struct sockaddr_storage *sa, char *out, size_t cap);

@@ -95,7 +95,6 @@ struct http_sess {
     struct http_exch *x; /* NULL while idle between requests */
     struct ssl_st *ssl;  /* client side TLS, NULL: plain text */
     ev_tstamp deadline;  /* of the timeout that runs (see arm_timer) */
-    ev_tstamp timer_at;  /* when s->timer fires */
     char *cert_subject;  /* verified client certificate's subject, or NULL */
     struct lb_buf cin;
     int cfd;
@@ -198,14 +197,13 @@ arm_timer(struct http_sess *s, uint64_t ms)
         ev_timer_stop(loop, &s->timer);
         return;
     }
-    ev_tstamp due = ev_now(loop) + (double)ms / 1000.0;
-    s->deadline = due;
-    if (ev_is_active(&s->timer) && due >= s->timer_at)
+    ev_tstamp after = (double)ms / 1000.0;
+    s->deadline = ev_now(loop) + after;
+    if (ev_is_active(&s->timer) && after >= ev_timer_remaining(loop, &s->timer))
         return;
     ev_timer_stop(loop, &s->timer);
-    ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
+    ev_timer_set(&s->timer, after, 0.);
     ev_timer_start(loop, &s->timer);
-    s->timer_at = due;
 }
 
 /* ---- access log and counters ---- */
@@ -665,8 +663,6 @@ reset_request(struct http_sess *s)
     s->x->minor = -1;
 }
 
-#define EXCH_SPARE 1024 /* kept per worker; more go back to malloc */
-
 static void queue_retry(struct lb_queued *q);
 
 /* Gives s the state of a request. Returns false when memory ran out. */
@@ -674,13 +670,9 @@ static bool
 exch_get(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
-    struct http_exch *x = w->exch_free;
-    if (x) {
-        w->exch_free = *(void **)x;
-        w->exch_nfree--;
-    } else if (!(x = malloc(sizeof(*x)))) {
+    struct http_exch *x = lb_pool_get(&w->exchs, sizeof(*x));
+    if (!x)
         return false;
-    }
     memset(x, 0, sizeof(*x));
     x->s = s;
     x->b_rdw = EV_READ;
@@ -704,24 +696,7 @@ exch_put(struct http_sess *s)
     lb_buf_release(&w->bufs, &x->sout, true);
     lb_buf_release(&w->bufs, &x->sin, true);
     s->x = NULL;
-    if (w->exch_nfree < EXCH_SPARE) {
-        *(void **)x = w->exch_free;
-        w->exch_free = x;
-        w->exch_nfree++;
-    } else {
-        free(x);
-    }
-}
-
-void
-lb_http_worker_free(struct lb_worker *w)
-{
-    while (w->exch_free) {
-        void *next = *(void **)w->exch_free;
-        free(w->exch_free);
-        w->exch_free = next;
-    }
-    w->exch_nfree = 0;
+    lb_pool_put(&w->exchs, x);
 }
 
 static int
@@ -1757,7 +1732,6 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (left > 0.0005) { /* pushed later since it was set: not due yet */
         ev_timer_set(t, left, 0.);
         ev_timer_start(loop, t);
-        s->timer_at = s->deadline;
         return;
     }
     switch (s->state) {

@@ -336,6 +336,7 @@ lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **
         }
         w->max_conns = per_worker;
         w->bufs.max_free = 1024;
+        w->exchs.max_free = 1024;
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)getpid();
         atomic_init(&w->command, LB_CMD_NONE);
         atomic_init(&w->pending, NULL);
@@ -377,7 +378,7 @@ fail:
         if (w->loop)
             ev_loop_destroy(w->loop);
         lb_bufpool_destroy(&w->bufs);
-        lb_http_worker_free(w);
+        lb_bufpool_destroy(&w->exchs);
     }
     free(ws);
     return -1;
@@ -400,7 +401,7 @@ lb_workers_join(struct lb_worker *ws, int n)
         pthread_join(w->thread, NULL);
         lb_wgen_unref(w->gen);
         lb_bufpool_destroy(&w->bufs);
-        lb_http_worker_free(w);
+        lb_bufpool_destroy(&w->exchs);
         ev_loop_destroy(w->loop);
     }
     free(ws);
