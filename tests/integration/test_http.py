@@ -95,6 +95,48 @@ def test_idle_connections_zero_disables_reuse(backends, tern):
     assert len(ids) == 4, ids
 
 
+def test_head_then_late_body_arrives_whole(tern):
+    """An origin that writes a head and, 300 ms later, its small body: tern
+    holds the head for the body (MSG_MORE) and the client gets both, once
+    the body is there, not after the cork's 200 ms on top."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def origin():
+        c, _ = srv.accept()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += c.recv(4096)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.3)
+        c.sendall(b"hello")
+        time.sleep(1)
+        c.close()
+
+    threading.Thread(target=origin, daemon=True).start()
+
+    class Origin:
+        name = "o"
+        address = f"127.0.0.1:{srv.getsockname()[1]}"
+
+    port = free_port()
+    tern(simple_config(port, [Origin]), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    t0 = time.monotonic()
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while not got.endswith(b"hello"):
+        d = c.recv(4096)
+        assert d, got
+        got += d
+    took = time.monotonic() - t0
+    c.close()
+    srv.close()
+    assert got.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\nhello" in got
+    assert 0.25 < took < scaled(0.45), took
+
+
 def test_pipelined_requests_answered_in_order(backends, tern):
     (b,) = backends(1)
     port = free_port()
