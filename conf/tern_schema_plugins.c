@@ -466,8 +466,10 @@ static const struct conf_field provider_exec_fields[] = {
     {.key = "list",
      .kind = CONF_STRING,
      CONF_AT(struct conf_scale, exec_list),
-     .doc = "program that prints a \"name host:port\" line per server that exists, to adopt "
-            "them after a restart; absent: destroy is run with TERN_ACTION=list"},
+     .doc = "program that prints a \"name host:port [state]\" line per server that exists, to "
+            "adopt them after a restart; host:port may be -, state is running (the default) or "
+            "a word for not running (stopped, paused ...): such a server is destroyed and "
+            "replaced; absent: destroy is run with TERN_ACTION=list"},
     {.key = "timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale, exec_timeout),

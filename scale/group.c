@@ -4,12 +4,26 @@
  *
  * Every SCALE_TICK the plugin calls scale_group_tick(). The first tick asks
  * the provider which servers exist (exec: the `list` program, or without
- * one `destroy` with TERN_ACTION=list, prints "name host:port" lines; a
- * program that does not know the action may exit non-zero, and then
- * nothing is adopted) and what
- * the pool holds: servers named <pool>-tern-<n> are adopted rather than
- * made again after a restart, and desired becomes at least their number.
- * The list is read again every 20 ticks to adopt servers the group lost.
+ * one `destroy` with TERN_ACTION=list; a program that does not know the
+ * action may exit non-zero, and then nothing is adopted) and what the pool
+ * holds: servers named <pool>-tern-<n> are adopted rather than made again
+ * after a restart, and desired becomes at least their number. The list is
+ * read again every 20 ticks to adopt servers the group lost and to replace
+ * those that stopped.
+ *
+ * A list line is "name host:port [state]". Without a state, or with
+ * "running", the server runs at host:port; host:port may be "-" when it has
+ * no address yet (such a server is not adopted, its name is only not used
+ * again). Any other state (libvirt says stopped, paused, stopping, crashed
+ * or suspended) means it exists but does not run: as an AWS group replaces
+ * an unhealthy instance, the group terminates it (drained first if it is in
+ * the pool; destroy also deletes a stopped clone's disk) and, as it no
+ * longer counts toward desired, launches a new one. A stopped clone is
+ * suspect (it crashed, or someone stopped it), so it is not started again.
+ * Only a tern that may act does this, and never for a server still in its
+ * create job (a libvirt clone is defined, stopped, before it starts), nor
+ * from a list read while a create finished (it may show that server before
+ * it started).
  *
  * Then, while this tern may act (no VRRP, or master of an instance), the
  * policies move desired: a scale-out alarm in ALARM adds servers each tick
@@ -52,6 +66,7 @@ struct job {
     char group[SCALE_NAME_MAX];
     struct scale_provider prov; /* the group's when submitted */
     unsigned gen;               /* a list: g->destroyed when it was submitted */
+    unsigned cgen;              /* a list: g->created when it was submitted */
     /* results */
     int rc;
     char *out;
@@ -264,6 +279,7 @@ job_new(struct scale_group *g, enum job_kind kind, const struct scale_server *s)
     snprintf(j->group, sizeof(j->group), "%s", g->cfg.pool);
     j->prov = g->prov;
     j->gen = g->destroyed;
+    j->cgen = g->created;
     return j;
 }
 
@@ -380,11 +396,24 @@ job_run(void *arg)
 }
 
 static void destroy_server(struct scale_group *g, struct scale_server *s);
+static void terminate(struct scale_group *g, struct scale_server *s, const char *reason);
+
+/* The n of name if it is one of ours; a name that exists is never made
+ * again, so the next launch takes a higher n. */
+static unsigned
+claim_index(struct scale_group *g, const char *name)
+{
+    unsigned idx = our_index(g, name);
+
+    if (idx >= g->next_index)
+        g->next_index = idx + 1;
+    return idx;
+}
 
 static void
 adopt(struct scale_group *g, const char *name, const char *address, bool in_pool)
 {
-    unsigned idx = our_index(g, name);
+    unsigned idx = claim_index(g, name);
     struct scale_server *s;
 
     if (idx == 0 || find_srv(g, name) != NULL)
@@ -395,11 +424,39 @@ adopt(struct scale_group *g, const char *name, const char *address, bool in_pool
     snprintf(s->address, sizeof(s->address), "%s", address);
     s->adopted = true;
     s->index = idx;
-    if (idx >= g->next_index)
-        g->next_index = idx + 1;
     s->activity =
         activity(g, "adopt", name, in_pool ? "in service" : "probing", "%s already exists at %s%s",
                  name, address, in_pool ? " and is in the pool" : "");
+}
+
+/* The provider lists name as existing in state, not running. */
+static void
+replace_stopped(struct scale_group *g, const char *name, const char *state, bool stale)
+{
+    unsigned idx = claim_index(g, name);
+    struct scale_server *s;
+    char reason[256];
+
+    if (idx == 0 || !g->acting || stale)
+        return;
+    snprintf(reason, sizeof(reason), "%s is %s in the provider's list: replacing it", name, state);
+    s = find_srv(g, name);
+    if (s == NULL) {
+        /* Stopped before this run knew it (a restart, a failover): not
+         * adopted, only destroyed. */
+        s = add_srv(g, name, SRV_DESTROYING);
+        if (s == NULL)
+            return;
+        s->adopted = true;
+        s->index = idx;
+        s->activity = activity(g, "terminate", name, "destroying", "%s", reason);
+        destroy_server(g, s);
+    } else if (s->st == SRV_PROBING || s->st == SRV_IN_SERVICE) {
+        if (s->st == SRV_PROBING)
+            activity_result(g, s->activity, false, true, "failed: %s", reason);
+        terminate(g, s, reason);
+    }
+    /* Creating: its create job decides. Draining, destroying: going. */
 }
 
 static void
@@ -422,11 +479,22 @@ list_done(struct scale_group *g, struct job *j)
     } else {
         char *save = NULL;
 
+        /* A create that finished while the list was read: the list may
+         * show its server stopped, between define and start. */
+        bool stale = j->cgen != g->created;
+
         for (char *line = strtok_r(j->out, "\n", &save); line != NULL;
              line = strtok_r(NULL, "\n", &save)) {
-            char name[SCALE_NAME_MAX], addr[SCALE_ADDR_MAX];
+            char name[SCALE_NAME_MAX], addr[SCALE_ADDR_MAX], state[32];
+            int n = sscanf(line, "%95s %127s %31s", name, addr, state);
 
-            if (sscanf(line, "%95s %127s", name, addr) == 2)
+            if (n < 2)
+                continue;
+            if (n == 3 && strcmp(state, "running") != 0)
+                replace_stopped(g, name, state, stale);
+            else if (strcmp(addr, "-") == 0)
+                claim_index(g, name); /* booting, or its address is unknown */
+            else
                 adopt(g, name, addr, false);
         }
     }
@@ -459,6 +527,8 @@ job_done(void *arg, void *result, int status)
         job_free(j);
         return;
     }
+    if (j->kind == JOB_CREATE)
+        g->created++;
     s = find_srv(g, j->name);
     if (s == NULL) {
         job_free(j);
@@ -729,6 +799,7 @@ scale_group_tick(struct scale_group *g, bool act)
 {
     if (g->retired)
         return;
+    g->acting = act;
     if (!g->started) {
         if (!g->listing) {
             struct pool_scan ps = {.g = g, .adopting = true};

@@ -7,9 +7,14 @@
  * host:port. destroy runs `destroy` with TERN_ACTION=destroy and
  * TERN_ADDRESS too. list runs the `list` program with TERN_ACTION=list and
  * no TERN_SERVER; it prints "name host:port" lines for the servers that
- * exist. Without a `list` program, `destroy` is run with TERN_ACTION=list
- * (the older form: one script for both; a program that does not know the
- * action exits non-zero and nothing is adopted after a restart).
+ * exist, optionally with a third word, the server's state: "running" (the
+ * same as none) or any other word (stopped, paused ...) for one that exists
+ * and does not run, which the group replaces; host:port may be "-" for a
+ * server without an address yet (group.c has the details). Without a
+ * `list` program, `destroy` is run with TERN_ACTION=list (the older form:
+ * one script for both; a program that does not know the action exits
+ * non-zero and nothing is adopted after a restart). destroy must also work
+ * on a server that is stopped.
  *
  * The program runs as `/bin/sh -c <command>` in a process group of its own,
  * with the daemon's environment plus the TERN_* variables the group sets

@@ -14,7 +14,12 @@
  * ones made (stop, undefine, delete the overlay).
  * destroy: stop, undefine (with managed save, snapshot metadata and NVRAM)
  * and delete the overlay; what is already gone is not an error.
- * list: every domain whose tern metadata names the group, with its address.
+ * list: every domain whose tern metadata names the group, whatever its
+ * state: "name host:port running" for a running one with an address, else
+ * "name - <state>" (running without an address yet, or paused, stopping,
+ * stopped, crashed, suspended; one whose state libvirt cannot tell is left
+ * out), so that the group can replace
+ * clones that stopped instead of leaking them.
  *
  * Every function here blocks and runs on a job-pool thread. One connection
  * per group, opened on first use and shared by the group's jobs (libvirt
@@ -537,6 +542,37 @@ scale_lv_destroy(struct scale_lv *lv, const char *name, char *err, size_t errlen
     return rc;
 }
 
+/* The word the list gives for a domain's state. Only "running" is one the
+ * group keeps (BLOCKED is a running guest waiting on the host). NULL when
+ * libvirt cannot tell (the call failed, NOSTATE): such a domain is left out
+ * of the list, since a word for it would have the group destroy a clone
+ * that may be fine. */
+static const char *
+state_word(virDomainPtr d)
+{
+    int st = VIR_DOMAIN_NOSTATE, reason;
+
+    if (virDomainGetState(d, &st, &reason, 0) < 0)
+        return NULL;
+    switch (st) {
+    case VIR_DOMAIN_RUNNING:
+    case VIR_DOMAIN_BLOCKED:
+        return "running";
+    case VIR_DOMAIN_PAUSED:
+        return "paused";
+    case VIR_DOMAIN_SHUTDOWN:
+        return "stopping";
+    case VIR_DOMAIN_SHUTOFF:
+        return "stopped";
+    case VIR_DOMAIN_CRASHED:
+        return "crashed";
+    case VIR_DOMAIN_PMSUSPENDED:
+        return "suspended";
+    default:
+        return NULL;
+    }
+}
+
 int
 scale_lv_list(struct scale_lv *lv, char **out, char *err, size_t errlen)
 {
@@ -569,8 +605,12 @@ scale_lv_list(struct scale_lv *lv, char **out, char *err, size_t errlen)
 
             if (t != NULL)
                 virDomainFree(t);
-            if (virDomainIsActive(doms[i]) == 1 && domain_address(doms[i], ip, sizeof(ip)))
-                fprintf(f, "%s %s:%d\n", virDomainGetName(doms[i]), ip, port);
+            const char *st = state_word(doms[i]);
+
+            if (st != NULL && strcmp(st, "running") == 0 && domain_address(doms[i], ip, sizeof(ip)))
+                fprintf(f, "%s %s:%d running\n", virDomainGetName(doms[i]), ip, port);
+            else if (st != NULL)
+                fprintf(f, "%s - %s\n", virDomainGetName(doms[i]), st);
         }
         free(md);
         virDomainFree(doms[i]);

@@ -70,8 +70,10 @@ struct scale_lv;
  * a job-pool thread; p is the provider's instance, made and freed on the
  * control thread. create returns 0 with the server's host:port in address,
  * or -1 with err set after undoing what it made; destroy returns 0 once the
- * server is gone (also when it already was); list returns 0 with
- * "name host:port" lines in *out (malloc()ed), or -1 when it cannot tell.
+ * server is gone (also when it already was, and when it is stopped); list
+ * returns 0 with "name host:port [state]" lines in *out (malloc()ed), or -1
+ * when it cannot tell; host:port may be "-" (no address yet) and a state
+ * other than "running" (or none) says the server exists but is not running.
  */
 struct scale_provider_ops {
     const char *name;
@@ -99,7 +101,9 @@ struct scale_group {
     bool retired; /* gone from the configuration: does nothing more */
     unsigned ticks;
     unsigned next_index;
+    bool acting;              /* the last tick's act: may this tern change anything */
     unsigned destroyed;       /* servers destroyed so far */
+    unsigned created;         /* create jobs finished so far, failed or not */
     unsigned launch_failures; /* in a row; launches back off 1, 2, 4 ... 60 s */
     double next_launch;       /* monotonic s before which none starts */
     struct scale_server *srv;

@@ -6,7 +6,7 @@ is a pair of shell scripts written here: create starts tests/tools/backend.py
 on a free port, records "name pid address" in a state file and prints the
 address last; destroy kills by PID from that file, and with
 TERN_ACTION=list prints the servers still alive (that is how a restarted
-tern adopts them). Python threads drive the load; every request must
+tern adopts them), those stopped with SIGSTOP as "name address stopped". Python threads drive the load; every request must
 succeed while the group grows to max and shrinks back to min.
 """
 import json
@@ -41,13 +41,17 @@ dir={dir}
 touch $dir/state
 if [ "$TERN_ACTION" = list ]; then
     while read name pid addr; do
-        kill -0 $pid 2>/dev/null && echo "$name $addr"
+        kill -0 $pid 2>/dev/null || continue
+        case $(cut -d' ' -f3 /proc/$pid/stat) in
+            T) echo "$name $addr stopped" ;;
+            *) echo "$name $addr" ;;
+        esac
     done < $dir/state
     exit 0
 fi
 echo "$TERN_ACTION $TERN_GROUP $TERN_POOL $TERN_SERVER $TERN_ADDRESS" >> $dir/calls
 pid=$(awk -v n="$TERN_SERVER" '$1 == n {{ print $2 }}' $dir/state)
-[ -n "$pid" ] && kill $pid
+[ -n "$pid" ] && kill $pid && kill -CONT $pid
 grep -v "^$TERN_SERVER " $dir/state > $dir/state.tmp; mv $dir/state.tmp $dir/state
 exit 0
 """
@@ -390,9 +394,12 @@ TERN_PLUGIN_EXPORT const struct tern_plugin tern_plugin_entry = {
 
 
 def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
-    """A VRRP BACKUP launches nothing (min 1 stays unmet); once the
-    instance is MASTER the group launches its server."""
+    """A VRRP BACKUP launches nothing (min 1 stays unmet) and destroys
+    nothing (a stopped server of the group is left alone); once the
+    instance is MASTER the group launches its server and destroys the
+    stopped one."""
     import subprocess
+    import sys
 
     from conftest import ROOT
 
@@ -403,20 +410,39 @@ def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
                     str(src)], check=True)
     flag = tmp_path / "master"
     monkeypatch.setenv("FAKEVRRP_FILE", str(flag))
-    port, admin = free_port(), free_port()
+    port, admin, bport = free_port(), free_port(), free_port()
     yaml = config(port, admin, d).replace("global:\n  workers: 1\n",
                                           f"global:\n  workers: 1\n  plugins: [ {so} ]\n")
-    t = tern(yaml, wait_ports=[port])
-    time.sleep(scaled(1.5))
-    g = scale_api(admin)
-    assert g is not None, t.log()
-    assert g["servers"] == [] and calls(d) == [], f"{g}\n{t.log()}"
-    assert "not scaling" in t.log()
-    flag.write_text("")
-    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
-    assert g, f"{scale_api(admin)}\n{t.log()}"
-    assert "fakevrrp: said MASTER" in t.log()
-    assert "VRRP vi_web is MASTER: scaling here" in t.log()
+    # web-tern-4 exists and is stopped (as a master that died may leave one).
+    old = subprocess.Popen([sys.executable, BACKEND, "--port", str(bport), "--name", "web-tern-4"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        os.kill(old.pid, signal.SIGSTOP)
+        with open(os.path.join(d, "state"), "w") as f:
+            f.write(f"web-tern-4 {old.pid} 127.0.0.1:{bport}\n")
+        t = tern(yaml, wait_ports=[port])
+        time.sleep(scaled(1.5))
+        g = scale_api(admin)
+        assert g is not None, t.log()
+        assert g["servers"] == [] and calls(d) == [], f"{g}\n{t.log()}"
+        assert "not scaling" in t.log()
+        assert old.poll() is None
+        flag.write_text("")
+        # The name web-tern-4 is taken: the new server is web-tern-5; the
+        # list, every 10 s, finds web-tern-4 stopped.
+        g = wait_for(lambda: (lambda g: g if settled(g, 1) and "destroy" in " ".join(calls(d))
+                              else None)(scale_api(admin)), 30)
+        assert g, f"{scale_api(admin)}\n{t.log()}"
+        assert in_service(g) == ["web-tern-5"], g
+        destroys = [c.split()[3] for c in calls(d) if c.startswith("destroy")]
+        assert destroys == ["web-tern-4"], calls(d)
+        assert old.wait(timeout=scaled(5)) is not None
+        assert "fakevrrp: said MASTER" in t.log()
+        assert "VRRP vi_web is MASTER: scaling here" in t.log()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
 
 
 def test_target_tracking_scales_out(tern, scripts):
@@ -497,3 +523,98 @@ def test_list_program_adopts(tern, scripts):
     assert "listed list" in calls(d)
     assert "destroy asked to list" not in calls(d), calls(d)
     assert len([c for c in calls(d) if c.startswith("create")]) == 1, calls(d)
+
+
+def pid_of(d, name):
+    with open(os.path.join(d, "state")) as f:
+        for line in f:
+            if line.split()[0] == name:
+                return int(line.split()[1])
+    return None
+
+
+def alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stopped_server_is_replaced(tern, scripts):
+    """A server the list reports stopped (its process got SIGSTOP) is
+    terminated, destroyed and replaced by a new one: under a running tern,
+    and after a restart, where it is not adopted."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    t = tern(config(port, admin, d), wait_ports=[port])
+    assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
+    pid1 = pid_of(d, "web-tern-1")
+    os.kill(pid1, signal.SIGSTOP)
+
+    # The next list (every 10 s) shows it stopped.
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) and in_service(g) == ["web-tern-2"]
+                          else None)(scale_api(admin)), 40)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    destroys = [c.split()[3] for c in calls(d) if c.startswith("destroy")]
+    assert destroys == ["web-tern-1"], calls(d)
+    assert wait_for(lambda: not alive(pid1), 5), "destroy did not end the stopped server"
+    terms = [a for a in g["activities"] if a["action"] == "terminate"]
+    assert len(terms) == 1 and terms[0]["server"] == "web-tern-1", g["activities"]
+    assert "web-tern-1 is stopped in the provider's list" in terms[0]["reason"], terms
+    assert terms[0]["result"].startswith("successful"), terms
+    launches = [a["server"] for a in g["activities"] if a["action"] == "launch"]
+    assert launches == ["web-tern-1", "web-tern-2"], g["activities"]
+    assert g["desired"] == 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert r.read() == b"web-tern-2\n"
+
+    # Stopped while tern was down: the restarted tern does not adopt it, it
+    # destroys it and launches web-tern-3 (the name web-tern-2 is not
+    # reused).
+    t.stop()
+    pid2 = pid_of(d, "web-tern-2")
+    os.kill(pid2, signal.SIGSTOP)
+    t2 = tern(config(port, admin, d), wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) and in_service(g) == ["web-tern-3"]
+                          else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t2.log()}"
+    assert g["servers"][0]["adopted"] is False, g
+    assert g["desired"] == 1, g
+    destroys = [c.split()[3] for c in calls(d) if c.startswith("destroy")]
+    assert destroys == ["web-tern-1", "web-tern-2"], calls(d)
+    assert wait_for(lambda: not alive(pid2), 5), "destroy did not end the stopped server"
+    acts = g["activities"]
+    assert [a["action"] for a in acts if a["server"] == "web-tern-2"] == ["terminate"], acts
+    assert "group web: terminate web-tern-2: web-tern-2 is stopped" in t2.log()
+
+
+def test_server_in_its_create_is_not_replaced(tern, scripts):
+    """A server still in its create job that the list reports stopped (a
+    libvirt clone is defined, stopped, before it starts) is left to its
+    create: no destroy, and it goes into service when the create ends."""
+    d = scripts
+    with open(os.path.join(d, "create.sh")) as f:
+        text = f.read()
+    # The create takes 12 s, longer than the 10 s between two lists, and
+    # the list shows the server stopped meanwhile.
+    with open(os.path.join(d, "create.sh"), "w") as f:
+        f.write(text.replace(f"dir={d}\n", f"dir={d}\n"
+                             "echo \"$TERN_SERVER - stopped\" > $dir/booting\n"
+                             "sleep 12\nrm -f $dir/booting\n", 1))
+    with open(os.path.join(d, "destroy.sh")) as f:
+        text = f.read()
+    with open(os.path.join(d, "destroy.sh"), "w") as f:
+        f.write(text.replace("    done < $dir/state\n",
+                             "    done < $dir/state\n"
+                             "    [ -f $dir/booting ] && tee -a $dir/seen < $dir/booting\n", 1))
+    port, admin = free_port(), free_port()
+    t = tern(config(port, admin, d, create_timeout="30s"), wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 25)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    with open(os.path.join(d, "seen")) as f:
+        assert "web-tern-1 - stopped" in f.read()
+    assert in_service(g) == ["web-tern-1"]
+    assert [c for c in calls(d) if c.startswith("destroy")] == [], calls(d)
+    assert [a["action"] for a in g["activities"]] == ["launch"], g["activities"]

@@ -5,8 +5,10 @@
  * domain whose disk is a qcow2 volume in a dir pool, and a NAT network with
  * DHCP (the driver fabricates lease addresses). A create makes a linked
  * clone (overlay backed by the template's volume, fresh name, UUID and MAC,
- * tern metadata naming the group) and starts it; list finds it; destroy
- * removes domain and overlay. Failures roll back: a clone whose define is
+ * tern metadata naming the group) and starts it; list finds it, and every
+ * other domain of the group with its state (stopped, paused, running
+ * without an address); destroy removes domain and overlay, also of a
+ * stopped clone. Failures roll back: a clone whose define is
  * refused leaves no overlay behind, a missing template or pool makes
  * nothing. The provider's own connection is inspected (a custom-file URI
  * gives every connection its own copy of the node).
@@ -126,12 +128,23 @@ nvols(virConnectPtr c)
     return n;
 }
 
+static char *
+list(struct scale_lv *lv)
+{
+    char err[256], *out = NULL;
+
+    if (scale_lv_list(lv, &out, err, sizeof(err)) != 0)
+        fail_msg("list: %s", err);
+    assert_non_null(out);
+    return out;
+}
+
 static void
 test_cycle(void **state)
 {
     struct fx *fx = *state;
     struct scale_lv *lv = scale_lv_new(fx->uri, "web-master", "default", "web", 5);
-    char addr[128], err[256], *out = NULL, *xml, *md;
+    char addr[128], err[256], *out, *xml, *md;
     virConnectPtr c;
     virDomainPtr d;
     virStorageVolPtr v;
@@ -169,7 +182,7 @@ test_cycle(void **state)
 
     /* A second clone; list shows both with their addresses. */
     assert_int_equal(scale_lv_create(lv, "web-tern-2", addr, sizeof(addr), err, sizeof(err)), 0);
-    assert_int_equal(scale_lv_list(lv, &out, err, sizeof(err)), 0);
+    out = list(lv);
     assert_non_null(strstr(out, "web-tern-1 192.168."));
     assert_non_null(strstr(out, "web-tern-2 192.168."));
     assert_null(strstr(out, "web-master"));
@@ -183,7 +196,7 @@ test_cycle(void **state)
     assert_null(virStorageVolLookupByPath(c, "/pool/web-tern-1.qcow2"));
     assert_int_equal(nvols(c), 2);
     assert_int_equal(scale_lv_destroy(lv, "web-tern-1", err, sizeof(err)), 0);
-    assert_int_equal(scale_lv_list(lv, &out, err, sizeof(err)), 0);
+    out = list(lv);
     assert_null(strstr(out, "web-tern-1"));
     assert_non_null(strstr(out, "web-tern-2"));
     free(out);
@@ -217,9 +230,8 @@ test_rollback(void **state)
     assert_int_equal(nvols(c), 2);
     /* The foreign domain of that name is not ours: not listed, not touched. */
     {
-        char *out = NULL;
+        char *out = list(lv);
 
-        assert_int_equal(scale_lv_list(lv, &out, err, sizeof(err)), 0);
         assert_null(strstr(out, "web-tern-7"));
         free(out);
     }
@@ -272,6 +284,103 @@ test_volume_disk(void **state)
     scale_lv_free(lv);
 }
 
+/* Defines a bare domain of the test driver; group: its tern metadata, or
+ * NULL for none. */
+static virDomainPtr
+define_tagged(virConnectPtr c, const char *name, const char *group)
+{
+    char xml[512], md[128];
+    virDomainPtr d;
+
+    snprintf(xml, sizeof(xml),
+             "<domain type='test'><name>%s</name><memory>1024</memory>"
+             "<os><type>hvm</type></os></domain>",
+             name);
+    d = virDomainDefineXML(c, xml);
+    assert_non_null(d);
+    if (group != NULL) {
+        snprintf(md, sizeof(md), "<scale group='%s' template='web-master'/>", group);
+        assert_int_equal(virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, md, "tern",
+                                              "https://tern.dev/xmlns/scale/1",
+                                              VIR_DOMAIN_AFFECT_CONFIG),
+                         0);
+    }
+    return d;
+}
+
+/* Every domain of the group is listed with its state, not only the running
+ * ones: a stopped or paused clone is what the group has to replace, and
+ * one running without an address yet is named so that its name is not
+ * taken again. Domains of another group, or untagged, are not listed. */
+static void
+test_list_states(void **state)
+{
+    struct fx *fx = *state;
+    struct scale_lv *lv = scale_lv_new(fx->uri, "web-master", "default", "web", 5);
+    char addr[128], err[256], *out;
+    virConnectPtr c;
+    virDomainPtr d;
+
+    assert_int_equal(scale_lv_create(lv, "web-tern-1", addr, sizeof(addr), err, sizeof(err)), 0);
+    assert_int_equal(scale_lv_create(lv, "web-tern-2", addr, sizeof(addr), err, sizeof(err)), 0);
+    c = scale_lv_connection(lv);
+
+    /* web-tern-2 shut off under the group; web-tern-3 tagged but never
+     * started (a create that died between define and start); web-tern-4
+     * tagged and running with no network, so no address; another group's
+     * clone and an untagged domain, both shut off. */
+    d = virDomainLookupByName(c, "web-tern-2");
+    assert_non_null(d);
+    assert_int_equal(virDomainDestroy(d), 0);
+    virDomainFree(d);
+    virDomainFree(define_tagged(c, "web-tern-3", "web"));
+    d = define_tagged(c, "web-tern-4", "web");
+    assert_int_equal(virDomainCreate(d), 0);
+    virDomainFree(d);
+    virDomainFree(define_tagged(c, "web-tern-5", "api"));
+    virDomainFree(define_tagged(c, "web-tern-6", NULL));
+
+    out = list(lv);
+    assert_non_null(strstr(out, "web-tern-1 192.168."));
+    assert_non_null(strstr(out, ":8080 running\n"));
+    assert_non_null(strstr(out, "web-tern-2 - stopped\n"));
+    assert_non_null(strstr(out, "web-tern-3 - stopped\n"));
+    assert_non_null(strstr(out, "web-tern-4 - running\n"));
+    assert_null(strstr(out, "web-tern-5"));
+    assert_null(strstr(out, "web-tern-6"));
+    assert_null(strstr(out, "web-master"));
+    free(out);
+
+    /* Paused is not running either; resumed, it is listed running again. */
+    d = virDomainLookupByName(c, "web-tern-1");
+    assert_int_equal(virDomainSuspend(d), 0);
+    out = list(lv);
+    assert_non_null(strstr(out, "web-tern-1 - paused\n"));
+    free(out);
+    assert_int_equal(virDomainResume(d), 0);
+    virDomainFree(d);
+    out = list(lv);
+    assert_non_null(strstr(out, "web-tern-1 192.168."));
+    free(out);
+
+    /* destroy works on a stopped clone: domain and overlay go. */
+    assert_int_equal(nvols(c), 3);
+    if (scale_lv_destroy(lv, "web-tern-2", err, sizeof(err)) != 0)
+        fail_msg("destroy: %s", err);
+    assert_null(virDomainLookupByName(c, "web-tern-2"));
+    assert_null(virStorageVolLookupByPath(c, "/pool/web-tern-2.qcow2"));
+    assert_int_equal(nvols(c), 2);
+    if (scale_lv_destroy(lv, "web-tern-3", err, sizeof(err)) != 0)
+        fail_msg("destroy: %s", err);
+    assert_null(virDomainLookupByName(c, "web-tern-3"));
+    out = list(lv);
+    assert_null(strstr(out, "web-tern-2"));
+    assert_null(strstr(out, "web-tern-3"));
+    assert_non_null(strstr(out, "web-tern-1 192.168."));
+    free(out);
+    scale_lv_free(lv);
+}
+
 int
 main(void)
 {
@@ -279,6 +388,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_volume_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_states, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
