@@ -20,6 +20,9 @@ each load loop bounded in time and in requests.
   it without a failed request, and the plugins reconnect.
 - a clone that cannot start: the launch fails and leaves no domain and no
   overlay behind.
+- a clone stopped under a running tern (virsh destroy): the group's list
+  shows it stopped, the group destroys it (domain and overlay) and boots a
+  new clone in its place.
 """
 import json
 import threading
@@ -28,7 +31,7 @@ import urllib.error
 import urllib.request
 
 from conftest import free_port, wait_for as _wait_for
-from realvm import host_of, realvm  # noqa: F401  (the fixture)
+from realvm import host_of, realvm, virsh  # noqa: F401  (realvm: the fixture)
 
 
 def api(admin, route):
@@ -321,6 +324,26 @@ def test_scale_out_and_in_with_real_clones(realvm, tern):  # noqa: F811
     print(f"scale: whole scenario {time.monotonic() - t_start:.1f} s")
 
 
+def one_clone_yaml(port, admin, pool, template, storage, pool_extra=""):
+    """A group of exactly one clone of template, on pool."""
+    return f"""global:
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin}
+listeners:
+  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: {pool} }}
+pools:
+  {pool}:
+    servers: []
+{pool_extra}scale:
+  - pool: {pool}
+    min: 1
+    max: 1
+    provider: {{ libvirt: {{ uri: "qemu:///system", template: {template},
+                            storage_pool: {storage} }} }}
+"""
+
+
 def test_failed_launch_leaves_nothing(realvm, tern):  # noqa: F811
     """A clone that cannot start (its template names a kernel that is not
     there): the launch fails, and the provider undoes what it made on the
@@ -329,23 +352,7 @@ def test_failed_launch_leaves_nothing(realvm, tern):  # noqa: F811
     broken = f"ternvm-broken-{realvm.id}"
     realvm.broken_template(broken)
     port, admin = free_port(), free_port()
-    yaml = f"""global:
-  workers: 1
-admin:
-  listen: 127.0.0.1:{admin}
-listeners:
-  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: rvmf }}
-pools:
-  rvmf:
-    servers: []
-scale:
-  - pool: rvmf
-    min: 1
-    max: 1
-    provider: {{ libvirt: {{ uri: "qemu:///system", template: {broken},
-                            storage_pool: {realvm.storage} }} }}
-"""
-    t = tern(yaml, wait_ports=[port])
+    t = tern(one_clone_yaml(port, admin, "rvmf", broken, realvm.storage), wait_ports=[port])
 
     def failed():
         g = group(admin)
@@ -367,3 +374,37 @@ scale:
     print(f"\nfailed launch: {f[0]['result']}")
     t.stop()
     assert wait_for(lambda: not left(), 10), left()
+
+
+def test_stopped_clone_is_replaced(realvm, tern):  # noqa: F811
+    """A clone of the group stopped behind tern's back (virsh destroy) is
+    not left to leak: the group terminates it, its domain and overlay go,
+    and a new clone takes its place in the pool."""
+    realvm.watch_group("rvms-tern-")
+    port, admin = free_port(), free_port()
+    extra = ("    drain_timeout: 5s\n"
+             "    health_check: { type: http, path: /healthz, interval: 1s, timeout: 1s, rise: 1, "
+             "fall: 2 }\n")
+    t = tern(one_clone_yaml(port, admin, "rvms", realvm.template, realvm.storage, extra),
+             wait_ports=[port])
+
+    def settled(name):
+        g = group(admin)
+        return g if g and in_service(g) == [name] and len(g["servers"]) == 1 else None
+
+    g = wait_for(lambda: settled("rvms-tern-1"), 90)
+    assert g, f"{group(admin)}\n{t.log()}"
+    t0 = time.monotonic()
+    virsh("destroy", "rvms-tern-1")
+    g = wait_for(lambda: settled("rvms-tern-2"), 120)
+    assert g, f"{group(admin)}\n{t.log()}"
+    print(f"\nstopped clone: replaced, in service after {time.monotonic() - t0:.1f} s")
+    terms = [a for a in g["activities"] if a["action"] == "terminate"]
+    assert [a["server"] for a in terms] == ["rvms-tern-1"], g["activities"]
+    assert "rvms-tern-1 is stopped in the provider's list" in terms[0]["reason"], terms
+    assert terms[0]["result"].startswith("successful"), terms
+    assert realvm.all_domains("rvms-tern-") == ["rvms-tern-2"]
+    assert [v for v in realvm.volumes() if v.startswith("rvms-")] == ["rvms-tern-2.qcow2"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert host_of(r.read().decode()) == "vm-" + realvm.uuid("rvms-tern-2")
+    t.stop()
