@@ -108,7 +108,9 @@ struct conf_listener {
     uint32_t max_header_size; /* bytes of request head; over: 431 */
     uint32_t max_request_line;
     bool forwarded_headers; /* add X-Forwarded-For/-Proto and Forwarded */
-    int line, col;          /* where it was declared, for messages */
+    bool defer_accept;      /* TCP_DEFER_ACCEPT; resolved from mode when not set */
+    bool defer_accept_set;
+    int line, col; /* where it was declared, for messages */
 };
 
 struct conf_server {

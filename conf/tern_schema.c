@@ -339,6 +339,8 @@ check_listener(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
 {
     struct conf_listener *l = obj;
 
+    if (!l->defer_accept_set)
+        l->defer_accept = l->mode == CONF_MODE_HTTP;
     if (l->mode == CONF_MODE_TCP && l->nroutes > 0)
         conf_key_error(ctx, map, "routes",
                        "routes apply to HTTP listeners only (this listener is mode: tcp)");
@@ -408,6 +410,16 @@ static const struct conf_field listener_fields[] = {
      CONF_AT(struct conf_listener, forwarded_headers),
      .def = "true",
      .doc = "add X-Forwarded-For, X-Forwarded-Proto and Forwarded to proxied requests"},
+    {.key = "defer_accept",
+     .kind = CONF_BOOL,
+     CONF_AT(struct conf_listener, defer_accept),
+     CONF_PRESENT(struct conf_listener, defer_accept_set),
+     .def_doc = "true in mode http, false in mode tcp",
+     .doc = "hand a connection to a worker only once its first bytes arrived "
+            "(TCP_DEFER_ACCEPT; nginx's `deferred`, HAProxy's `defer-accept`): one wake-up "
+            "per connection instead of two, and a client that connects and stays silent is "
+            "accepted only after about a second. Leave it off in tcp mode for protocols where "
+            "the server speaks first (SMTP, MySQL)"},
     END,
 };
 

@@ -228,6 +228,7 @@ int lb_listeners_open(const struct conf *c, int nworkers, int ***fds_out);
 void lb_listeners_close(int **fds, int nworkers, size_t nlisteners);
 /* Opens one listening socket for l. Returns the fd or -errno. */
 int lb_listener_open_one(const struct conf_listener *l);
+void lb_listener_tune(int fd, const struct conf_listener *l);
 bool lb_addr_equal(const struct conf_addr *a, const struct conf_addr *b);
 
 /* backend.c */

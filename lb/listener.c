@@ -22,6 +22,15 @@ lb_addr_equal(const struct conf_addr *a, const struct conf_addr *b)
     return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
 }
 
+void
+lb_listener_tune(int fd, const struct conf_listener *l)
+{
+    /* Seconds, which the kernel turns into SYN-ACK retransmissions: a silent
+     * client is accepted after the first one, about 1 s. */
+    int secs = l->defer_accept ? 1 : 0;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+}
+
 int
 lb_listener_open_one(const struct conf_listener *l)
 {
@@ -38,6 +47,7 @@ lb_listener_open_one(const struct conf_listener *l)
         goto fail;
     if (listen(fd, 4096) < 0)
         goto fail;
+    lb_listener_tune(fd, l);
     return fd;
 fail : {
     int e = errno;

@@ -3,6 +3,7 @@ import base64
 import collections
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -522,3 +523,41 @@ def test_queue_full_and_queue_timeout_give_503(backends, tern):
     assert statuses == [200, 503, 503], res
     # The queued one gave up at the queue timeout, long before the first ended.
     assert min(r[1] for r in res if r[0] == 503) - t0 < scaled(1.2)
+
+
+def _silent_client_cut_after(port):
+    """Seconds from connect until tern closes a connection that never sends
+    a byte (the header timeout runs only once a worker has accepted it)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    t0 = time.monotonic()
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    s.close()
+    return time.monotonic() - t0
+
+
+def test_defer_accept_keeps_silent_clients_in_the_kernel(backends, tern):
+    """http listeners default to TCP_DEFER_ACCEPT: a connection reaches a
+    worker with its first bytes, so a silent one is accepted only after the
+    kernel's first SYN-ACK retransmission (1 s) and then gets the 200 ms
+    header timeout. Turned off, the 200 ms start at once; a reload flips the
+    option on the socket it keeps."""
+    (b,) = backends(1)
+    port = free_port()
+    extra = "    timeouts: { header: 200ms }\n"
+    off = simple_config(port, [b], listener_extra=extra + "    defer_accept: false\n")
+    t = tern(off, [port])
+    assert _silent_client_cut_after(port) < 0.8
+    with open(t.conf, "w") as f:
+        f.write(simple_config(port, [b], listener_extra=extra))
+    t.proc.send_signal(signal.SIGHUP)
+    time.sleep(scaled(0.5))
+    assert _silent_client_cut_after(port) >= 0.9
+    # A client that speaks at once is served at once.
+    t0 = time.monotonic()
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(out) == 200
+    assert time.monotonic() - t0 < 0.5

@@ -169,3 +169,39 @@ def test_tcp_queue_timeout_and_full_queue_close(tern):
     for s in (a, waiting, full):
         s.close()
     e.close()
+
+
+def test_tcp_listener_accepts_a_silent_client_at_once(tern):
+    """tcp listeners do not defer accept by default: with a protocol where
+    the server speaks first (SMTP, MySQL), the client waits silently for a
+    greeting that only comes once tern has accepted and connected."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held = []
+
+    def greet():
+        while True:
+            try:
+                b, _ = srv.accept()
+            except OSError:
+                return
+            held.append(b)
+            b.sendall(b"220 ready\r\n")
+
+    threading.Thread(target=greet, daemon=True).start()
+
+    class Greeter:
+        name = "greeter"
+        address = f"127.0.0.1:{srv.getsockname()[1]}"
+
+    port = free_port()
+    tern(simple_config(port, [Greeter()], mode="tcp"), [port])
+    t0 = time.monotonic()
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    assert c.recv(64) == b"220 ready\r\n"
+    assert time.monotonic() - t0 < 0.8
+    c.close()
+    srv.close()
+    for b in held:
+        b.close()
