@@ -832,6 +832,10 @@ class Bench:
             r["cpu_us"] = (c1 - c0) / good * 1e6 if good > 0 else None
         r["origin_cpu_s"] = o1 - o0
         r["client_cpu_s"] = client_cpu
+        if not direct and good > 0:
+            # With --pin split, wrk and the origin share CPU 0: what they
+            # spend per request bounds the rate whatever the proxy does.
+            r["cpu0_us"] = (client_cpu + o1 - o0) / good * 1e6
         busy = busy_between(s0, s1)
         r["busy"] = busy
         ours = (0 if direct else c1 - c0) + (o1 - o0) + client_cpu
@@ -1079,6 +1083,8 @@ class Bench:
                  "own utime+stime (all threads / worker processes) over the run divided by requests "
                  "(or GiB) completed. A target line reads PASS or MISS; `n/a` when a figure is missing.")
         L.append("")
+        if a.pin == "split" and self.ncpu >= 2:
+            L.extend(self.ceiling())
         L.append("## Every run")
         L.append("")
         L.extend(self.raw())
@@ -1177,6 +1183,35 @@ class Bench:
                        (label, cells[0], cells[1], cells[2], cells[3], ratios[0], ratios[1], ratios[2],
                         tgt, res))
         return out
+
+    def ceiling(self):
+        """How close each proxy ran to the rate that CPU 0 alone allows: the
+        CPU that wrk and the origin spent per request with that proxy in
+        front, and 1 s divided by it."""
+        L = ["## What bounds the request rate", "",
+             "wrk and the origin share CPU 0, so the CPU they spend per request caps the rate "
+             "at 1 s / that, whichever proxy is on CPU 1. A proxy at 95-100% of this ceiling "
+             "cannot go faster here; its CPU per request is the figure that still tells proxies "
+             "apart.", "",
+             "| test | proxy | req/s | wrk + origin CPU us/request | CPU 0 ceiling, req/s | "
+             "share of ceiling |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for test, label in (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"),
+                            ("close", "Connection: close")):
+            for n in ("tern", "haproxy", "nginx"):
+                rps, c0 = self.med(test, n, "rps"), self.med(test, n, "cpu0_us")
+                if rps is None or not c0:
+                    continue
+                L.append("| %s | %s | %s | %s | %s | %.0f%% |" % (
+                    label, LABEL[n], fmt_int(rps), fmt_f2(c0), fmt_int(1e6 / c0), 100 * rps * c0 / 1e6))
+        L.append("")
+        for test in ("ka50", "ka400"):
+            h, c0 = self.med(test, "haproxy", "rps"), self.med(test, "tern", "cpu0_us")
+            if h and c0:
+                L.append("- %s: the target, 1.2x HAProxy, is %s req/s; with tern in front CPU 0 "
+                         "allows %s." % (test, fmt_int(1.2 * h), fmt_int(1e6 / c0)))
+        L.append("")
+        return L
 
     def why_missing(self, test, name):
         if name not in self.targets:
