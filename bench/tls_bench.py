@@ -40,6 +40,7 @@ import argparse
 import datetime
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -240,6 +241,12 @@ pools:
 WRK_REQ = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
 
 
+def children_cpu():
+    """CPU seconds of the waited-for children: wrk or tlsload, run one at a time."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_wrk(port, seconds, conns, close, cpus):
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s"]
     if close:
@@ -311,7 +318,7 @@ def main():
 
     children = []
     signal.signal(signal.SIGTERM, lambda *x: (_ for _ in ()).throw(KeyboardInterrupt()))
-    results = {p: {k: [] for k in ("hs", "wrk", "ka", "hs_cpu", "wrk_cpu", "ka_cpu")}
+    results = {p: {k: [] for k in ("hs", "wrk", "ka", "hs_cpu", "wrk_cpu", "ka_cpu", "ka_cpu0")}
                for p in PROXIES}
     notes = []
     try:
@@ -353,6 +360,7 @@ def main():
             for key in ("hs", "wrk", "ka"):
                 for name in order:
                     c0 = procs[name].cpu()
+                    o0, w0 = origin.cpu(), children_cpu()
                     if key == "hs":
                         rate, errs = run_tlsload(tlsload, ports[name], a.seconds, a.conns,
                                                  client_cpus)
@@ -360,11 +368,14 @@ def main():
                         rate, errs = run_wrk(ports[name], a.seconds, a.conns, key == "wrk",
                                              client_cpus)
                     cpu = procs[name].cpu() - c0
+                    cpu0 = origin.cpu() - o0 + children_cpu() - w0
                     if rate is None:
                         notes.append(f"round {rnd + 1}: {name} {key}: wrk failed: {errs[:200]}")
                         continue
                     results[name][key].append(rate)
                     results[name][key + "_cpu"].append(cpu / (rate * a.seconds) * 1e6)
+                    if key == "ka":
+                        results[name]["ka_cpu0"].append(cpu0 / (rate * a.seconds) * 1e6)
                     if errs:
                         notes.append(f"round {rnd + 1}: {name} {key}: socket errors {errs}")
                     what = {"hs": "full handshakes", "wrk": "wrk new conns", "ka": "keep-alive"}
@@ -432,6 +443,16 @@ def main():
                f"{fmt(med('haproxy', 'ka_cpu'))} | {fmt(med('nginx', 'ka_cpu'))} | "
                f"{ratio(med('tern', 'ka_cpu'), med('haproxy', 'ka_cpu'))} | "
                f"{ratio(med('tern', 'ka_cpu'), med('nginx', 'ka_cpu'))} | | |")
+    c0s = {p: med(p, "ka_cpu0") for p in PROXIES}
+    if proxy_cpus and all(c0s.values()):
+        out.append(f"| keep-alive: wrk + origin CPU us per request (both on CPU 0) | "
+                   + " | ".join(f"{c0s[p]:.1f}" for p in PROXIES) + " | | | | |")
+        out.append(f"| keep-alive: rate at which CPU 0 is full, req/s | "
+                   + " | ".join(fmt(1e6 / c0s[p]) for p in PROXIES) + " | | | | |")
+        out.append("")
+        out.append(f"The keep-alive target, 1.2x HAProxy, is {fmt(1.2 * h_ka)} req/s; with tern in "
+                   f"front, wrk and the origin fill CPU 0 at {fmt(1e6 / c0s['tern'])} (see "
+                   "bench/README.md, \"What bounds the request rate\").")
     out.append("")
     out.append("Every run (per second): " + "; ".join(
         f"{LABEL[p]} full handshakes {[round(x) for x in results[p]['hs']]}, "
