@@ -1,7 +1,11 @@
 /*
- * The VRRP runtime (see lb/vrrp.h): sockets, timers, netlink and scripts
+ * The VRRP runtime (see lb/vrrp.h): instances, timers, tracking and scripts
  * around the pure state machine (lb/vrrp_fsm.c) and packet code
- * (lb/vrrp_pkt.c), all on the control thread's libev loop.
+ * (lb/vrrp_pkt.c), all on the control thread's libev loop. What talks to
+ * the kernel's network side (raw sockets, multicast membership, netlink,
+ * gratuitous ARP and Neighbor Advertisements) is in lb/vrrp_net.c; the
+ * fatal-signal path (crash slots and their handler) in lb/vrrp_crash.c;
+ * what the three share in lb/vrrp_int.h.
  *
  * Per instance: a raw IPPROTO_VRRP socket with IP_HDRINCL (we write the IPv4
  * header ourselves, so the source address that enters the keepalived-style
@@ -17,29 +21,22 @@
  * the timing holds while the workers are saturated.
  *
  * Globals: the fatal-signal handler can reach nothing but globals, so the
- * prebuilt priority-0 packets live in crash_slots (one per instance,
- * published with atomics); and struct lb_ctl has no slot for this module yet,
- * so the module state hangs off one pointer (vrrp_state) that only the
- * control thread touches. Nothing else is global.
+ * prebuilt priority-0 packets live in crash_slots (lb/vrrp_crash.c: one per
+ * instance, published with atomics); and struct lb_ctl has no slot for this
+ * module yet, so the module state hangs off one pointer (vrrp_state) that
+ * only the control thread touches. Nothing else is global.
  */
 #include "lb/vrrp.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
 #include <inttypes.h>
 #include <libmnl/libmnl.h>
-#include <linux/if_packet.h>
-#include <linux/rtnetlink.h>
 #include <math.h>
-#include <net/ethernet.h>
 #include <net/if.h>
-#include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,170 +50,13 @@
 #include "lb/log.h"
 #include "lb/plugin.h"
 #include "lb/plugin_host.h"
-#include "lb/vrrp_fsm.h"
-#include "lb/vrrp_pkt.h"
+#include "lb/vrrp_int.h"
 
 extern char **environ;
 
 /* Pool tracking polls the snapshot (a few atomic loads per server): often
  * enough that tracking adds nothing noticeable to health-check time. */
 #define TRACK_POLL_S 0.01
-/* Log a given drop reason at most this often per instance. */
-#define DROP_LOG_EVERY_US (10 * 1000000ULL)
-/* Priority-0 packets prebuilt for the crash handler: the multicast one, or
- * one per unicast peer up to this many. */
-#define CRASH_MAX_PKTS 16
-#define CRASH_SLOTS 64
-#define ALTSTACK_SIZE (64 * 1024)
-/* libmnl's MNL_SOCKET_BUFFER_SIZE depends on the page size (a VLA); 8 KiB is
- * what it amounts to on every page size we run on. */
-#define NL_BUF 8192
-
-static const uint8_t VRRP_MCAST4[4] = {224, 0, 0, 18}; /* RFC 5798 section 5.1.1.2 */
-/* RFC 5798 section 5.1.2.2: ff02::12. */
-static const uint8_t VRRP_MCAST6[16] = {0xff, 0x02, [15] = 0x12};
-/* RFC 4861 section 4.4: unsolicited advertisements go to all-nodes ff02::1. */
-static const uint8_t ALL_NODES6[16] = {0xff, 0x02, [15] = 0x01};
-
-/* ---- the fatal-signal path (async-signal-safe part) ---- */
-
-/* Room for RTM_DELADDR requests of this many addresses (each is 40 bytes);
- * more are left for the next start to remove as stale. */
-#define CRASH_MAX_DEL 32
-
-struct crash_slot {
-    atomic_int armed; /* 1 while the instance is master */
-    int fd;           /* the raw VRRP socket */
-    int npkts;
-    size_t len;
-    struct sockaddr_storage dst[CRASH_MAX_PKTS];
-    socklen_t dlen;
-    struct in6_pktinfo src6; /* IPv6: the link-local source and interface */
-    uint8_t pkt[CRASH_MAX_PKTS][VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT];
-    int nlfd;      /* the netlink command socket, -1: none */
-    size_t nl_len; /* RTM_DELADDR messages for the addresses, back to back */
-    uint8_t nl[CRASH_MAX_DEL * 64];
-};
-
-/* One datagram on a raw VRRP socket. IPv6 names its source (the link-local
- * address, RFC 5798 section 5.1.2.1) and interface in IPV6_PKTINFO: a raw
- * socket bound to an address would hear only packets sent to it, not
- * ff02::12. Only sendto(2) / sendmsg(2): async-signal-safe. */
-static ssize_t
-send_pkt(int fd, const void *buf, size_t len, const struct sockaddr_storage *dst, socklen_t dlen,
-         const struct in6_pktinfo *src6)
-{
-    if (dst->ss_family != AF_INET6)
-        return sendto(fd, buf, len, 0, (const struct sockaddr *)dst, dlen);
-    union {
-        struct cmsghdr h;
-        uint8_t b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-    } ctl;
-    memset(&ctl, 0, sizeof(ctl));
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    struct msghdr m = {.msg_name = (void *)dst,
-                       .msg_namelen = dlen,
-                       .msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = ctl.b,
-                       .msg_controllen = sizeof(ctl.b)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = IPPROTO_IPV6;
-    c->cmsg_type = IPV6_PKTINFO;
-    c->cmsg_len = CMSG_LEN(sizeof(*src6));
-    memcpy(CMSG_DATA(c), src6, sizeof(*src6));
-    return sendmsg(fd, &m, 0);
-}
-
-/* Read by the signal handler; written by the control thread. */
-static _Atomic(struct crash_slot *) crash_slots[CRASH_SLOTS];
-
-/* SIGSEGV, SIGBUS, SIGABRT (any thread): send every armed instance's
- * priority 0 so the backup takes over after Skew_Time, then die of the same
- * signal. Only sendto(2), raise(3) and lock-free atomics: all
- * async-signal-safe. SA_RESETHAND has restored the default action, and the
- * signal is blocked until we return, so raise() takes effect right after. */
-static void
-on_fatal_signal(int sig)
-{
-    int saved = errno;
-    for (size_t i = 0; i < CRASH_SLOTS; i++) {
-        struct crash_slot *s = atomic_load_explicit(&crash_slots[i], memory_order_acquire);
-        if (!s || !atomic_load_explicit(&s->armed, memory_order_acquire))
-            continue;
-        for (int k = 0; k < s->npkts; k++)
-            (void)send_pkt(s->fd, s->pkt[k], s->len, &s->dst[k], s->dlen, &s->src6);
-        /* And the addresses go, or this host would keep answering ARP for
-         * them next to the new master until it runs again. */
-        if (s->nlfd >= 0 && s->nl_len > 0) {
-            struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-            (void)sendto(s->nlfd, s->nl, s->nl_len, 0, (const struct sockaddr *)&kernel,
-                         sizeof(kernel));
-        }
-    }
-    errno = saved;
-    raise(sig);
-}
-
-static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGABRT};
-#define NFATAL (sizeof(fatal_signals) / sizeof(fatal_signals[0]))
-
-/* ---- module state ---- */
-
-struct vrrp_counters {
-    uint64_t adverts_sent, adverts_received, prio0_sent, prio0_received;
-    uint64_t dropped[VRRP_ERR_COUNT];
-    uint64_t interval_mismatch; /* v3: adopted, counted; v2: in dropped[] too */
-    uint64_t bad_source;        /* unicast: not a configured peer */
-    uint64_t csum[3];           /* accepted adverts by checksum form */
-    uint64_t garps_sent, send_errors, netlink_errors, notify_runs, notify_failed;
-    uint64_t vips_restored; /* removed by someone else while master, put back */
-    uint64_t late_timers;   /* fired more than 2 ms after their deadline */
-    uint64_t max_late_us;   /* worst timer lateness seen */
-    uint64_t became_master;
-};
-
-struct vrrp;
-
-struct vrrp_inst {
-    struct vrrp *v;
-    /* Settings, copied: a reload frees the configuration they came from. */
-    char *name, *ifname, *notify;
-    uint8_t vrid, version, priority, track_weight;
-    uint32_t interval_ms;
-    bool preempt, accept, pseudo;
-    uint64_t preempt_delay_ms, garp_refresh_ms;
-    uint32_t garp_repeat;
-    struct conf_cidr *vips;
-    size_t nvips;
-    int family;         /* AF_INET or AF_INET6: of every virtual IP and peer */
-    size_t alen;        /* 4 or 16 */
-    uint8_t *vip_bytes; /* nvips x alen, the advertisement's address list */
-    uint8_t (*peers)[16];
-    size_t npeers;
-    char **track_pools, **track_ifs;
-    size_t ntrack_pools, ntrack_ifs;
-
-    /* Interface and sockets. */
-    int ifindex;
-    uint8_t mac[6];
-    uint8_t primary[16]; /* IPv4: the first own address; IPv6: the link-local one */
-    int fd;              /* raw IPPROTO_VRRP (IPv4: IP_HDRINCL) */
-    int pfd;             /* IPv4: AF_PACKET, gratuitous ARP; IPv6: raw ICMPv6, NAs */
-    uint16_t ip_id;
-
-    ev_io rx;
-    int tfd; /* timerfd for the state machine's deadlines */
-    ev_io tio;
-    ev_timer garp_t;
-    struct vrrp_fsm fsm;
-    unsigned pools_failed, ifs_failed; /* tracked objects failing now */
-    bool if_down;                      /* own interface without link */
-    struct vrrp_counters c;
-    uint64_t last_drop_log[VRRP_ERR_COUNT + 1];
-    int slot; /* index in crash_slots, -1: none */
-    bool vips_on;
-};
 
 struct notify_child {
     ev_child w;
@@ -225,394 +65,8 @@ struct notify_child {
     struct notify_child *next;
 };
 
-struct vrrp {
-    struct lb_ctl *ctl;
-    struct vrrp_inst **inst;
-    size_t n;
-    struct mnl_socket *nl;      /* address commands */
-    struct mnl_socket *nl_link; /* link events (track_interfaces, own links) */
-    ev_io link_io;
-    ev_timer track_t;
-    ev_timer crash_t; /* TERN_TEST_CRASH_AFTER_MS, tests only */
-    uint32_t nl_seq;
-    bool shut;
-    struct notify_child *children;
-    /* Fatal-signal handling, restored at stop. */
-    bool handlers_on;
-    struct sigaction old_act[NFATAL];
-    stack_t old_stack;
-    void *altstack;
-};
-
 /* See the file comment: the single module pointer, control thread only. */
 static struct vrrp *vrrp_state;
-
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static const char *
-addr_text(const struct vrrp_inst *in, const uint8_t *a, char *buf, size_t size)
-{
-    return inet_ntop(in->family, a, buf, (socklen_t)size) ? buf : "?";
-}
-
-/* ---- netlink: virtual addresses ---- */
-
-/* One RTM_NEWADDR / RTM_DELADDR and its acknowledgement. rtnetlink handles
- * a request inside sendmsg(), so the answer is already queued when we read
- * it; the socket's receive timeout only guards against the impossible. */
-static struct nlmsghdr *
-nl_addr_msg(void *buf, int cmd, uint32_t seq, int ifindex, const struct conf_cidr *c)
-{
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = (uint16_t)cmd;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    if (cmd == RTM_NEWADDR)
-        nlh->nlmsg_flags |= NLM_F_CREATE | NLM_F_EXCL;
-    nlh->nlmsg_seq = seq;
-    struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
-    ifa->ifa_family = (uint8_t)c->family;
-    ifa->ifa_prefixlen = c->prefix;
-    ifa->ifa_scope = RT_SCOPE_UNIVERSE;
-    ifa->ifa_index = (unsigned)ifindex;
-    size_t alen = c->family == AF_INET6 ? 16 : 4;
-    mnl_attr_put(nlh, IFA_LOCAL, alen, c->addr);
-    mnl_attr_put(nlh, IFA_ADDRESS, alen, c->addr);
-    if (c->family == AF_INET6 && cmd == RTM_NEWADDR) {
-        /* No duplicate address detection: a tentative address would not
-         * answer for a second or more (keepalived does the same). */
-        ifa->ifa_flags = IFA_F_NODAD;
-        mnl_attr_put_u32(nlh, IFA_FLAGS, IFA_F_NODAD);
-    }
-    return nlh;
-}
-
-static int
-nl_addr(struct vrrp *v, int cmd, int ifindex, const struct conf_cidr *c)
-{
-    char buf[NL_BUF];
-    struct nlmsghdr *nlh = nl_addr_msg(buf, cmd, ++v->nl_seq, ifindex, c);
-    if (mnl_socket_sendto(v->nl, nlh, nlh->nlmsg_len) < 0)
-        return -errno;
-    ssize_t n = mnl_socket_recvfrom(v->nl, buf, sizeof(buf));
-    if (n < 0)
-        return -errno;
-    if (mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, mnl_socket_get_portid(v->nl), NULL, NULL) < 0)
-        return -errno;
-    return 0;
-}
-
-static void
-vips_add(struct vrrp_inst *in)
-{
-    for (size_t i = 0; i < in->nvips; i++) {
-        int r = nl_addr(in->v, RTM_NEWADDR, in->ifindex, &in->vips[i]);
-        if (r < 0 && r != -EEXIST) {
-            in->c.netlink_errors++;
-            lb_err("vrrp %s: cannot add %s on %s: %s", in->name, in->vips[i].text, in->ifname,
-                   strerror(-r));
-        }
-    }
-    in->vips_on = true;
-}
-
-static void
-vips_del(struct vrrp_inst *in, bool quiet)
-{
-    for (size_t i = 0; i < in->nvips; i++) {
-        int r = nl_addr(in->v, RTM_DELADDR, in->ifindex, &in->vips[i]);
-        if (r < 0 && r != -EADDRNOTAVAIL && r != -ENOENT && r != -ENODEV && !quiet) {
-            in->c.netlink_errors++;
-            lb_err("vrrp %s: cannot remove %s from %s: %s", in->name, in->vips[i].text, in->ifname,
-                   strerror(-r));
-        }
-    }
-    in->vips_on = false;
-}
-
-/* Start-up: an earlier run that crashed (or was killed with -9) left its
- * addresses configured, and this host would go on answering ARP for them
- * while another one is master. */
-static void
-vips_remove_stale(struct vrrp_inst *in)
-{
-    for (size_t i = 0; i < in->nvips; i++) {
-        if (nl_addr(in->v, RTM_DELADDR, in->ifindex, &in->vips[i]) == 0)
-            lb_warn("vrrp %s: removed %s from %s, left behind by an earlier run", in->name,
-                    in->vips[i].text, in->ifname);
-    }
-}
-
-/* ---- sending ---- */
-
-/* Encodes priority prio for destination dst into buf (IPv4: header
- * included; IPv6: the kernel writes it). Returns the length, or 0. */
-static size_t
-build_advert(struct vrrp_inst *in, uint8_t prio, const uint8_t *dst, uint8_t *buf, size_t size)
-{
-    struct vrrp_adv a = {.version = in->version,
-                         .vrid = in->vrid,
-                         .priority = prio,
-                         .naddrs = (uint8_t)in->nvips,
-                         .family = in->family,
-                         .interval_ms = in->interval_ms,
-                         .addrs = in->vip_bytes};
-    if (in->family == AF_INET6) {
-        ssize_t n = vrrp_adv_encode(&a, in->primary, dst, true, buf, size);
-        return n < 0 ? 0 : (size_t)n;
-    }
-    if (size < VRRP_IPV4_HDR_LEN)
-        return 0;
-    ssize_t n = vrrp_adv_encode(&a, in->primary, dst, in->pseudo, buf + VRRP_IPV4_HDR_LEN,
-                                size - VRRP_IPV4_HDR_LEN);
-    if (n < 0)
-        return 0;
-    /* The kernel fills in the id when it is 0; a counter matches what
-     * keepalived puts on the wire and helps reading captures. */
-    vrrp_ip4_build(buf, in->primary, dst, VRRP_TTL, ++in->ip_id, (size_t)n);
-    return VRRP_IPV4_HDR_LEN + (size_t)n;
-}
-
-/* The destinations: 224.0.0.18 / ff02::12, or every unicast peer. */
-static size_t
-destinations(const struct vrrp_inst *in, uint8_t (*out)[16], size_t max)
-{
-    if (in->npeers == 0) {
-        memcpy(out[0], in->family == AF_INET6 ? VRRP_MCAST6 : VRRP_MCAST4, in->alen);
-        return 1;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < in->npeers && n < max; i++)
-        memcpy(out[n++], in->peers[i], in->alen);
-    return n;
-}
-
-/* The socket address of dst (4 or 16 bytes as in->family). */
-static socklen_t
-dest_sockaddr(const struct vrrp_inst *in, const uint8_t *dst, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (in->family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        memcpy(&s6->sin6_addr, dst, 16);
-        s6->sin6_scope_id = (uint32_t)in->ifindex;
-        return sizeof(*s6);
-    }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    s4->sin_family = AF_INET;
-    memcpy(&s4->sin_addr, dst, 4);
-    return sizeof(*s4);
-}
-
-static struct in6_pktinfo
-src_info(const struct vrrp_inst *in)
-{
-    struct in6_pktinfo pi = {.ipi6_ifindex = (unsigned)in->ifindex};
-    if (in->family == AF_INET6)
-        memcpy(&pi.ipi6_addr, in->primary, 16);
-    return pi;
-}
-
-static void
-send_advert(struct vrrp_inst *in, uint8_t prio)
-{
-    uint8_t buf[VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT];
-    uint8_t dsts[256][16];
-    size_t nd = destinations(in, dsts, 256);
-    struct in6_pktinfo pi = src_info(in);
-    for (size_t i = 0; i < nd; i++) {
-        size_t len = build_advert(in, prio, dsts[i], buf, sizeof(buf));
-        struct sockaddr_storage sa;
-        socklen_t salen = dest_sockaddr(in, dsts[i], &sa);
-        if (len == 0 || send_pkt(in->fd, buf, len, &sa, salen, &pi) < 0) {
-            if (in->c.send_errors++ == 0)
-                lb_err("vrrp %s: cannot send advertisement: %s", in->name,
-                       len == 0 ? "encoding failed" : strerror(errno));
-            continue;
-        }
-        in->c.adverts_sent++;
-        if (prio == 0)
-            in->c.prio0_sent++;
-    }
-}
-
-/* IPv6: one unsolicited Neighbor Advertisement for virtual IP k (RFC 5798
- * section 6.4.2, RFC 4861 section 7.2.6): to all-nodes, hop limit 255,
- * Override set, Solicited clear, the interface's MAC as target link-layer
- * address. Router stays clear: tern is a host that serves the address, not
- * a router. The kernel computes the ICMPv6 checksum. */
-static void
-send_na(struct vrrp_inst *in, size_t k)
-{
-    struct {
-        struct nd_neighbor_advert na;
-        uint8_t opt[8];
-    } m;
-    memset(&m, 0, sizeof(m));
-    m.na.nd_na_type = ND_NEIGHBOR_ADVERT;
-    m.na.nd_na_flags_reserved = ND_NA_FLAG_OVERRIDE;
-    memcpy(&m.na.nd_na_target, in->vips[k].addr, 16);
-    m.opt[0] = ND_OPT_TARGET_LINKADDR;
-    m.opt[1] = 1; /* units of 8 bytes */
-    memcpy(m.opt + 2, in->mac, 6);
-    struct sockaddr_storage sa;
-    socklen_t salen = dest_sockaddr(in, ALL_NODES6, &sa);
-    struct in6_pktinfo pi = src_info(in);
-    if (send_pkt(in->pfd, &m, sizeof(m), &sa, salen, &pi) < 0)
-        in->c.send_errors++;
-    else
-        in->c.garps_sent++;
-}
-
-/* One gratuitous ARP (IPv6: unsolicited NA) for virtual IP k. */
-static void
-send_garp(struct vrrp_inst *in, size_t k)
-{
-    if (in->family == AF_INET6) {
-        send_na(in, k);
-        return;
-    }
-    struct sockaddr_ll sll = {.sll_family = AF_PACKET,
-                              .sll_protocol = htons(ETH_P_ARP),
-                              .sll_ifindex = in->ifindex,
-                              .sll_halen = 6};
-    memset(sll.sll_addr, 0xff, 6);
-    uint8_t frame[VRRP_GARP_LEN];
-    vrrp_garp_build(frame, in->mac, in->vips[k].addr);
-    if (sendto(in->pfd, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-        in->c.send_errors++;
-    else
-        in->c.garps_sent++;
-}
-
-static void
-send_garps(struct vrrp_inst *in, unsigned repeat)
-{
-    for (unsigned r = 0; r < repeat; r++)
-        for (size_t i = 0; i < in->nvips; i++)
-            send_garp(in, i);
-}
-
-/* ---- crash slots ---- */
-
-static void
-crash_arm(struct vrrp_inst *in)
-{
-    if (in->slot < 0)
-        return;
-    struct crash_slot *s = atomic_load(&crash_slots[in->slot]);
-    if (!s)
-        return;
-    /* Disarmed while the bytes change, so a handler never reads half a
-     * packet. */
-    atomic_store(&s->armed, 0);
-    uint8_t dsts[CRASH_MAX_PKTS][16];
-    size_t nd = destinations(in, dsts, CRASH_MAX_PKTS);
-    s->npkts = 0;
-    s->src6 = src_info(in);
-    for (size_t i = 0; i < nd; i++) {
-        size_t len = build_advert(in, 0, dsts[i], s->pkt[i], sizeof(s->pkt[i]));
-        if (len == 0)
-            return;
-        s->len = len;
-        s->dlen = dest_sockaddr(in, dsts[i], &s->dst[i]);
-        s->npkts = (int)i + 1;
-    }
-    s->fd = in->fd;
-    /* The deletions, without NLM_F_ACK: nobody will read the answers. */
-    s->nl_len = 0;
-    s->nlfd = in->v->nl ? mnl_socket_get_fd(in->v->nl) : -1;
-    for (size_t i = 0; i < in->nvips && i < CRASH_MAX_DEL; i++) {
-        struct nlmsghdr *nlh =
-            nl_addr_msg(s->nl + s->nl_len, RTM_DELADDR, 0, in->ifindex, &in->vips[i]);
-        nlh->nlmsg_flags = NLM_F_REQUEST;
-        s->nl_len += NLMSG_ALIGN(nlh->nlmsg_len);
-    }
-    atomic_store_explicit(&s->armed, 1, memory_order_release);
-}
-
-static void
-crash_disarm(struct vrrp_inst *in)
-{
-    if (in->slot < 0)
-        return;
-    struct crash_slot *s = atomic_load(&crash_slots[in->slot]);
-    if (s)
-        atomic_store(&s->armed, 0);
-}
-
-static int
-crash_slot_new(void)
-{
-    for (int i = 0; i < CRASH_SLOTS; i++) {
-        if (atomic_load(&crash_slots[i]))
-            continue;
-        struct crash_slot *s = calloc(1, sizeof(*s));
-        if (!s)
-            return -1;
-        s->fd = s->nlfd = -1;
-        atomic_store(&crash_slots[i], s);
-        return i;
-    }
-    return -1;
-}
-
-/* Called at stop, after the slot was disarmed. A fatal signal in another
- * thread in the instant between the load and the free could still read the
- * slot: the process is exiting either way, and the cost of closing that
- * window (never freeing) would be a leak report on every sanitizer run. */
-static void
-crash_slot_free(int i)
-{
-    if (i < 0)
-        return;
-    struct crash_slot *s = atomic_exchange(&crash_slots[i], NULL);
-    free(s);
-}
-
-static void
-fatal_handlers_install(struct vrrp *v)
-{
-    if (v->handlers_on)
-        return;
-    /* An alternate stack, so that a stack overflow on the control thread
-     * still reaches the handler. Other threads run it on their own stack. */
-    v->altstack = malloc(ALTSTACK_SIZE);
-    if (v->altstack) {
-        stack_t ss = {.ss_sp = v->altstack, .ss_size = ALTSTACK_SIZE};
-        if (sigaltstack(&ss, &v->old_stack) < 0) {
-            free(v->altstack);
-            v->altstack = NULL;
-        }
-    }
-    struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND | SA_ONSTACK};
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < NFATAL; i++)
-        sigaction(fatal_signals[i], &sa, &v->old_act[i]);
-    v->handlers_on = true;
-}
-
-static void
-fatal_handlers_remove(struct vrrp *v)
-{
-    if (!v->handlers_on)
-        return;
-    for (size_t i = 0; i < NFATAL; i++)
-        sigaction(fatal_signals[i], &v->old_act[i], NULL);
-    if (v->altstack) {
-        stack_t off = {.ss_flags = SS_DISABLE};
-        sigaltstack(v->old_stack.ss_sp ? &v->old_stack : &off, NULL);
-        free(v->altstack);
-        v->altstack = NULL;
-    }
-    v->handlers_on = false;
-}
 
 /* ---- notify ---- */
 
@@ -687,7 +141,7 @@ run_notify(struct vrrp_inst *in, enum vrrp_state from, enum vrrp_state to)
 /* ---- timers and actions ---- */
 
 /* The state machine's two deadlines share one timerfd, armed for the
- * nearer one: an absolute CLOCK_MONOTONIC deadline (the clock of mono_us)
+ * nearer one: an absolute CLOCK_MONOTONIC deadline (the clock of vrrp_mono_us)
  * that the kernel's high-resolution timers fire to the microsecond. An
  * ev_timer would do, but libev hands epoll_wait a timeout rounded up to the
  * millisecond: a takeover would come up to 1 ms after Master_Down_Interval
@@ -725,34 +179,34 @@ garp_refresh_update(struct vrrp_inst *in)
 /* Carries out the state machine's actions in the order of enum
  * vrrp_action: priority 0 / advertisement first (the other router reacts
  * while we change addresses), then addresses, then the announcements. */
-static void
-apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
+void
+vrrp_apply(struct vrrp_inst *in, const struct vrrp_fsm_out *o, uint64_t now)
 {
     unsigned a = o->actions;
     if (a & VRRP_ACT_SEND_PRIO0) {
         /* Twice: one lost packet would cost a Master_Down_Interval. */
-        send_advert(in, 0);
-        send_advert(in, 0);
+        vrrp_send_advert(in, 0);
+        vrrp_send_advert(in, 0);
     }
     if (a & VRRP_ACT_SEND_ADVERT)
-        send_advert(in, in->fsm.priority);
+        vrrp_send_advert(in, in->fsm.priority);
     if (a & VRRP_ACT_DEL_VIPS) {
-        crash_disarm(in);
-        vips_del(in, false);
+        vrrp_crash_disarm(in);
+        vrrp_vips_del(in, false);
     }
     if (a & VRRP_ACT_ADD_VIPS) {
-        vips_add(in);
-        crash_arm(in);
+        vrrp_vips_add(in);
+        vrrp_crash_arm(in);
     }
     if (a & VRRP_ACT_SEND_GARP)
-        send_garps(in, in->garp_repeat);
+        vrrp_send_garps(in, in->garp_repeat);
     if (a & VRRP_ACT_TIMERS)
         sync_timers(in);
     in->c.became_master = in->fsm.became_master;
     if (a & VRRP_ACT_NOTIFY) {
         char m[INET6_ADDRSTRLEN] = "-";
         if (in->fsm.master_known && o->to == VRRP_BACKUP)
-            addr_text(in, in->fsm.master_addr, m, sizeof(m));
+            vrrp_addr_text(in, in->fsm.master_addr, m, sizeof(m));
         lb_info("vrrp %s: %s -> %s (priority %u%s%s)", in->name, vrrp_state_name(o->from),
                 vrrp_state_name(o->to), in->fsm.priority, o->to == VRRP_BACKUP ? ", master " : "",
                 o->to == VRRP_BACKUP ? m : "");
@@ -794,19 +248,19 @@ on_timerfd(struct ev_loop *loop, ev_io *w, int revents)
     uint64_t expirations;
     if (read(in->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
         lb_err("vrrp %s: timerfd: %s", in->name, strerror(errno));
-    uint64_t now = mono_us();
+    uint64_t now = vrrp_mono_us();
     struct vrrp_fsm_out o;
     /* RFC 5798 section 6.4.3: Adver_Timer (Master). */
     if (in->fsm.adver_at && now >= in->fsm.adver_at) {
         note_lateness(in, "Adver_Timer", in->fsm.adver_at, now);
         vrrp_fsm_adver_timer(&in->fsm, now, &o);
-        apply(in, &o, now);
+        vrrp_apply(in, &o, now);
     }
     /* RFC 5798 section 6.4.2: Master_Down_Timer (Backup). */
     if (in->fsm.master_down_at && now >= in->fsm.master_down_at) {
         note_lateness(in, "Master_Down_Timer", in->fsm.master_down_at, now);
         vrrp_fsm_master_down(&in->fsm, now, &o);
-        apply(in, &o, now);
+        vrrp_apply(in, &o, now);
     }
     sync_timers(in);
 }
@@ -816,169 +270,7 @@ on_garp_refresh(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct vrrp_inst *in = t->data;
     if (in->fsm.state == VRRP_MASTER)
-        send_garps(in, 1);
-}
-
-/* ---- receiving ---- */
-
-static void
-count_drop(struct vrrp_inst *in, enum vrrp_err e, const uint8_t src[4])
-{
-    unsigned idx = (unsigned)e <= VRRP_ERR_COUNT ? (unsigned)e : VRRP_ERR_COUNT;
-    uint64_t n;
-    const char *why;
-    if (idx == VRRP_ERR_COUNT) {
-        n = ++in->c.bad_source;
-        why = "bad_source";
-    } else {
-        n = ++in->c.dropped[idx];
-        why = vrrp_err_name(e);
-    }
-    /* The first of each kind is logged, then one line per 10 s at most:
-     * a foreign router in our VRID, or a flood, must be visible but must
-     * not flood the log in turn. */
-    uint64_t now = mono_us();
-    if (n == 1 || now - in->last_drop_log[idx] >= DROP_LOG_EVERY_US) {
-        in->last_drop_log[idx] = now;
-        char s[INET6_ADDRSTRLEN] = "?";
-        if (src)
-            addr_text(in, src, s, sizeof(s));
-        lb_warn("vrrp %s: dropped a packet from %s: %s (%" PRIu64 " so far)", in->name, s, why, n);
-    }
-}
-
-/* One VRRP message (the IP payload) from src to dst with that TTL / hop
- * limit. */
-static void
-handle_adv(struct vrrp_inst *in, const uint8_t *src, const uint8_t *dst, int ttl,
-           const uint8_t *payload, size_t plen, uint64_t now)
-{
-    /* Our own multicast does not loop back (multicast loop is off), but a
-     * bridge in hairpin mode could reflect it. */
-    if (memcmp(src, in->primary, in->alen) == 0)
-        return;
-    if (in->npeers > 0) {
-        /* unicast_peers: only the configured routers are heard. */
-        bool known = false;
-        for (size_t i = 0; i < in->npeers && !known; i++)
-            known = memcmp(in->peers[i], src, in->alen) == 0;
-        if (!known) {
-            count_drop(in, VRRP_ERR_COUNT, src);
-            return;
-        }
-    }
-    struct vrrp_rx rx = {.family = in->family,
-                         .src = src,
-                         .dst = dst,
-                         .ttl = ttl,
-                         .version = in->version,
-                         .vrid = in->vrid,
-                         .interval_ms = in->interval_ms};
-    struct vrrp_adv adv;
-    enum vrrp_err e = vrrp_adv_decode(payload, plen, &rx, &adv);
-    if (e != VRRP_OK) {
-        if (e == VRRP_ERR_INTERVAL_MISMATCH)
-            in->c.interval_mismatch++;
-        count_drop(in, e, src);
-        return;
-    }
-    in->c.adverts_received++;
-    in->c.csum[adv.csum]++;
-    if (adv.priority == 0)
-        in->c.prio0_received++;
-    if (adv.interval_ms != in->interval_ms) {
-        /* RFC 5798 section 6.4.2: a v3 backup adopts the master's interval;
-         * counted and logged (rate-limited like drops) because it is a
-         * misconfiguration all the same. */
-        uint64_t n = ++in->c.interval_mismatch;
-        uint64_t *last = &in->last_drop_log[VRRP_ERR_INTERVAL_MISMATCH];
-        if (n == 1 || now - *last >= DROP_LOG_EVERY_US) {
-            *last = now;
-            char s[INET6_ADDRSTRLEN];
-            lb_warn("vrrp %s: %s advertises every %u ms, we every %u ms: interval_mismatch "
-                    "(%" PRIu64 " so far)",
-                    in->name, addr_text(in, src, s, sizeof(s)), adv.interval_ms, in->interval_ms,
-                    n);
-        }
-    }
-    struct vrrp_fsm_out o;
-    vrrp_fsm_advert(&in->fsm, now, adv.priority, src, adv.interval_ms, &o);
-    apply(in, &o, now);
-}
-
-/* IPv4: the raw socket hands over the IP header too. */
-static void
-handle_packet4(struct vrrp_inst *in, const uint8_t *buf, size_t len, uint64_t now)
-{
-    struct vrrp_ip4 ip;
-    enum vrrp_err e = vrrp_ip4_parse(buf, len, &ip);
-    if (e != VRRP_OK) {
-        count_drop(in, e, NULL);
-        return;
-    }
-    handle_adv(in, ip.src, ip.dst, ip.ttl, ip.payload, ip.plen, now);
-}
-
-/* IPv6: the payload only; source from the address, destination and hop
- * limit from IPV6_PKTINFO and IPV6_HOPLIMIT. A missing hop limit counts as
- * 0, so it is dropped as bad_ttl. */
-static ssize_t
-recv6(struct vrrp_inst *in, uint8_t *buf, size_t size, uint8_t src[16], uint8_t dst[16], int *hops)
-{
-    struct sockaddr_in6 from;
-    union {
-        struct cmsghdr h;
-        uint8_t b[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int))];
-    } ctl;
-    struct iovec iov = {.iov_base = buf, .iov_len = size};
-    struct msghdr m = {.msg_name = &from,
-                       .msg_namelen = sizeof(from),
-                       .msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = ctl.b,
-                       .msg_controllen = sizeof(ctl.b)};
-    ssize_t n = recvmsg(in->fd, &m, MSG_TRUNC);
-    if (n < 0)
-        return n;
-    memcpy(src, &from.sin6_addr, 16);
-    memset(dst, 0, 16);
-    *hops = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != IPPROTO_IPV6)
-            continue;
-        if (c->cmsg_type == IPV6_PKTINFO) {
-            struct in6_pktinfo pi;
-            memcpy(&pi, CMSG_DATA(c), sizeof(pi));
-            memcpy(dst, &pi.ipi6_addr, 16);
-        } else if (c->cmsg_type == IPV6_HOPLIMIT) {
-            memcpy(hops, CMSG_DATA(c), sizeof(*hops));
-        }
-    }
-    return n;
-}
-
-static void
-on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct vrrp_inst *in = w->data;
-    /* Bounded: a flood of forged packets must not keep the loop here. */
-    for (int i = 0; i < 64; i++) {
-        uint8_t buf[VRRP_IPV4_HDR_LEN + VRRP_MAX_PKT + 64];
-        uint8_t src[16], dst[16];
-        int hops = 0;
-        ssize_t n = in->family == AF_INET6 ? recv6(in, buf, sizeof(buf), src, dst, &hops)
-                                           : recv(in->fd, buf, sizeof(buf), MSG_TRUNC);
-        if (n < 0)
-            return;
-        if ((size_t)n > sizeof(buf)) {
-            count_drop(in, VRRP_ERR_TRUNCATED, NULL);
-            continue;
-        }
-        if (in->family == AF_INET6)
-            handle_adv(in, src, dst, hops, buf, (size_t)n, mono_us());
-        else
-            handle_packet4(in, buf, (size_t)n, mono_us());
-    }
+        vrrp_send_garps(in, 1);
 }
 
 /* ---- tracking ---- */
@@ -1015,8 +307,8 @@ pool_ok(struct lb_ctl *ctl, const char *name)
 /* Re-evaluates tracking: pools always, links when links is true (at start
  * and on netlink link events; an ioctl per interface is too much for a
  * 10 ms poll). Tells the state machine when anything changed. */
-static void
-track_eval(struct vrrp_inst *in, bool links, uint64_t now)
+void
+vrrp_track_eval(struct vrrp_inst *in, bool links, uint64_t now)
 {
     unsigned pools_failed = 0;
     for (size_t i = 0; i < in->ntrack_pools; i++) {
@@ -1042,114 +334,18 @@ track_eval(struct vrrp_inst *in, bool links, uint64_t now)
     in->if_down = if_down;
     struct vrrp_fsm_out o;
     vrrp_fsm_track(&in->fsm, now, pools_failed + ifs_failed, if_down, &o);
-    apply(in, &o, now);
+    vrrp_apply(in, &o, now);
 }
 
 static void
 on_track_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct vrrp *v = t->data;
-    uint64_t now = mono_us();
+    uint64_t now = vrrp_mono_us();
     for (size_t i = 0; i < v->n; i++)
         if (v->inst[i]->ntrack_pools > 0)
-            track_eval(v->inst[i], false, now);
+            vrrp_track_eval(v->inst[i], false, now);
 }
-
-/* A virtual IP that disappeared while we are master: someone ran `ip addr
- * del`, or a network manager rewrote the interface. keepalived leaves the
- * address gone (or leaves master state); an operator expects the master to
- * keep serving, so it goes back at once, with a gratuitous ARP, and the log
- * says so. */
-static void
-vip_restore(struct vrrp_inst *in, size_t k)
-{
-    int r = nl_addr(in->v, RTM_NEWADDR, in->ifindex, &in->vips[k]);
-    if (r < 0 && r != -EEXIST) {
-        in->c.netlink_errors++;
-        lb_err("vrrp %s: %s was removed from %s and cannot be restored: %s", in->name,
-               in->vips[k].text, in->ifname, strerror(-r));
-        return;
-    }
-    in->c.vips_restored++;
-    lb_warn("vrrp %s: %s was removed from %s by someone else while master: restored", in->name,
-            in->vips[k].text, in->ifname);
-    send_garp(in, k);
-}
-
-static bool
-holds_vips(const struct vrrp_inst *in)
-{
-    return in->fsm.state == VRRP_MASTER && in->vips_on && !in->v->shut;
-}
-
-/* RTM_DELADDR of one of our addresses on one of our interfaces. */
-static void
-on_addr_removed(struct vrrp *v, const struct nlmsghdr *nlh)
-{
-    const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
-    size_t alen = ifa->ifa_family == AF_INET6 ? 16 : 4;
-    if (ifa->ifa_family != AF_INET && ifa->ifa_family != AF_INET6)
-        return;
-    const uint8_t *addr = NULL;
-    const struct nlattr *attr;
-    mnl_attr_for_each(attr, nlh, sizeof(*ifa))
-    {
-        uint16_t type = mnl_attr_get_type(attr);
-        if ((type == IFA_LOCAL || (type == IFA_ADDRESS && !addr)) &&
-            mnl_attr_get_payload_len(attr) == alen)
-            addr = mnl_attr_get_payload(attr);
-    }
-    if (!addr)
-        return;
-    for (size_t i = 0; i < v->n; i++) {
-        struct vrrp_inst *in = v->inst[i];
-        if (in->family != ifa->ifa_family || in->ifindex != (int)ifa->ifa_index || !holds_vips(in))
-            continue;
-        for (size_t k = 0; k < in->nvips; k++)
-            if (memcmp(in->vips[k].addr, addr, alen) == 0)
-                vip_restore(in, k);
-    }
-}
-
-/* Netlink events: RTM_NEWLINK / RTM_DELLINK (some interface changed; which
- * one matters little, re-reading the few we track is cheap) and
- * RTM_DELADDR (one of our virtual IPs may have been taken away). */
-static void
-on_link_event(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct vrrp *v = w->data;
-    char buf[NL_BUF];
-    bool links = false, lost = false;
-    for (int i = 0; i < 64; i++) {
-        ssize_t n = recv(mnl_socket_get_fd(v->nl_link), buf, sizeof(buf), MSG_DONTWAIT);
-        if (n < 0) {
-            /* ENOBUFS: events were lost; re-reading covers it. */
-            if (errno == ENOBUFS)
-                links = lost = true;
-            break;
-        }
-        const struct nlmsghdr *nlh = (const struct nlmsghdr *)buf;
-        int left = (int)n;
-        for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
-            if (nlh->nlmsg_type == RTM_NEWLINK || nlh->nlmsg_type == RTM_DELLINK)
-                links = true;
-            else if (nlh->nlmsg_type == RTM_DELADDR &&
-                     nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
-                on_addr_removed(v, nlh);
-        }
-    }
-    uint64_t now = mono_us();
-    for (size_t i = 0; i < v->n; i++) {
-        struct vrrp_inst *in = v->inst[i];
-        /* Lost events may have been a removal: put back what is missing
-         * (EEXIST for the others). */
-        if (lost && holds_vips(in))
-            vips_add(in);
-        if (links)
-            track_eval(in, true, now);
-    }
-}
-
 /* ---- instances ---- */
 
 static char *
@@ -1184,8 +380,8 @@ inst_free(struct vrrp_inst *in)
     ev_io_stop(loop, &in->rx);
     ev_io_stop(loop, &in->tio);
     ev_timer_stop(loop, &in->garp_t);
-    crash_disarm(in);
-    crash_slot_free(in->slot);
+    vrrp_crash_disarm(in);
+    vrrp_crash_slot_free(in->slot);
     if (in->fd >= 0)
         close(in->fd);
     if (in->pfd >= 0)
@@ -1263,7 +459,7 @@ inst_new(struct vrrp *v, const struct conf_vrrp *cf)
     }
     for (size_t i = 0; i < in->npeers; i++)
         peer_bytes(&cf->unicast_peers[i], in->peers[i]);
-    ev_io_init(&in->rx, on_readable, -1, EV_READ);
+    ev_io_init(&in->rx, vrrp_on_readable, -1, EV_READ);
     ev_io_init(&in->tio, on_timerfd, -1, EV_READ);
     ev_timer_init(&in->garp_t, on_garp_refresh, 0.0, 0.0);
     in->rx.data = in->tio.data = in->garp_t.data = in;
@@ -1307,132 +503,6 @@ inst_same(const struct vrrp_inst *in, const struct conf_vrrp *cf)
     return true;
 }
 
-static bool
-is_vip(const struct vrrp_inst *in, const void *addr)
-{
-    for (size_t i = 0; i < in->nvips; i++)
-        if (memcmp(in->vips[i].addr, addr, in->alen) == 0)
-            return true;
-    return false;
-}
-
-/* The primary address: the interface's first IPv4 address that is not one
- * of our virtual ones (RFC 5798 section 5.1.1.1: the source of adverts), or
- * for IPv6 its first link-local address that is not one of them (section
- * 5.1.2.1). */
-static int
-find_primary(struct vrrp_inst *in)
-{
-    struct ifaddrs *ifs;
-    if (getifaddrs(&ifs) < 0)
-        return -errno;
-    int r = -EADDRNOTAVAIL;
-    for (struct ifaddrs *a = ifs; a; a = a->ifa_next) {
-        if (!a->ifa_addr || a->ifa_addr->sa_family != in->family || strcmp(a->ifa_name, in->ifname))
-            continue;
-        const void *ia;
-        if (in->family == AF_INET6) {
-            const struct in6_addr *a6 = &((const struct sockaddr_in6 *)a->ifa_addr)->sin6_addr;
-            if (!IN6_IS_ADDR_LINKLOCAL(a6))
-                continue;
-            ia = a6;
-        } else {
-            ia = &((const struct sockaddr_in *)a->ifa_addr)->sin_addr;
-        }
-        if (is_vip(in, ia))
-            continue;
-        memcpy(in->primary, ia, in->alen);
-        r = 0;
-        break;
-    }
-    freeifaddrs(ifs);
-    return r;
-}
-
-/* IPv6: the VRRP socket (no header of ours: the kernel writes it, with hop
- * limit 255; we compute the checksum with its pseudo-header ourselves, so
- * bad ones are counted rather than dropped unseen), joined to ff02::12; and
- * a raw ICMPv6 socket for the unsolicited NAs. */
-static int
-open_sockets6(struct vrrp_inst *in)
-{
-    int one = 1, zero = 0, hops = VRRP_TTL, ifindex = in->ifindex;
-    in->fd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
-    if (in->fd < 0)
-        return -errno;
-    if (setsockopt(in->fd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
-                   (socklen_t)strlen(in->ifname) + 1) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof(ifindex)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &zero, sizeof(zero)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof(hops)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof(one)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0)
-        return -errno;
-    if (in->npeers == 0) {
-        struct ipv6_mreq join = {.ipv6mr_interface = (unsigned)in->ifindex};
-        memcpy(&join.ipv6mr_multiaddr, VRRP_MCAST6, 16);
-        if (setsockopt(in->fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &join, sizeof(join)) < 0)
-            return -errno;
-    }
-    in->pfd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMPV6);
-    if (in->pfd < 0)
-        return -errno;
-    /* Only sends: hear nothing. */
-    struct icmp6_filter none;
-    ICMP6_FILTER_SETBLOCKALL(&none);
-    if (setsockopt(in->pfd, IPPROTO_ICMPV6, ICMP6_FILTER, &none, sizeof(none)) < 0 ||
-        setsockopt(in->pfd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
-                   (socklen_t)strlen(in->ifname) + 1) < 0 ||
-        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof(ifindex)) < 0 ||
-        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
-        setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &zero, sizeof(zero)) < 0)
-        return -errno;
-    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (in->tfd < 0)
-        return -errno;
-    return 0;
-}
-
-static int
-open_sockets(struct vrrp_inst *in)
-{
-    if (in->family == AF_INET6)
-        return open_sockets6(in);
-    int one = 1, zero = 0, ttl = VRRP_TTL;
-    in->fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
-    if (in->fd < 0)
-        return -errno;
-    /* IP_HDRINCL: the header is ours (TTL 255 per RFC 5798 section
-     * 5.1.1.3, TOS 0xc0, source = primary address). */
-    if (setsockopt(in->fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0 ||
-        setsockopt(in->fd, SOL_SOCKET, SO_BINDTODEVICE, in->ifname,
-                   (socklen_t)strlen(in->ifname) + 1) < 0)
-        return -errno;
-    struct ip_mreqn mr = {.imr_ifindex = in->ifindex};
-    memcpy(&mr.imr_address, in->primary, 4);
-    if (setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_IF, &mr, sizeof(mr)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_LOOP, &zero, sizeof(zero)) < 0 ||
-        setsockopt(in->fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl, sizeof(ttl)) < 0)
-        return -errno;
-    if (in->npeers == 0) {
-        /* RFC 5798 section 5.1.1.2: adverts go to 224.0.0.18; a raw socket
-         * only hears a group the host joined on that interface. */
-        struct ip_mreqn join = {.imr_ifindex = in->ifindex};
-        memcpy(&join.imr_multiaddr, VRRP_MCAST4, 4);
-        if (setsockopt(in->fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof(join)) < 0)
-            return -errno;
-    }
-    /* Protocol 0: this socket only sends. */
-    in->pfd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (in->pfd < 0)
-        return -errno;
-    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (in->tfd < 0)
-        return -errno;
-    return 0;
-}
-
 static int
 inst_start(struct vrrp_inst *in)
 {
@@ -1459,20 +529,20 @@ inst_start(struct vrrp_inst *in)
     close(s);
     memcpy(in->mac, ifr.ifr_hwaddr.sa_data, 6);
 
-    vips_remove_stale(in);
-    int r = find_primary(in);
+    vrrp_vips_remove_stale(in);
+    int r = vrrp_find_primary(in);
     if (r < 0) {
         lb_err("vrrp %s: %s has no %s address of its own to send advertisements from: %s", in->name,
                in->ifname, in->family == AF_INET6 ? "IPv6 link-local" : "IPv4", strerror(-r));
         return -1;
     }
-    r = open_sockets(in);
+    r = vrrp_open_sockets(in);
     if (r < 0) {
         lb_err("vrrp %s: cannot open VRRP sockets on %s: %s%s", in->name, in->ifname, strerror(-r),
                r == -EPERM ? " (needs CAP_NET_RAW)" : "");
         return -1;
     }
-    in->slot = crash_slot_new();
+    in->slot = vrrp_crash_slot_new();
     if (in->slot < 0)
         lb_warn("vrrp %s: no crash slot: a crash will cost a Master_Down_Interval", in->name);
 
@@ -1493,19 +563,19 @@ inst_start(struct vrrp_inst *in)
 
     char p[INET6_ADDRSTRLEN];
     lb_info("vrrp %s: VRRPv%u VRID %u on %s from %s, priority %u, every %u ms, %s%s", in->name,
-            in->version, in->vrid, in->ifname, addr_text(in, in->primary, p, sizeof(p)),
+            in->version, in->vrid, in->ifname, vrrp_addr_text(in, in->primary, p, sizeof(p)),
             in->priority, in->interval_ms,
             in->npeers               ? "unicast"
             : in->family == AF_INET6 ? "multicast ff02::12"
                                      : "multicast 224.0.0.18",
             in->pseudo ? "" : ", RFC 9568 checksum");
-    uint64_t now = mono_us();
+    uint64_t now = vrrp_mono_us();
     /* Tracking first, so a failure known at start means Fault right away. */
     in->if_down = false;
-    track_eval(in, true, now);
+    vrrp_track_eval(in, true, now);
     struct vrrp_fsm_out o;
     vrrp_fsm_startup(&in->fsm, now, &o);
-    apply(in, &o, now);
+    vrrp_apply(in, &o, now);
     return 0;
 }
 
@@ -1514,14 +584,14 @@ inst_start(struct vrrp_inst *in)
 static void
 inst_shutdown(struct vrrp_inst *in)
 {
-    uint64_t now = mono_us();
+    uint64_t now = vrrp_mono_us();
     struct vrrp_fsm_out o;
     vrrp_fsm_shutdown(&in->fsm, now, &o);
-    apply(in, &o, now);
+    vrrp_apply(in, &o, now);
     /* Whatever the state said, no address of ours stays behind. */
     if (in->vips_on)
-        vips_del(in, true);
-    crash_disarm(in);
+        vrrp_vips_del(in, true);
+    vrrp_crash_disarm(in);
     struct ev_loop *loop = in->v->ctl->loop;
     ev_io_stop(loop, &in->rx);
     ev_io_stop(loop, &in->tio);
@@ -1589,22 +659,6 @@ on_test_crash(struct ev_loop *loop, ev_timer *t, int revents)
     abort();
 }
 
-static int
-vrrp_open_netlink(struct vrrp *v)
-{
-    v->nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-    if (!v->nl || mnl_socket_bind(v->nl, 0, MNL_SOCKET_AUTOPID) < 0)
-        return -errno;
-    struct timeval tv = {.tv_sec = 1};
-    setsockopt(mnl_socket_get_fd(v->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    v->nl_link = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (!v->nl_link ||
-        mnl_socket_bind(v->nl_link, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
-                        MNL_SOCKET_AUTOPID) < 0)
-        return -errno;
-    return 0;
-}
-
 static void
 vrrp_free(struct vrrp *v)
 {
@@ -1626,7 +680,7 @@ vrrp_free(struct vrrp *v)
         mnl_socket_close(v->nl);
     if (v->nl_link)
         mnl_socket_close(v->nl_link);
-    fatal_handlers_remove(v);
+    vrrp_fatal_handlers_remove(v);
     free(v);
 }
 
@@ -1681,7 +735,7 @@ lb_vrrp_start(struct lb_ctl *ctl)
     if (!v)
         return -1;
     v->ctl = ctl;
-    ev_io_init(&v->link_io, on_link_event, -1, EV_READ);
+    ev_io_init(&v->link_io, vrrp_on_link_event, -1, EV_READ);
     ev_timer_init(&v->track_t, on_track_timer, TRACK_POLL_S, TRACK_POLL_S);
     ev_timer_init(&v->crash_t, on_test_crash, 0.0, 0.0);
     v->link_io.data = v->track_t.data = v->crash_t.data = v;
@@ -1696,7 +750,7 @@ lb_vrrp_start(struct lb_ctl *ctl)
     }
     ev_io_set(&v->link_io, mnl_socket_get_fd(v->nl_link), EV_READ);
     ev_io_start(ctl->loop, &v->link_io);
-    fatal_handlers_install(v);
+    vrrp_fatal_handlers_install(v);
     sched_apply((int)c->global.vrrp_rt_priority);
     for (size_t i = 0; i < c->nvrrp; i++)
         if (add_instance(v, &c->vrrp[i]) < 0)
@@ -1752,7 +806,7 @@ lb_vrrp_reloaded(struct lb_ctl *ctl)
         ev_io_start(ctl->loop, &v->link_io);
     }
     if (c->nvrrp > 0)
-        fatal_handlers_install(v);
+        vrrp_fatal_handlers_install(v);
     sched_apply(c->nvrrp > 0 ? (int)c->global.vrrp_rt_priority : 0);
     /* Start the new and the changed ones, in configuration order. */
     for (size_t k = 0; k < c->nvrrp; k++) {
@@ -1837,10 +891,11 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "state", json_string(vrrp_state_name(in->fsm.state)));
     json_object_set_new(o, "priority", json_integer(in->priority));
     json_object_set_new(o, "effective_priority", json_integer(in->fsm.priority));
-    json_object_set_new(o, "primary_ip", json_string(addr_text(in, in->primary, buf, sizeof(buf))));
+    json_object_set_new(o, "primary_ip",
+                        json_string(vrrp_addr_text(in, in->primary, buf, sizeof(buf))));
     json_object_set_new(o, "master_ip",
                         in->fsm.master_known
-                            ? json_string(addr_text(in, in->fsm.master_addr, buf, sizeof(buf)))
+                            ? json_string(vrrp_addr_text(in, in->fsm.master_addr, buf, sizeof(buf)))
                             : json_null());
     json_object_set_new(o, "advert_interval_ms", json_integer(in->interval_ms));
     json_object_set_new(o, "master_advert_interval_ms",
@@ -1854,7 +909,8 @@ inst_json(const struct vrrp_inst *in)
     json_object_set_new(o, "virtual_ips", vips);
     json_t *peers = json_array();
     for (size_t i = 0; i < in->npeers; i++)
-        json_array_append_new(peers, json_string(addr_text(in, in->peers[i], buf, sizeof(buf))));
+        json_array_append_new(peers,
+                              json_string(vrrp_addr_text(in, in->peers[i], buf, sizeof(buf))));
     json_object_set_new(o, "unicast_peers", peers);
     json_object_set_new(o, "preempt", json_boolean(in->preempt));
     json_object_set_new(o, "preempt_delay_ms", json_integer((json_int_t)in->preempt_delay_ms));
