@@ -467,7 +467,8 @@ static const struct conf_field provider_exec_fields[] = {
      .kind = CONF_STRING,
      CONF_AT(struct conf_scale, exec_list),
      .doc = "program that prints a \"name host:port [state]\" line per server that exists, to "
-            "adopt them after a restart; host:port may be -, state is running (the default) or "
+            "adopt them after a restart; host:port may be - (no address yet: a running server "
+            "listed so for longer than timeout is destroyed), state is running (the default) or "
             "a word for not running (stopped, paused ...): such a server is destroyed and "
             "replaced; absent: destroy is run with TERN_ACTION=list"},
     {.key = "timeout",
@@ -475,7 +476,9 @@ static const struct conf_field provider_exec_fields[] = {
      CONF_AT(struct conf_scale, exec_timeout),
      .min = 1,
      .def = "60s",
-     .doc = "a program still running after this is killed and has failed"},
+     .doc = "a program still running after this is killed and has failed; a create waits no "
+            "longer for its server's address, so a server listed without one for longer is "
+            "destroyed"},
     END,
 };
 

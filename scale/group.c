@@ -13,13 +13,20 @@
  *
  * A list line is "name host:port [state]". Without a state, or with
  * "running", the server runs at host:port; host:port may be "-" when it has
- * no address yet (such a server is not adopted, its name is only not used
+ * no address yet (such a server is not adopted, its name is not used
  * again). Any other state (libvirt says stopped, paused, stopping, crashed
  * or suspended) means it exists but does not run: as an AWS group replaces
  * an unhealthy instance, the group terminates it (drained first if it is in
  * the pool; destroy also deletes a stopped clone's disk) and, as it no
  * longer counts toward desired, launches a new one. A stopped clone is
  * suspect (it crashed, or someone stopped it), so it is not started again.
+ * A running server without an address that the group does not hold is
+ * terminated the same way once the lists have shown it so for longer than
+ * a create waits for an address (SCALE_GRACE with libvirt, the program's
+ * timeout with exec): a clone whose guest never got a DHCP lease, or whose
+ * create was cut short by a restart, would otherwise run forever without
+ * counting toward desired. The group remembers when it first saw each such
+ * name and forgets it once a list shows it with an address or not at all.
  * Only a tern that may act does this, and never for a server still in its
  * create job (a libvirt clone is defined, stopped, before it starts), nor
  * from a list read while a create finished (it may show that server before
@@ -90,20 +97,30 @@ find_srv(struct scale_group *g, const char *name)
     return NULL;
 }
 
+/* arr, of n items of size bytes and room for *cap, grown to hold one more;
+ * NULL when out of memory, and arr is still valid. */
+static void *
+room(void *arr, size_t n, size_t *cap, size_t size)
+{
+    size_t c = *cap ? *cap * 2 : 8;
+    void *p;
+
+    if (n < *cap)
+        return arr;
+    p = realloc(arr, c * size);
+    if (p != NULL)
+        *cap = c;
+    return p;
+}
+
 static struct scale_server *
 add_srv(struct scale_group *g, const char *name, enum scale_srv_state st)
 {
-    struct scale_server *s;
+    struct scale_server *s = room(g->srv, g->nsrv, &g->cap, sizeof(*s));
 
-    if (g->nsrv == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 8;
-        struct scale_server *n = realloc(g->srv, cap * sizeof(*n));
-
-        if (n == NULL)
-            return NULL;
-        g->srv = n;
-        g->cap = cap;
-    }
+    if (s == NULL)
+        return NULL;
+    g->srv = s;
     s = &g->srv[g->nsrv++];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", name);
@@ -429,21 +446,17 @@ adopt(struct scale_group *g, const char *name, const char *address, bool in_pool
                  name, address, in_pool ? " and is in the pool" : "");
 }
 
-/* The provider lists name as existing in state, not running. */
+/* name exists and will not serve: as an AWS group replaces an unhealthy
+ * instance, it goes, and the launch of another follows as it no longer
+ * counts toward desired. */
 static void
-replace_stopped(struct scale_group *g, const char *name, const char *state, bool stale)
+replace(struct scale_group *g, const char *name, unsigned idx, const char *reason)
 {
-    unsigned idx = claim_index(g, name);
-    struct scale_server *s;
-    char reason[256];
+    struct scale_server *s = find_srv(g, name);
 
-    if (idx == 0 || !g->acting || stale)
-        return;
-    snprintf(reason, sizeof(reason), "%s is %s in the provider's list: replacing it", name, state);
-    s = find_srv(g, name);
     if (s == NULL) {
-        /* Stopped before this run knew it (a restart, a failover): not
-         * adopted, only destroyed. */
+        /* Found by the list, not run by the group (a restart, a failover,
+         * a lost create): not adopted, only destroyed. */
         s = add_srv(g, name, SRV_DESTROYING);
         if (s == NULL)
             return;
@@ -457,6 +470,78 @@ replace_stopped(struct scale_group *g, const char *name, const char *state, bool
         terminate(g, s, reason);
     }
     /* Creating: its create job decides. Draining, destroying: going. */
+}
+
+/* The provider lists name as existing in state, not running. */
+static void
+replace_stopped(struct scale_group *g, const char *name, const char *state, bool stale)
+{
+    unsigned idx = claim_index(g, name);
+    char reason[256];
+
+    if (idx == 0 || !g->acting || stale)
+        return;
+    snprintf(reason, sizeof(reason), "%s is %s in the provider's list: replacing it", name, state);
+    replace(g, name, idx, reason);
+}
+
+/* How long a create waits for its server's address (libvirt: for a DHCP
+ * lease; exec: the create program is killed after its timeout). A server
+ * without one for longer is no create's any more: its guest is broken, or
+ * the tern that made it went away meanwhile. */
+static double
+addr_allowance(const struct scale_group *g)
+{
+    if (g->cfg.provider == SCALE_PROV_LIBVIRT)
+        return SCALE_GRACE;
+    return (double)g->cfg.timeout_ms / 1000.0;
+}
+
+/* The provider lists name as running with no address. */
+static void
+addressless(struct scale_group *g, const char *name, bool stale)
+{
+    unsigned idx = claim_index(g, name);
+    double now = g->h->monotonic(g->h), allowance = addr_allowance(g);
+    struct scale_addrless *e = NULL;
+    char reason[256];
+
+    /* One the group holds is creating (its create decides) or has an
+     * address the group knows (the probe or the pool's health check
+     * judges it). */
+    if (idx == 0 || find_srv(g, name) != NULL)
+        return;
+    for (size_t i = 0; i < g->naddrless && e == NULL; i++)
+        if (strcmp(g->addrless[i].name, name) == 0)
+            e = &g->addrless[i];
+    if (e == NULL) {
+        e = room(g->addrless, g->naddrless, &g->addrless_cap, sizeof(*e));
+        if (e == NULL)
+            return;
+        g->addrless = e;
+        e = &g->addrless[g->naddrless++];
+        snprintf(e->name, sizeof(e->name), "%s", name);
+        e->since = now;
+    }
+    e->listed = true;
+    if (!g->acting || stale || now - e->since <= allowance)
+        return;
+    snprintf(reason, sizeof(reason),
+             "%s has had no address for %.0f s (the boot allowance is %.0f s): replacing it", name,
+             now - e->since, allowance);
+    replace(g, name, idx, reason);
+}
+
+/* Forgets the names the last list showed with an address, or not at all. */
+static void
+addrless_sweep(struct scale_group *g)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < g->naddrless; i++)
+        if (g->addrless[i].listed)
+            g->addrless[k++] = g->addrless[i];
+    g->naddrless = k;
 }
 
 static void
@@ -483,6 +568,8 @@ list_done(struct scale_group *g, struct job *j)
          * show its server stopped, between define and start. */
         bool stale = j->cgen != g->created;
 
+        for (size_t i = 0; i < g->naddrless; i++)
+            g->addrless[i].listed = false;
         for (char *line = strtok_r(j->out, "\n", &save); line != NULL;
              line = strtok_r(NULL, "\n", &save)) {
             char name[SCALE_NAME_MAX], addr[SCALE_ADDR_MAX], state[32];
@@ -493,10 +580,11 @@ list_done(struct scale_group *g, struct job *j)
             if (n == 3 && strcmp(state, "running") != 0)
                 replace_stopped(g, name, state, stale);
             else if (strcmp(addr, "-") == 0)
-                claim_index(g, name); /* booting, or its address is unknown */
+                addressless(g, name, stale);
             else
                 adopt(g, name, addr, false);
         }
+        addrless_sweep(g);
     }
     if (first && g->nsrv > before) {
         uint32_t n = current(g);
@@ -654,20 +742,16 @@ static void
 pool_scan_cb(void *arg, const struct tern_server_info *info)
 {
     struct pool_scan *ps = arg;
+    char **names;
 
     if (ps->adopting) {
         adopt(ps->g, info->name, info->address, true);
         return;
     }
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 16;
-        char **n = realloc(ps->names, cap * sizeof(*n));
-
-        if (n == NULL)
-            return;
-        ps->names = n;
-        ps->cap = cap;
-    }
+    names = room(ps->names, ps->n, &ps->cap, sizeof(*names));
+    if (names == NULL)
+        return;
+    ps->names = names;
     ps->names[ps->n] = strdup(info->name);
     if (ps->names[ps->n] != NULL)
         ps->n++;
@@ -816,8 +900,12 @@ scale_group_tick(struct scale_group *g, bool act)
     }
     follow_drains(g);
     probe_new(g);
-    if (!act)
+    if (!act) {
+        /* A tern that may not act reads no list: a server's time without
+         * an address starts again when it may. */
+        g->naddrless = 0;
         return;
+    }
     if (++g->ticks % SCALE_RELIST == 0 && !g->listing && submit(g, job_new(g, JOB_LIST, NULL)))
         g->listing = true;
     apply_policies(g);
@@ -975,6 +1063,7 @@ scale_group_free(struct scale_group *g)
     free(g->retired_provs);
     scale_cfg_free(&g->cfg);
     free(g->srv);
+    free(g->addrless);
     free(g);
 }
 

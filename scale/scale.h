@@ -52,6 +52,14 @@ struct scale_server {
     int activity;   /* id of the activity that tracks it, or 0 */
 };
 
+/* A name of the group's that the provider lists running without an address
+ * and that the group does not hold. */
+struct scale_addrless {
+    char name[SCALE_NAME_MAX];
+    double since; /* monotonic s of the first list that showed it so */
+    bool listed;  /* so in the list being read */
+};
+
 struct scale_activity {
     int id;
     double time; /* wall s */
@@ -108,6 +116,8 @@ struct scale_group {
     double next_launch;       /* monotonic s before which none starts */
     struct scale_server *srv;
     size_t nsrv, cap;
+    struct scale_addrless *addrless; /* gone from the table when listed otherwise */
+    size_t naddrless, addrless_cap;
     struct scale_provider prov;
     struct scale_provider *retired_provs; /* replaced by a reload; jobs may use them */
     size_t nretired_provs;

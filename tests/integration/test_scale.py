@@ -12,6 +12,7 @@ succeed while the group grows to max and shrinks back to min.
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -618,3 +619,74 @@ def test_server_in_its_create_is_not_replaced(tern, scripts):
     assert in_service(g) == ["web-tern-1"]
     assert [c for c in calls(d) if c.startswith("destroy")] == [], calls(d)
     assert [a["action"] for a in g["activities"]] == ["launch"], g["activities"]
+
+
+def test_addressless_server_is_replaced(tern, scripts):
+    """A server of the group the list reports running without an address
+    for longer than a create waits for one (the exec timeout, 3 s here) is
+    terminated and destroyed (a clone that never got a DHCP lease); one
+    that gets its address before that is adopted, not destroyed."""
+    d = scripts
+    with open(os.path.join(d, "destroy.sh")) as f:
+        text = f.read()
+    listing = '        *) echo "$name $addr" ;;\n'
+    assert listing in text
+    with open(os.path.join(d, "destroy.sh"), "w") as f:
+        f.write(text.replace(listing,
+                             '        *) echo "$name $addr running" | tee -a $dir/seen ;;\n', 1))
+    # web-tern-1 runs and never gets an address; web-tern-2 is a backend
+    # whose address the list shows only once the group has seen it without.
+    broken = subprocess.Popen(["sleep", "600"])
+    port2 = free_port()
+    booting = subprocess.Popen(["python3", BACKEND, "--port", str(port2), "--name", "web-tern-2",
+                                "--log", os.path.join(d, "web-tern-2.log")],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert b"ready" in booting.stdout.readline()
+        with open(os.path.join(d, "state"), "w") as f:
+            f.write(f"web-tern-1 {broken.pid} -\nweb-tern-2 {booting.pid} -\n")
+        port, admin = free_port(), free_port()
+        t = tern(config(port, admin, d, create_timeout="3s"), wait_ports=[port])
+        # Neither counts toward desired: web-tern-3 is launched once the
+        # first list is read.
+        assert wait_for(lambda: in_service(scale_api(admin)) == ["web-tern-3"], 15), \
+            f"{scale_api(admin)}\n{t.log()}"
+        with open(os.path.join(d, "seen")) as f:
+            seen = f.read()
+        assert "web-tern-1 - running" in seen and "web-tern-2 - running" in seen, seen
+        with open(os.path.join(d, "state")) as f:
+            text = f.read()
+        with open(os.path.join(d, "state"), "w") as f:
+            f.write(text.replace(f"web-tern-2 {booting.pid} -",
+                                 f"web-tern-2 {booting.pid} 127.0.0.1:{port2}"))
+
+        # The next list (10 s after the first) shows web-tern-1 still
+        # without an address: destroyed. web-tern-2 is adopted, and the
+        # group, one over desired, drains the newest, web-tern-3.
+        def done():
+            g = scale_api(admin)
+            terms = [a for a in g["activities"] if a["action"] == "terminate"] if g else []
+            return g if settled(g, 1) and len(terms) == 2 else None
+        g = wait_for(done, 40)
+        assert g, f"{scale_api(admin)}\n{calls(d)}\n{t.log()}"
+        assert in_service(g) == ["web-tern-2"], g
+        assert g["servers"][0]["adopted"] is True, g
+        assert broken.wait(timeout=scaled(5)) is not None, "destroy did not end web-tern-1"
+        assert booting.poll() is None, "web-tern-2 was destroyed"
+        destroys = sorted(c.split()[3] for c in calls(d) if c.startswith("destroy"))
+        assert destroys == ["web-tern-1", "web-tern-3"], calls(d)
+        assert [c.split()[3] for c in calls(d) if c.startswith("create")] == ["web-tern-3"]
+        acts = g["activities"]
+        term1 = [a for a in acts if a["server"] == "web-tern-1"]
+        assert [a["action"] for a in term1] == ["terminate"], acts
+        assert "web-tern-1 has had no address for " in term1[0]["reason"], term1
+        assert term1[0]["reason"].endswith("(the boot allowance is 3 s): replacing it"), term1
+        assert term1[0]["result"].startswith("successful"), term1
+        assert [a["action"] for a in acts if a["server"] == "web-tern-2"] == ["adopt"], acts
+        assert "group web: terminate web-tern-1: web-tern-1 has had no address" in t.log()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert r.read() == b"web-tern-2\n"
+    finally:
+        for p in (broken, booting):
+            p.kill()
+            p.wait()
