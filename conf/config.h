@@ -264,6 +264,7 @@ struct conf_scale {
     char *libvirt_uri, *libvirt_template, *libvirt_storage_pool;
     char *exec_create, *exec_destroy, *exec_list;
     uint64_t exec_timeout;
+    uint64_t reconcile_interval; /* ms between two reads of the provider's list */
     struct conf_scale_policy scale_out, scale_in;
     bool has_target_tracking;
     char *tt_metric;

@@ -693,6 +693,15 @@ static const struct conf_field scale_fields[] = {
      .flags = CONF_F_REQUIRED,
      .sub = &provider_schema,
      .doc = "how servers are created and destroyed: exactly one of libvirt, exec"},
+    {.key = "reconcile_interval",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_scale, reconcile_interval),
+     .min = 1000,
+     .max = 3600000,
+     .def = "10s",
+     .doc = "how often the group reads the provider's list again to adopt servers it lost and "
+            "replace those that stopped or never got an address, like a Kubernetes controller's "
+            "resync period; rounded up to the 500ms tick"},
     {.key = "scale_out",
      .kind = CONF_STRUCT,
      .flags = CONF_F_LAZY,

@@ -8,8 +8,9 @@
  * action may exit non-zero, and then nothing is adopted) and what the pool
  * holds: servers named <pool>-tern-<n> are adopted rather than made again
  * after a restart, and desired becomes at least their number. The list is
- * read again every 20 ticks to adopt servers the group lost and to replace
- * those that stopped.
+ * read again every scale[].reconcile_interval (10 s unless configured; in
+ * ticks, rounded up, at least 1) to adopt servers the group lost and to
+ * replace those that stopped.
  *
  * A list line is "name host:port [state]". Without a state, or with
  * "running", the server runs at host:port; host:port may be "-" when it has
@@ -48,6 +49,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>
@@ -59,9 +61,9 @@
 
 #include "scale/scale.h"
 
-#define SCALE_GRACE 120.0  /* s a new server has to answer its probe */
-#define SCALE_RELIST 20    /* ticks between two reads of the provider's list */
-#define PROBE_TIMEOUT 1000 /* ms */
+#define SCALE_GRACE 120.0     /* s a new server has to answer its probe */
+#define SCALE_RELIST_MS 10000 /* ms between two reads of the list, unless configured */
+#define PROBE_TIMEOUT 1000    /* ms */
 
 enum job_kind { JOB_CREATE, JOB_DESTROY, JOB_LIST, JOB_PROBE };
 
@@ -878,6 +880,18 @@ probe_new(struct scale_group *g)
     }
 }
 
+/* Ticks between two reads of the provider's list: reconcile_interval
+ * rounded up to whole ticks, at least 1. */
+static unsigned
+relist_ticks(const struct scale_group *g)
+{
+    uint64_t ms = g->cfg.relist_ms != 0 ? g->cfg.relist_ms : SCALE_RELIST_MS;
+    uint64_t tick_ms = (uint64_t)(SCALE_TICK * 1000);
+    uint64_t n = (ms + tick_ms - 1) / tick_ms;
+
+    return n == 0 ? 1 : n > UINT_MAX ? UINT_MAX : (unsigned)n;
+}
+
 void
 scale_group_tick(struct scale_group *g, bool act)
 {
@@ -906,7 +920,7 @@ scale_group_tick(struct scale_group *g, bool act)
         g->naddrless = 0;
         return;
     }
-    if (++g->ticks % SCALE_RELIST == 0 && !g->listing && submit(g, job_new(g, JOB_LIST, NULL)))
+    if (++g->ticks % relist_ticks(g) == 0 && !g->listing && submit(g, job_new(g, JOB_LIST, NULL)))
         g->listing = true;
     apply_policies(g);
     reconcile(g);

@@ -28,6 +28,7 @@ struct scale_group_cfg {
     enum scale_provider_kind provider;
     char *create, *destroy, *list; /* exec; list NULL: destroy lists */
     uint64_t timeout_ms;
+    uint64_t relist_ms;                      /* between two reads of the provider's list; 0: 10 s */
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
     char *tt_metric;                         /* NULL: no target tracking */

@@ -112,7 +112,10 @@ class Load:
             t.join()
 
 
-def config(port, admin, d, create_timeout="10s", max_=3):
+def config(port, admin, d, create_timeout="10s", max_=3, reconcile=None):
+    """reconcile: the group's reconcile_interval (how often it reads the
+    provider's list again); None leaves the 10 s default."""
+    relist = f"    reconcile_interval: {reconcile}\n" if reconcile else ""
     return f"""global:
   workers: 1
 admin:
@@ -134,7 +137,7 @@ scale:
   - pool: web
     min: 1
     max: {max_}
-    provider: {{ exec: {{ create: {d}/create.sh, destroy: {d}/destroy.sh, timeout: {create_timeout} }} }}
+{relist}    provider: {{ exec: {{ create: {d}/create.sh, destroy: {d}/destroy.sh, timeout: {create_timeout} }} }}
     scale_out: {{ alarm: web-busy, add: 1, cooldown: 1s }}
     scale_in: {{ alarm: web-idle, remove: 1, cooldown: 1s }}
 """
@@ -412,7 +415,7 @@ def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
     flag = tmp_path / "master"
     monkeypatch.setenv("FAKEVRRP_FILE", str(flag))
     port, admin, bport = free_port(), free_port(), free_port()
-    yaml = config(port, admin, d).replace("global:\n  workers: 1\n",
+    yaml = config(port, admin, d, reconcile="1s").replace("global:\n  workers: 1\n",
                                           f"global:\n  workers: 1\n  plugins: [ {so} ]\n")
     # web-tern-4 exists and is stopped (as a master that died may leave one).
     old = subprocess.Popen([sys.executable, BACKEND, "--port", str(bport), "--name", "web-tern-4"],
@@ -430,7 +433,7 @@ def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
         assert old.poll() is None
         flag.write_text("")
         # The name web-tern-4 is taken: the new server is web-tern-5; the
-        # list, every 10 s, finds web-tern-4 stopped.
+        # list, every second here, finds web-tern-4 stopped.
         g = wait_for(lambda: (lambda g: g if settled(g, 1) and "destroy" in " ".join(calls(d))
                               else None)(scale_api(admin)), 30)
         assert g, f"{scale_api(admin)}\n{t.log()}"
@@ -549,14 +552,14 @@ def test_stopped_server_is_replaced(tern, scripts):
     and after a restart, where it is not adopted."""
     d = scripts
     port, admin = free_port(), free_port()
-    t = tern(config(port, admin, d), wait_ports=[port])
+    t = tern(config(port, admin, d, reconcile="1s"), wait_ports=[port])
     assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
     pid1 = pid_of(d, "web-tern-1")
     os.kill(pid1, signal.SIGSTOP)
 
-    # The next list (every 10 s) shows it stopped.
+    # The next list (every second here) shows it stopped.
     g = wait_for(lambda: (lambda g: g if settled(g, 1) and in_service(g) == ["web-tern-2"]
-                          else None)(scale_api(admin)), 40)
+                          else None)(scale_api(admin)), 30)
     assert g, f"{scale_api(admin)}\n{t.log()}"
     destroys = [c.split()[3] for c in calls(d) if c.startswith("destroy")]
     assert destroys == ["web-tern-1"], calls(d)
@@ -577,7 +580,7 @@ def test_stopped_server_is_replaced(tern, scripts):
     t.stop()
     pid2 = pid_of(d, "web-tern-2")
     os.kill(pid2, signal.SIGSTOP)
-    t2 = tern(config(port, admin, d), wait_ports=[port])
+    t2 = tern(config(port, admin, d, reconcile="1s"), wait_ports=[port])
     g = wait_for(lambda: (lambda g: g if settled(g, 1) and in_service(g) == ["web-tern-3"]
                           else None)(scale_api(admin)), 20)
     assert g, f"{scale_api(admin)}\n{t2.log()}"
@@ -598,12 +601,12 @@ def test_server_in_its_create_is_not_replaced(tern, scripts):
     d = scripts
     with open(os.path.join(d, "create.sh")) as f:
         text = f.read()
-    # The create takes 12 s, longer than the 10 s between two lists, and
-    # the list shows the server stopped meanwhile.
+    # The create takes 4 s, longer than the 1 s between two lists here,
+    # and the lists show the server stopped meanwhile.
     with open(os.path.join(d, "create.sh"), "w") as f:
         f.write(text.replace(f"dir={d}\n", f"dir={d}\n"
                              "echo \"$TERN_SERVER - stopped\" > $dir/booting\n"
-                             "sleep 12\nrm -f $dir/booting\n", 1))
+                             "sleep 4\nrm -f $dir/booting\n", 1))
     with open(os.path.join(d, "destroy.sh")) as f:
         text = f.read()
     with open(os.path.join(d, "destroy.sh"), "w") as f:
@@ -611,7 +614,7 @@ def test_server_in_its_create_is_not_replaced(tern, scripts):
                              "    done < $dir/state\n"
                              "    [ -f $dir/booting ] && tee -a $dir/seen < $dir/booting\n", 1))
     port, admin = free_port(), free_port()
-    t = tern(config(port, admin, d, create_timeout="30s"), wait_ports=[port])
+    t = tern(config(port, admin, d, create_timeout="30s", reconcile="1s"), wait_ports=[port])
     g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 25)
     assert g, f"{scale_api(admin)}\n{t.log()}"
     with open(os.path.join(d, "seen")) as f:
@@ -623,7 +626,7 @@ def test_server_in_its_create_is_not_replaced(tern, scripts):
 
 def test_addressless_server_is_replaced(tern, scripts):
     """A server of the group the list reports running without an address
-    for longer than a create waits for one (the exec timeout, 3 s here) is
+    for longer than a create waits for one (the exec timeout, 5 s here) is
     terminated and destroyed (a clone that never got a DHCP lease); one
     that gets its address before that is adopted, not destroyed."""
     d = scripts
@@ -646,23 +649,27 @@ def test_addressless_server_is_replaced(tern, scripts):
         with open(os.path.join(d, "state"), "w") as f:
             f.write(f"web-tern-1 {broken.pid} -\nweb-tern-2 {booting.pid} -\n")
         port, admin = free_port(), free_port()
-        t = tern(config(port, admin, d, create_timeout="3s"), wait_ports=[port])
+        t = tern(config(port, admin, d, create_timeout="5s", reconcile="1s"), wait_ports=[port])
         # Neither counts toward desired: web-tern-3 is launched once the
-        # first list is read.
-        assert wait_for(lambda: in_service(scale_api(admin)) == ["web-tern-3"], 15), \
-            f"{scale_api(admin)}\n{t.log()}"
+        # first list is read. web-tern-2 gets its address as soon as that
+        # create has written its line in state (the file is then written by
+        # no one else until web-tern-1 is destroyed), well within the 5 s
+        # allowance.
+        assert wait_for(lambda: pid_of(d, "web-tern-3") is not None, 15), \
+            f"{calls(d)}\n{t.log()}"
+        with open(os.path.join(d, "state")) as f:
+            text = f.read()
+        with open(os.path.join(d, "state.new"), "w") as f:
+            f.write(text.replace(f"web-tern-2 {booting.pid} -",
+                                 f"web-tern-2 {booting.pid} 127.0.0.1:{port2}"))
+        os.replace(os.path.join(d, "state.new"), os.path.join(d, "state"))
         with open(os.path.join(d, "seen")) as f:
             seen = f.read()
         assert "web-tern-1 - running" in seen and "web-tern-2 - running" in seen, seen
-        with open(os.path.join(d, "state")) as f:
-            text = f.read()
-        with open(os.path.join(d, "state"), "w") as f:
-            f.write(text.replace(f"web-tern-2 {booting.pid} -",
-                                 f"web-tern-2 {booting.pid} 127.0.0.1:{port2}"))
 
-        # The next list (10 s after the first) shows web-tern-1 still
-        # without an address: destroyed. web-tern-2 is adopted, and the
-        # group, one over desired, drains the newest, web-tern-3.
+        # The lists (every second here) show web-tern-1 still without an
+        # address: destroyed once past the allowance. web-tern-2 is adopted,
+        # and the group, one over desired, drains the newest, web-tern-3.
         def done():
             g = scale_api(admin)
             terms = [a for a in g["activities"] if a["action"] == "terminate"] if g else []
@@ -680,7 +687,7 @@ def test_addressless_server_is_replaced(tern, scripts):
         term1 = [a for a in acts if a["server"] == "web-tern-1"]
         assert [a["action"] for a in term1] == ["terminate"], acts
         assert "web-tern-1 has had no address for " in term1[0]["reason"], term1
-        assert term1[0]["reason"].endswith("(the boot allowance is 3 s): replacing it"), term1
+        assert term1[0]["reason"].endswith("(the boot allowance is 5 s): replacing it"), term1
         assert term1[0]["result"].startswith("successful"), term1
         assert [a["action"] for a in acts if a["server"] == "web-tern-2"] == ["adopt"], acts
         assert "group web: terminate web-tern-1: web-tern-1 has had no address" in t.log()

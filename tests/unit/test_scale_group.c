@@ -26,6 +26,7 @@
 
 static double clock_s;
 static const char *list_text = "";
+static int nlists;           /* lists read since group() */
 static char destroyed[1024]; /* "name " per destroy */
 static bool hold_creates;
 
@@ -164,6 +165,7 @@ prov_list(void *p, const char *group, char **out, char *err, size_t errlen)
     (void)group;
     (void)err;
     (void)errlen;
+    nlists++;
     *out = strdup(list_text);
     return 0;
 }
@@ -226,6 +228,7 @@ group(uint32_t desired)
 
     clock_s = 0;
     list_text = "";
+    nlists = 0;
     destroyed[0] = '\0';
     hold_creates = false;
     nqueue = 0;
@@ -351,6 +354,32 @@ test_not_in_its_create(void **unused)
     scale_group_free(g);
 }
 
+/* reconcile_interval is rounded up to whole ticks, at least one, and a
+ * reload's new value holds from the next tick. */
+static void
+test_reconcile_interval_in_ticks(void **unused)
+{
+    struct scale_group *g = group(0);
+
+    (void)unused;
+    g->cfg.relist_ms = 1200; /* 3 ticks: lists at 0.5, 2, 3.5 */
+    run_until(g, 1.5, true);
+    assert_int_equal(nlists, 1);
+    run_until(g, 2, true);
+    assert_int_equal(nlists, 2);
+    run_until(g, 3, true);
+    assert_int_equal(nlists, 2);
+    run_until(g, 3.5, true);
+    assert_int_equal(nlists, 3);
+    g->cfg.relist_ms = 400; /* less than a tick: every tick */
+    run_until(g, 5, true);
+    assert_int_equal(nlists, 6);
+    g->cfg.relist_ms = 0; /* unset: 10 s */
+    run_until(g, 20, true);
+    assert_int_equal(nlists, 7);
+    scale_group_free(g);
+}
+
 int
 main(void)
 {
@@ -359,6 +388,7 @@ main(void)
         cmocka_unit_test(test_forgotten_when_listed_otherwise),
         cmocka_unit_test(test_only_while_acting),
         cmocka_unit_test(test_not_in_its_create),
+        cmocka_unit_test(test_reconcile_interval_in_ticks),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
