@@ -161,7 +161,8 @@ reload_apply(struct lb_ctl *ctl)
     reopen_logs(oc, c);
     for (int w = 0; w < nw; w++) /* kept sockets take the new socket options */
         for (size_t j = 0; j < c->nlisteners; j++)
-            lb_listener_tune(nfds[w][j], &c->listeners[j]);
+            if (!opened[j])
+                lb_listener_tune(nfds[w][j], &c->listeners[j]);
     for (int w = 0; w < nw; w++)
         lb_wgen_post(gens[w]);
     struct lb_snapshot *old = ctl->snap;

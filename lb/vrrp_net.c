@@ -656,17 +656,12 @@ open_sockets6(struct vrrp_inst *in)
         setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
         setsockopt(in->pfd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &zero, sizeof(zero)) < 0)
         return -errno;
-    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (in->tfd < 0)
-        return -errno;
     return 0;
 }
 
-int
-vrrp_open_sockets(struct vrrp_inst *in)
+static int
+open_sockets4(struct vrrp_inst *in)
 {
-    if (in->family == AF_INET6)
-        return open_sockets6(in);
     int one = 1, zero = 0, ttl = VRRP_TTL;
     in->fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, VRRP_IPPROTO);
     if (in->fd < 0)
@@ -695,10 +690,17 @@ vrrp_open_sockets(struct vrrp_inst *in)
     in->pfd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (in->pfd < 0)
         return -errno;
-    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (in->tfd < 0)
-        return -errno;
     return 0;
+}
+
+int
+vrrp_open_sockets(struct vrrp_inst *in)
+{
+    int r = in->family == AF_INET6 ? open_sockets6(in) : open_sockets4(in);
+    if (r < 0)
+        return r;
+    in->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    return in->tfd < 0 ? -errno : 0;
 }
 
 int
