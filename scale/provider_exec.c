@@ -10,7 +10,7 @@
  * exist, optionally with a third word, the server's state: "running" (the
  * same as none) or any other word (stopped, paused ...) for one that exists
  * and does not run, which the group replaces; host:port may be "-" for a
- * server without an address yet (group.c has the details). Without a
+ * server without an address yet (group_reconcile.c has the details). Without a
  * `list` program, `destroy` is run with TERN_ACTION=list (the older form:
  * one script for both; a program that does not know the action exits
  * non-zero and nothing is adopted after a restart). destroy must also work

@@ -1,6 +1,6 @@
 /*
  * Internals shared by the scale plugin's files: the plugin state (struct
- * scale, handed back to the host), scaling groups (group.c) and the
+ * scale, handed back to the host), scaling groups (group*.c) and the
  * providers that create and destroy servers (provider_exec.c).
  */
 #ifndef TERN_SCALE_SCALE_H
@@ -154,7 +154,7 @@ void scale_group_event(struct scale_group *g, const struct tern_event *ev);
 void *scale_group_json(const struct scale_group *g);
 void scale_cfg_free(struct scale_group_cfg *cfg);
 
-/* Splits "host:port" or "[v6]:port". Returns 0 or -1. */
+/* group_jobs.c: splits "host:port" or "[v6]:port". Returns 0 or -1. */
 int scale_split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl);
 
 /* provider_exec.c */

@@ -1,10 +1,11 @@
 /*
- * Unit tests of scale/group.c's reconciliation with the provider's list,
+ * Unit tests of a scaling group's reconciliation with the provider's list,
  * on a clock of the test's: a host whose jobs run when the test says, and
  * a provider whose list is a string the test sets.
  *
- * group.c is included, not linked, to hold a create job in flight and to
- * fail probes without a network.
+ * The group's files are linked; scale/group_int.h shows the test a job's
+ * kind and result, to hold a create job in flight and to fail probes
+ * without a network.
  *
  * A server listed running without an address that the group does not hold
  * is destroyed once the lists have shown it so for longer than the boot
@@ -19,8 +20,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 // clang-format on
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "../../scale/group.c"
+#include "scale/group_int.h"
 
 #define ALLOWANCE_MS 30000
 
