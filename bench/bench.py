@@ -15,28 +15,24 @@ import errno
 import json
 import os
 import platform
-import random
-import resource
 import re
 import select
 import selectors
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from common import (BODY_PATH, BODY_SIZE, HERE, LABEL, PROXIES, REPO, Child, busy_between, cpu_seconds,
+                    cpu_times, cpus_for, fmt_f2, fmt_f3, fmt_int, fmt_us, haproxy_conf, http_get, loadavg,
+                    logger, make_workdir, need_tools, nginx_proxy_conf, origin_conf, parse_wrk, pick_ports,
+                    print_summary, raise_nofile, resolve_tern, response_complete, rss_kb, run_guarded,
+                    run_measured, set_affinity, stop_all, tcp_open, tern_check, tern_conf, tern_missing,
+                    versions, wait_ready)
 
 NOISY = 0.15  # cores used by other processes during a run above which it is flagged
-BODY_SIZE = 100
-BODY_PATH = "/100b.bin"
 
 # Figures from the issue, printed in RESULTS.md for context only (they come
 # from another machine; the targets below are judged on this run's numbers).
@@ -47,470 +43,7 @@ REFERENCE = [
     ("idle HTTP connection", "1,168 bytes", "642 bytes", ""),
 ]
 
-PROXIES = ["tern", "haproxy", "nginx"]
-LABEL = {"tern": "tern", "haproxy": "HAProxy", "nginx": "nginx", "direct": "direct"}
-
-
-def log(msg):
-    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Interrupted("signal %d" % signum)
-
-
-# --------------------------------------------------------------------------
-# /proc helpers
-
-
-def proc_stat_fields(pid):
-    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(")") + 2:].split()
-
-
-def descendants(pid):
-    """pid and all its descendants (nginx master -> workers)."""
-    children = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        fields = proc_stat_fields(int(name))
-        if fields is None:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        if os.path.exists("/proc/%d" % p):
-            out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pids):
-    """utime+stime of the processes (each figure covers all of its threads)."""
-    ticks = 0
-    for pid in pids:
-        fields = proc_stat_fields(pid)
-        if fields:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
-
-
-def rss_kb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def cpu_times():
-    """Per-CPU (busy, total) jiffies from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3].isdigit():
-                parts = line.split()
-                vals = [int(x) for x in parts[1:]]
-                idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-                total = sum(vals[:8])
-                out[int(parts[0][3:])] = (total - idle, total)
-    return out
-
-
-def busy_between(a, b):
-    """Busy share of each CPU between two cpu_times() samples."""
-    out = {}
-    for cpu in sorted(b):
-        if cpu in a:
-            db = b[cpu][0] - a[cpu][0]
-            dt = b[cpu][1] - a[cpu][1]
-            out[cpu] = db / dt if dt > 0 else 0.0
-    return out
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def set_affinity(pids, cpus):
-    if not cpus:
-        return
-    for pid in pids:
-        try:
-            os.sched_setaffinity(pid, cpus)
-        except OSError:
-            pass
-        # threads too (tern workers, sink threads)
-        try:
-            for tid in os.listdir("/proc/%d/task" % pid):
-                try:
-                    os.sched_setaffinity(int(tid), cpus)
-                except OSError:
-                    pass
-        except OSError:
-            pass
-
-
-# --------------------------------------------------------------------------
-# ports and tiny HTTP client
-
-
-def port_free(port):
-    try:
-        socket.getservbyport(port, "tcp")
-        return False  # a named service port: leave it alone
-    except OSError:
-        pass
-    for addr in ("127.0.0.1", "0.0.0.0"):
-        s = socket.socket()
-        try:
-            s.bind((addr, port))
-        except OSError:
-            return False
-        finally:
-            s.close()
-    return True
-
-
-def pick_ports(n):
-    """Free ports below the ephemeral range, so that client sockets never take them."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except OSError:
-        lo = 32768
-    top = max(lo, 20000)
-    base = 20000 if top - 20000 > 1000 else 10000
-    rng = random.Random()
-    ports = []
-    while len(ports) < n:
-        p = rng.randrange(base, top)
-        if p not in ports and port_free(p):
-            ports.append(p)
-    return ports
-
-
-def http_get(port, path=BODY_PATH, timeout=1.0):
-    """One request with Connection: close; returns the status code or None."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % path).encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if response_complete(data):
-                    break
-        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
-        return int(m.group(1)) if m else None
-    except OSError:
-        return None
-
-
-def tcp_open(port, timeout=0.5):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def response_complete(buf):
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return False
-    head = buf[:end].lower()
-    body = buf[end + 4:]
-    m = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
-    if m:
-        return len(body) >= int(m.group(1))
-    if b"transfer-encoding: chunked" in head:
-        return body.endswith(b"0\r\n\r\n")
-    return False
-
-
-# --------------------------------------------------------------------------
-# child processes
-
-
-class Child:
-    registry = []
-
-    def __init__(self, name, argv, cpus, logpath, cwd=None):
-        self.name = name
-        self.argv = argv
-        self.cpus = cpus
-        self.logpath = logpath
-        self.cwd = cwd
-        self.popen = None
-        self.known_pids = set()
-
-    def start(self):
-        logf = open(self.logpath, "ab")
-        cpus = self.cpus
-
-        def pre():
-            os.setpgid(0, 0)  # its own group: a ^C at the terminal reaches only us
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                      stderr=subprocess.STDOUT, cwd=self.cwd, preexec_fn=pre)
-        logf.close()
-        self.known_pids = {self.popen.pid}
-        if self not in Child.registry:
-            Child.registry.append(self)
-        return self
-
-    def alive(self):
-        return self.popen is not None and self.popen.poll() is None
-
-    def pids(self):
-        if not self.alive():
-            return []
-        p = descendants(self.popen.pid)
-        self.known_pids.update(p)
-        return p
-
-    def log_tail(self, n=8):
-        try:
-            with open(self.logpath, errors="replace") as f:
-                lines = [l.rstrip() for l in f.readlines() if l.strip()]
-            return lines[-n:]
-        except OSError:
-            return []
-
-    def stop(self, timeout=3.0):
-        if self.popen is None:
-            return
-        self.pids()
-        pids = sorted(self.known_pids)
-        if self.popen.poll() is None:
-            try:
-                os.kill(self.popen.pid, signal.SIGTERM)
-            except OSError:
-                pass
-        deadline = time.time() + timeout
-        while time.time() < deadline and self.popen.poll() is None:
-            time.sleep(0.05)
-        for pid in pids:  # whatever is left of it, by PID
-            if pid == self.popen.pid and self.popen.poll() is not None:
-                continue
-            if pid != self.popen.pid and not os.path.exists("/proc/%d" % pid):
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            self.popen.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def stop_all():
-    for c in reversed(Child.registry):
-        try:
-            c.stop()
-        except Exception as e:  # keep stopping the others
-            log("stopping %s: %s" % (c.name, e))
-
-
-def run_measured(argv, cpus, timeout, cwd=None):
-    """Run a client to completion; returns (rc, stdout, cpu seconds of the client)."""
-    out = tempfile.TemporaryFile()
-
-    def pre():
-        os.setpgid(0, 0)
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         cwd=cwd, preexec_fn=pre)
-    deadline = time.time() + timeout
-    rc, ru = None, None
-    try:
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid == p.pid:
-                rc = os.waitstatus_to_exitcode(status)
-                break
-            if time.time() > deadline:
-                os.kill(p.pid, signal.SIGKILL)
-                pid, status, ru = os.wait4(p.pid, 0)
-                rc = -9
-                break
-            time.sleep(0.02)
-    finally:
-        if rc is None:
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-                os.wait4(p.pid, 0)
-            except OSError:
-                pass
-        p.returncode = rc if rc is not None else -9
-    out.seek(0)
-    text = out.read().decode(errors="replace")
-    out.close()
-    cpu = (ru.ru_utime + ru.ru_stime) if ru else 0.0
-    return rc, text, cpu
-
-
-# --------------------------------------------------------------------------
-# configurations
-
-
-def nginx_common(d, name, user_line, nofile):
-    return f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/{name}.pid;
-error_log {d}/{name}-error.log warn;
-{user_line}
-worker_rlimit_nofile {nofile};
-"""
-
-
-def nginx_temp_paths(d, name):
-    t = f"{d}/{name}-tmp"
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        os.makedirs(f"{t}/{sub}", exist_ok=True)
-    return f"""    client_body_temp_path {t}/body;
-    proxy_temp_path {t}/proxy;
-    fastcgi_temp_path {t}/fastcgi;
-    uwsgi_temp_path {t}/uwsgi;
-    scgi_temp_path {t}/scgi;
-"""
-
-
-def origin_conf(d, port, user_line, nofile):
-    return nginx_common(d, "origin", user_line, nofile) + f"""events {{ worker_connections {nofile - 100}; }}
-http {{
-    access_log off;
-    server_tokens off;
-    etag off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000000;
-    open_file_cache max=16 inactive=600s;
-    open_file_cache_valid 600s;
-    default_type application/octet-stream;
-{nginx_temp_paths(d, "origin")}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {d}/www;
-    }}
-}}
-"""
-
-
-def nginx_proxy_conf(d, port, tcp_port, origin, sink, user_line, nofile, stream_module):
-    conf = ""
-    if stream_module:
-        conf += f"load_module {stream_module};\n"
-    conf += nginx_common(d, "nginx", user_line, nofile) + f"""events {{ worker_connections {nofile - 100}; }}
-http {{
-    access_log off;
-    server_tokens off;
-    tcp_nodelay on;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000000;
-{nginx_temp_paths(d, "nginx")}
-    upstream origin {{
-        server 127.0.0.1:{origin};
-        keepalive 64;
-        keepalive_requests 1000000000;
-        keepalive_timeout 300s;
-    }}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-    if stream_module:
-        conf += f"""stream {{
-    upstream bulk {{ server 127.0.0.1:{sink}; }}
-    server {{
-        listen 127.0.0.1:{tcp_port} backlog=4096;
-        proxy_pass bulk;
-    }}
-}}
-"""
-    return conf
-
-
-def haproxy_conf(port, tcp_port, origin, sink, maxconn):
-    return f"""global
-    nbthread 1
-    maxconn {maxconn}
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-request 30s
-    timeout http-keep-alive 300s
-
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend web
-
-backend web
-    server o1 127.0.0.1:{origin}
-
-frontend bulk
-    mode tcp
-    bind 127.0.0.1:{tcp_port}
-    default_backend bulk
-
-backend bulk
-    mode tcp
-    server s1 127.0.0.1:{sink}
-"""
-
-
-def tern_conf(port, tcp_port, origin, sink, with_tcp=True):
-    conf = f"""# generated by bench/bench.py
-global: {{ workers: 1 }}
-listeners:
-  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}
-"""
-    if with_tcp:
-        conf += f"  - {{ name: bulk, bind: 127.0.0.1:{tcp_port}, mode: tcp, pool: bulk }}\n"
-    conf += f"""pools:
-  web:  {{ servers: [ {{ name: o1, address: 127.0.0.1:{origin} }} ] }}
-"""
-    if with_tcp:
-        conf += f"  bulk: {{ servers: [ {{ name: s1, address: 127.0.0.1:{sink} }} ] }}\n"
-    return conf
+log = logger("bench")
 
 
 # --------------------------------------------------------------------------
@@ -535,49 +68,6 @@ class Target:
         return self.child.pids() if self.child else []
 
 
-def wait_ready(child, port, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if child is not None and not child.alive():
-            return False
-        if http_get(port, timeout=0.5) == 200:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-# --------------------------------------------------------------------------
-# wrk
-
-
-UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-
-
-def parse_time_us(text):
-    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", text.strip())
-    if not m:
-        return None
-    return float(m.group(1)) * UNIT_US[m.group(2)]
-
-
-def parse_wrk(text):
-    r = {}
-    m = re.search(r"(\d+) requests in ([\d.]+\w+),", text)
-    if m:
-        r["requests"] = int(m.group(1))
-        r["seconds"] = parse_time_us(m.group(2)) / 1e6
-    for pct in ("50", "75", "90", "99"):
-        m = re.search(r"^\s+%s%%\s+(\S+)" % pct, text, re.M)
-        if m:
-            r["p%s_us" % pct] = parse_time_us(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    r["errors"] = sum(int(x) for x in m.groups()) if m else 0
-    r["err_detail"] = m.group(0) if m else ""
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    r["non2xx"] = int(m.group(1)) if m else 0
-    return r
-
-
 # --------------------------------------------------------------------------
 # the benchmark
 
@@ -598,25 +88,14 @@ class Bench:
 
     def cpus(self, role):
         """CPU sets: the proxy gets CPU 1 alone, clients and origin share CPU 0."""
-        if self.args.pin == "none":
-            return None
-        if self.args.pin == "one" or self.ncpu < 2:
-            return {0}
-        return {"proxy": {1}, "client": {0}, "origin": {0}, "origin-direct": {1}}[role]
+        return cpus_for(self.args.pin, self.ncpu, role)
 
     # ---- setup
 
     def setup(self):
         a = self.args
         self.ncpu = os.cpu_count() or 1
-        try:
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            if hard == resource.RLIM_INFINITY:
-                hard = 1 << 20
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            self.nofile = hard
-        except (ValueError, OSError):
-            self.nofile = 1024
+        self.nofile = raise_nofile()
         # HAProxy reserves two descriptors per connection (client and server
         # side) and refuses a maxconn it cannot back: maxsock = 2*maxconn + 15.
         fit = (self.nofile - 15) // 2 - 200
@@ -628,12 +107,7 @@ class Bench:
                                                              a.idle_conns))
             a.idle_conns = new
         self.haproxy_maxconn = min((self.nofile - 15) // 2, max(2000, a.idle_conns + 1000))
-        self.tmp = tempfile.mkdtemp(prefix="tern-bench-")
-        os.chmod(self.tmp, 0o755)
-        log("work dir %s" % self.tmp)
-        os.makedirs(self.tmp + "/www")
-        with open(self.tmp + "/www" + BODY_PATH, "wb") as f:
-            f.write((b"0123456789abcdef" * 8)[:BODY_SIZE - 1] + b"\n")
+        self.tmp = make_workdir("tern-bench-", log)
 
         # helpers
         cc = shutil.which("cc") or shutil.which("gcc")
@@ -644,7 +118,6 @@ class Bench:
 
         (self.p_origin, self.p_sink, self.p_ha, self.p_ha_tcp, self.p_ng, self.p_ng_tcp,
          self.p_tern, self.p_tern_tcp) = pick_ports(8)
-        user_line = "user root;" if os.geteuid() == 0 else ""
 
         # versions and environment
         self.env["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
@@ -652,10 +125,7 @@ class Bench:
         self.env["cpu"] = self.cpu_model()
         self.env["ncpu"] = self.ncpu
         self.env["load_start"] = loadavg()
-        self.env["haproxy"] = re.sub(r"^HAProxy version (\S+).*", r"HAProxy \1", first_line(["haproxy", "-v"]))
-        self.env["nginx"] = re.sub(r"^nginx version: nginx/", "nginx ", first_line(["nginx", "-v"]))
-        self.env["wrk"] = re.sub(r"\s*(\[\w+\])?\s*Copyright.*", "", first_line(["wrk", "-v"]))
-        self.env["tern_commit"] = first_line(["git", "-C", REPO, "describe", "--always", "--dirty"])
+        self.env.update(versions())
 
         # stream module for nginx TCP
         nv = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
@@ -673,7 +143,7 @@ class Bench:
 
         # origin and sink
         with open(self.tmp + "/origin.conf", "w") as f:
-            f.write(origin_conf(self.tmp, self.p_origin, user_line, self.nofile))
+            f.write(origin_conf(self.tmp, [self.p_origin], self.nofile))
         self.origin = Child("origin", ["nginx", "-p", self.tmp + "/", "-c", self.tmp + "/origin.conf"],
                             self.cpus("origin"), self.tmp + "/origin.log").start()
         if not wait_ready(self.origin, self.p_origin, 10):
@@ -690,7 +160,7 @@ class Bench:
         if "haproxy" in want:
             self.start_haproxy()
         if "nginx" in want:
-            self.start_nginx(user_line)
+            self.start_nginx()
         if "tern" in want:
             self.start_tern()
 
@@ -706,16 +176,17 @@ class Bench:
 
     def start_haproxy(self):
         with open(self.tmp + "/haproxy.cfg", "w") as f:
-            f.write(haproxy_conf(self.p_ha, self.p_ha_tcp, self.p_origin, self.p_sink,
-                                 self.haproxy_maxconn))
+            f.write(haproxy_conf(self.p_ha, [("o1", self.p_origin)], self.haproxy_maxconn,
+                                 tcp=(self.p_ha_tcp, self.p_sink)))
         c = Child("haproxy", ["haproxy", "-db", "-f", self.tmp + "/haproxy.cfg"], self.cpus("proxy"),
                   self.tmp + "/haproxy.log")
         self.add_proxy("haproxy", c, self.p_ha, self.p_ha_tcp)
 
-    def start_nginx(self, user_line):
+    def start_nginx(self):
+        stream = None if self.stream_module is None else (self.stream_module, self.p_ng_tcp, self.p_sink)
         with open(self.tmp + "/nginx.conf", "w") as f:
-            f.write(nginx_proxy_conf(self.tmp, self.p_ng, self.p_ng_tcp, self.p_origin, self.p_sink,
-                                     user_line, self.nofile, self.stream_module))
+            f.write(nginx_proxy_conf(self.tmp, self.p_ng, [("o1", self.p_origin)], self.nofile,
+                                     stream=stream))
         c = Child("nginx", ["nginx", "-p", self.tmp + "/", "-c", self.tmp + "/nginx.conf"],
                   self.cpus("proxy"), self.tmp + "/nginx.log")
         t = self.add_proxy("nginx", c, self.p_ng, self.p_ng_tcp)
@@ -726,23 +197,24 @@ class Bench:
         path = self.args.tern
         t = Target("tern", self.p_tern, self.p_tern_tcp, None)
         self.targets["tern"] = t
-        if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
-            t.failed = "binary not found at %s" % (path or "(none)")
+        t.failed = tern_missing(path)
+        if t.failed:
             log("tern: failed to start (%s)" % t.failed)
             return
         cfg = self.tmp + "/tern.yaml"
+        web = [("o1", self.p_origin)]
         with open(cfg, "w") as f:
-            f.write(tern_conf(self.p_tern, self.p_tern_tcp, self.p_origin, self.p_sink, True))
-        chk = subprocess.run([path, "-t", "-c", cfg], capture_output=True, text=True, timeout=20)
-        if chk.returncode != 0:
-            msg = (chk.stdout + chk.stderr).strip().splitlines()[-3:]
-            t.notes.append("`tern -t` rejected the config with the tcp listener: %s" % " / ".join(msg))
+            f.write(tern_conf(self.p_tern, web, "generated by bench/bench.py",
+                              tcp=(self.p_tern_tcp, self.p_sink)))
+        err = tern_check(path, cfg)
+        if err:
+            # A tern without mode: tcp still gets its HTTP figures.
+            t.notes.append("`tern -t` rejected the config with the tcp listener: %s" % err)
             with open(cfg, "w") as f:
-                f.write(tern_conf(self.p_tern, self.p_tern_tcp, self.p_origin, self.p_sink, False))
-            chk = subprocess.run([path, "-t", "-c", cfg], capture_output=True, text=True, timeout=20)
-            if chk.returncode != 0:
-                msg = (chk.stdout + chk.stderr).strip().splitlines()[-3:]
-                t.failed = "config check failed: %s" % " / ".join(msg)
+                f.write(tern_conf(self.p_tern, web, "generated by bench/bench.py"))
+            err = tern_check(path, cfg)
+            if err:
+                t.failed = "config check failed: %s" % err
                 log("tern: failed to start (%s)" % t.failed)
                 return
             t.tcp_failed = "no tcp listener (config rejected)"
@@ -1259,15 +731,6 @@ class Bench:
         return out
 
 
-def first_line(argv):
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        text = (p.stdout or p.stderr).strip()
-        return text.splitlines()[0].strip() if text else "?"
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
 def open_idle(port, n, batch, deadline):
     """Open n keep-alive connections, each completing one request; at most
     `batch` requests are in flight at once. Returns (open sockets, errors)."""
@@ -1347,28 +810,6 @@ def count_alive(socks):
     return len(socks) - dead
 
 
-def fmt_int(v):
-    return "{:,.0f}".format(v)
-
-
-def fmt_f2(v):
-    return "%.2f" % v
-
-
-def fmt_f3(v):
-    return "%.3f" % v
-
-
-def fmt_us(v):
-    if v is None:
-        return "n/a"
-    if v < 1000:
-        return "%.0f us" % v
-    if v < 1e6:
-        return "%.2f ms" % (v / 1e3)
-    return "%.2f s" % (v / 1e6)
-
-
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return "n/a"
@@ -1407,35 +848,11 @@ def main():
     if a.wait_quiet is None:
         a.wait_quiet = 10 if a.quick else 30
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
-    a.tern_display = a.tern
-    if a.tern and not os.path.isabs(a.tern):
-        cand = os.path.abspath(a.tern)
-        a.tern = cand if os.path.exists(cand) else os.path.join(REPO, a.tern)
-
-    for tool in ("wrk", "nginx", "haproxy"):
-        if shutil.which(tool) is None:
-            raise SystemExit("bench: %s not found (scripts/deps.sh all installs it)" % tool)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    resolve_tern(a)
+    need_tools("bench", ("wrk", "nginx", "haproxy"))
 
     b = Bench(a)
-    ok = False
-    try:
-        b.setup()
-        b.run()
-        ok = True
-    except Interrupted as e:
-        log("interrupted (%s): stopping" % e)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all()
-        if b.tmp and not a.keep:
-            shutil.rmtree(b.tmp, ignore_errors=True)
-        elif b.tmp:
-            log("kept %s" % b.tmp)
-    if not ok:
+    if not run_guarded(b, [b.setup, b.run], lambda: stop_all(log), a.keep, log):
         return 130
     text = b.report()
     with open(a.out, "w") as f:
@@ -1443,10 +860,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"env": b.env, "results": b.results}, f, indent=1, default=str)
-    print()
-    print("\n".join(b.table()))
-    print()
-    print("full report: %s" % a.out)
+    print_summary(b.table(), a.out)
     return 0
 
 
