@@ -509,6 +509,17 @@ run_delivery(void *arg)
 
 static void delivery_done(void *arg, void *result, int status);
 
+/* What the API shows as the notifier's last error; nt may be gone after a
+ * reload. */
+static void
+note_error(struct notifier *nt, const struct delivery *d, const struct tern_host *h)
+{
+    if (nt == NULL)
+        return;
+    snprintf(nt->last_error, sizeof(nt->last_error), "%s: %s", channel_names[d->ch], d->err);
+    nt->last_error_time = h->now(h);
+}
+
 static void
 submit(struct delivery *d)
 {
@@ -545,8 +556,14 @@ delivery_done(void *arg, void *result, int status)
         return;
     }
     if (d->rc == 0) {
-        h->log(h, TERN_LOG_INFO, "notifier %s: %s sent: %s", d->notifier, channel_names[d->ch],
-               d->subject);
+        if (d->err[0] != '\0') {
+            h->log(h, TERN_LOG_WARN, "notifier %s: %s sent, but %s: %s", d->notifier,
+                   channel_names[d->ch], d->err, d->subject);
+            note_error(nt, d, h);
+        } else {
+            h->log(h, TERN_LOG_INFO, "notifier %s: %s sent: %s", d->notifier, channel_names[d->ch],
+                   d->subject);
+        }
         if (nt != NULL) {
             nt->sent++;
             nt->last_sent_time = h->now(h);
@@ -556,10 +573,7 @@ delivery_done(void *arg, void *result, int status)
         delivery_free(d);
         return;
     }
-    if (nt != NULL) {
-        snprintf(nt->last_error, sizeof(nt->last_error), "%s: %s", channel_names[d->ch], d->err);
-        nt->last_error_time = h->now(h);
-    }
+    note_error(nt, d, h);
     if (d->attempts < wn->max_attempts) {
         double backoff = 2.0 * (double)(1u << (d->attempts - 1 < 8 ? d->attempts - 1 : 8));
 

@@ -62,8 +62,9 @@ struct watch_sms_cfg {
     long timeout_ms;
 };
 
-/* Sends one mail. Returns 0, or -1 with err set to a sentence. Any thread;
- * blocks up to a few timeouts. */
+/* Sends one mail. Returns 0, or -1 with err set to a sentence; on 0, a
+ * non-empty err is a warning (the mail went out, but not as configured).
+ * Any thread; blocks up to a few timeouts. */
 int watch_email_send(const struct watch_email_cfg *c, const char *subject, const char *body,
                      char *err, size_t errlen);
 /* One-time setup and teardown of libesmtp's process state. */

@@ -52,8 +52,8 @@ class Mailbox:
         return "250 OK"
 
 
-def smtp_server(handler, tls_context=None, auth=None):
-    kw = {}
+def smtp_server(handler, tls_context=None, auth=None, auth_required=False):
+    kw = {"auth_required": auth_required}
     if tls_context is not None:
         kw.update(tls_context=tls_context, require_starttls=True)
     if auth is not None:
@@ -241,14 +241,21 @@ def test_starttls_and_auth(backends, tern, certs):
     t.stop()
 
 
-def test_wrong_password_is_reported_not_fatal(backends, tern, certs):
+@pytest.mark.parametrize("server_requires_auth", [True, False])
+def test_wrong_password_is_reported_not_fatal(backends, tern, certs, server_requires_auth):
+    """A refused AUTH is named in the log. libesmtp then tries the mail
+    without AUTH: a server that requires it refuses (530) and the delivery
+    fails; one that does not takes it, and the send is logged with a
+    warning instead of passing as a clean success."""
     import ssl
 
     (b,) = backends(1)
     box = Mailbox()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(f"{certs}/cert.pem", f"{certs}/key.pem")
-    smtp = smtp_server(box, tls_context=ctx, auth=lambda *a: AuthResult(success=False))
+    # handled=False makes aiosmtpd answer 535; its default answers nothing.
+    smtp = smtp_server(box, tls_context=ctx, auth=lambda *a: AuthResult(success=False, handled=False),
+                       auth_required=server_requires_auth)
     port, admin = free_port(), free_port()
     watch = (
         "watch:\n  interval: 200ms\n  group_wait: 100ms\n  retries: 2\n  alarms:\n" + busy_alarm() +
@@ -260,16 +267,26 @@ def test_wrong_password_is_reported_not_fatal(backends, tern, certs):
     with open(f"{certs}/pw", "w") as f:
         f.write("bad")
     t = tern(base_config(port, admin, b, watch), wait_ports=[port])
+    refused = "authentication as tern failed (535 5.7.8 Authentication credentials invalid)"
     try:
         load = Load(port)
-        assert wait_for(lambda: "giving up" in t.log(), 25), t.log()
+        if server_requires_auth:
+            assert wait_for(lambda: "giving up" in t.log(), 25), t.log()
+        else:
+            assert wait_for(lambda: box.messages, 20), t.log()
         load.stop()
-        assert not box.messages
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+        doc = alarms_api(admin)
     finally:
         smtp.stop()
     log = t.stop()
-    assert "notifier ops: email failed (attempt 1 of 2)" in log
+    assert doc is not None and refused in doc["notifiers"][0]["last_error"], doc
+    if server_requires_auth:
+        assert not box.messages
+        assert f"notifier ops: email failed (attempt 1 of 2): {refused}; then sender tern@example.com refused: 530" in log, log
+    else:
+        assert not box.messages[0]["auth"]
+        assert f"notifier ops: email sent, but {refused}; the server took the message without it" in log, log
 
 
 def test_refusing_server_is_retried_with_backoff(backends, tern):
