@@ -9,10 +9,12 @@
 #include "conf/include.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf/arena.h"
 #include "conf/diag.h"
@@ -40,6 +42,8 @@ static const struct {
 struct loader {
     struct conf_arena *tmp;
     struct conf_diag *d;
+    size_t left;  /* bytes the files still to read may hold together */
+    size_t files; /* files read so far */
     int depth;
     struct {
         dev_t dev;
@@ -224,6 +228,15 @@ include_one(struct loader *L, struct conf_node *root, const struct conf_node *sp
             globfree(&g);
         return;
     }
+    /* Three wildcard levels from the root match tens of thousands of files:
+     * refuse the pattern whole rather than open each only to report it. */
+    if (g.gl_pathc > CONF_INCLUDE_MAX_FILES - L->files) {
+        conf_diag_add(L->d, spec->file, spec->line, spec->col, "include",
+                      "'%s' matches %zu files; a configuration may read at most %d files", pattern,
+                      g.gl_pathc, CONF_INCLUDE_MAX_FILES);
+        globfree(&g);
+        return;
+    }
     for (size_t i = 0; i < g.gl_pathc; i++) {
         struct conf_node *child = load_file(L, g.gl_pathv[i], spec);
 
@@ -271,13 +284,112 @@ file_error(struct loader *L, const struct conf_node *from, const char *name, con
         conf_diag_add(L->d, name, 0, 0, NULL, "cannot open: %s", why);
 }
 
+/*
+ * Opens what an include names. Only a regular file has an end that comes
+ * without waiting for anyone: a FIFO blocks the open until a writer comes,
+ * a device or /dev/stdin may never end or has side effects on open, so they
+ * are refused from stat() before any is opened; O_NONBLOCK covers one
+ * swapped in between. The main file is the operator's choice (tern -t -c
+ * <(...) reads a pipe) and opens as it is.
+ */
+static FILE *
+open_file(const char *path, bool include, struct stat *st, const char **why)
+{
+    FILE *f;
+    int fd;
+
+    *why = NULL;
+    if (include && stat(path, st) == 0 && !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
+        *why = "not a regular file (a FIFO, device or socket could block or never end)";
+        return NULL;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | (include ? O_NONBLOCK | O_NOCTTY : 0));
+    if (fd < 0)
+        return NULL;
+    f = fdopen(fd, "r");
+    if (f == NULL) {
+        int e = errno;
+
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    if (fstat(fd, st) < 0) {
+        fclose(f);
+        return NULL;
+    }
+    if (include && !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
+        *why = "not a regular file (a FIFO, device or socket could block or never end)";
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}
+
+/*
+ * Reads f whole, within what is left of the load's byte budget, and hands
+ * libyaml a copy in memory: a file that grows, or a /proc file whose size
+ * says 0, cannot make the loader read without end. NULL with *why set when
+ * over budget or unreadable.
+ */
+static FILE *
+read_capped(struct loader *L, FILE *f, char **buf, const char **why)
+{
+    size_t len = 0, cap = 0;
+    char *p = NULL;
+
+    *buf = NULL;
+    for (;;) {
+        size_t want, got;
+
+        if (len == cap) {
+            char *q;
+
+            if (cap > L->left) {
+                *why = "the configuration files are larger than " CONF_MAX_BYTES_TEXT " together";
+                goto fail;
+            }
+            cap = cap ? cap * 2 : 4096;
+            q = realloc(p, cap);
+            if (q == NULL) {
+                *why = "out of memory";
+                goto fail;
+            }
+            p = q;
+        }
+        want = cap - len;
+        got = fread(p + len, 1, want, f);
+        len += got;
+        if (got < want)
+            break;
+    }
+    if (ferror(f)) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    if (len > L->left) {
+        *why = "the configuration files are larger than " CONF_MAX_BYTES_TEXT " together";
+        goto fail;
+    }
+    L->left -= len;
+    *buf = p;
+    f = fmemopen(p, len, "r");
+    if (f == NULL)
+        *why = "out of memory";
+    return f;
+fail:
+    free(p);
+    return NULL;
+}
+
 static struct conf_node *
 load_file(struct loader *L, const char *path, const struct conf_node *from)
 {
     struct conf_node *root = NULL;
-    const char *name;
+    const char *name, *why;
+    char *text = NULL;
     struct stat st;
-    FILE *f = NULL;
+    FILE *f = NULL, *mem = NULL;
     int rc;
 
     /* depth counts the files being read: the main file and its includers. */
@@ -285,12 +397,17 @@ load_file(struct loader *L, const char *path, const struct conf_node *from)
         file_error(L, from, path, "includes nest deeper than 8 levels");
         goto out;
     }
+    if (L->files >= CONF_INCLUDE_MAX_FILES) {
+        file_error(L, from, path, "a configuration may read at most 256 files");
+        goto out;
+    }
+    L->files++;
     name = conf_diag_file(L->d, path);
     if (name == NULL)
         goto out;
-    f = fopen(path, "r");
-    if (f == NULL || fstat(fileno(f), &st) < 0) {
-        file_error(L, from, name, strerror(errno));
+    f = open_file(path, from != NULL, &st, &why);
+    if (f == NULL) {
+        file_error(L, from, name, why != NULL ? why : strerror(errno));
         goto out;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -305,7 +422,12 @@ load_file(struct loader *L, const char *path, const struct conf_node *from)
             goto out;
         }
     }
-    rc = conf_node_parse(L->tmp, L->d, name, f, &root);
+    mem = read_capped(L, f, &text, &why);
+    if (mem == NULL) {
+        file_error(L, from, name, why);
+        goto out;
+    }
+    rc = conf_node_parse(L->tmp, L->d, name, mem, &root);
     if (rc < 0)
         goto out;
     if (root == NULL) {
@@ -326,6 +448,9 @@ load_file(struct loader *L, const char *path, const struct conf_node *from)
     process_includes(L, root);
     L->depth--;
 out:
+    if (mem != NULL)
+        fclose(mem);
+    free(text);
     if (f != NULL)
         fclose(f);
     return root;
@@ -334,7 +459,7 @@ out:
 struct conf_node *
 conf_include_load(struct conf_arena *tmp, struct conf_diag *d, const char *path)
 {
-    struct loader L = {.tmp = tmp, .d = d};
+    struct loader L = {.tmp = tmp, .d = d, .left = CONF_MAX_BYTES};
 
     return load_file(&L, path, NULL);
 }

@@ -8,7 +8,9 @@
  * watch.notify) merge with duplicate names refused, the keys of global,
  * admin and watch merge with each key set once. Nodes keep their own file, so
  * errors inside an included file point into it. Cycles and nesting deeper
- * than CONF_INCLUDE_MAX_DEPTH are errors.
+ * than CONF_INCLUDE_MAX_DEPTH are errors, and so is including what is not a
+ * regular file (a FIFO, a device), more than CONF_INCLUDE_MAX_FILES files or
+ * more than CONF_MAX_BYTES in all.
  */
 #ifndef CONF_INCLUDE_H
 #define CONF_INCLUDE_H
@@ -16,6 +18,12 @@
 #include "conf/node.h"
 
 #define CONF_INCLUDE_MAX_DEPTH 8
+#define CONF_INCLUDE_MAX_FILES 256 /* the main file included */
+
+/* All the files of one load together: far more than any configuration, far
+ * less than a file that never ends. */
+#define CONF_MAX_BYTES (16u << 20)
+#define CONF_MAX_BYTES_TEXT "16 MiB"
 
 struct conf_arena;
 struct conf_diag;

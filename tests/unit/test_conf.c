@@ -34,6 +34,7 @@
 #include "conf/arena.h"
 #include "conf/config.h"
 #include "conf/diag.h"
+#include "conf/include.h"
 #include "conf/node.h"
 #include "conf/parse.h"
 #include "conf/schema.h"
@@ -1244,6 +1245,64 @@ test_include_depth(void **state)
     tdir_free(&t);
 }
 
+/* What an include names must have an end that comes without waiting: a FIFO
+ * is refused before it is opened (opening it would block until a writer
+ * came), and one load reads at most CONF_INCLUDE_MAX_FILES files and
+ * CONF_MAX_BYTES. alarm() turns a hang into a failure. */
+static void
+test_include_unbounded(void **state)
+{
+    struct tdir t;
+    struct conf *c;
+    char path[256], fifo[256], big[256], sub[256], *errs;
+    FILE *f;
+
+    tdir_init(&t);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", t.path);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    tdir_put(&t, "main.yaml", "include: fifo\n", path, sizeof(path));
+    alarm(10);
+    assert_int_equal(load(path, &c, &errs), 1);
+    expect_error(errs, path, "1:10", "cannot include");
+    expect_error(errs, path, "1:10", "not a regular file");
+    free(errs);
+
+    /* A comment one byte over the budget, after a valid start. */
+    tdir_put(&t, "big.yaml", "pools: {p: {}}\n", big, sizeof(big));
+    f = fopen(big, "a");
+    assert_non_null(f);
+    assert_int_equal(fputc('#', f), '#');
+    for (size_t i = strlen("pools: {p: {}}\n") + 1; i <= CONF_MAX_BYTES; i++)
+        assert_int_equal(fputc('x', f), 'x');
+    assert_int_equal(fclose(f), 0);
+    tdir_put(&t, "main.yaml", "include: big.yaml\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 1);
+    expect_error(errs, path, "1:10", "larger than 16 MiB together");
+    free(errs);
+    assert_null(c);
+
+    /* The main file and 255 more are fine; a pattern that matches one more
+     * file than that is refused before any of them is opened. */
+    snprintf(sub, sizeof(sub), "%s/d", t.path);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    for (int i = 0; i < CONF_INCLUDE_MAX_FILES; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "d/%03d.yaml", i);
+        tdir_put(&t, name, "{}\n", NULL, 0);
+    }
+    tdir_put(&t, "main.yaml", "include: d/[01]*.yaml\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 0);
+    free(errs);
+    conf_free(c);
+    tdir_put(&t, "main.yaml", "include: [d/*.yaml]\n", path, sizeof(path));
+    assert_int_equal(load(path, &c, &errs), 1);
+    expect_error(errs, path, "1:11", "matches 256 files; a configuration may read at most 256");
+    free(errs);
+    alarm(0);
+    tdir_free(&t);
+}
+
 /* ---- the example and the reference ---- */
 
 static void
@@ -1415,29 +1474,18 @@ int
 main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_addr),
-        cmocka_unit_test(test_parse_cidr_ip),
-        cmocka_unit_test(test_parse_numbers),
-        cmocka_unit_test(test_did_you_mean),
-        cmocka_unit_test(test_arena),
-        cmocka_unit_test(test_schema_engine),
-        cmocka_unit_test(test_schema_selftest),
-        cmocka_unit_test(test_all_errors_reported),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_section_defaults),
-        cmocka_unit_test(test_env_expansion),
-        cmocka_unit_test(test_flow_and_block),
-        cmocka_unit_test(test_aliases),
-        cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_plugin_sections),
-        cmocka_unit_test(test_include_merge),
-        cmocka_unit_test(test_include_errors),
-        cmocka_unit_test(test_include_depth),
-        cmocka_unit_test(test_example),
-        cmocka_unit_test(test_reference_up_to_date),
+        cmocka_unit_test(test_parse_duration),  cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_addr),      cmocka_unit_test(test_parse_cidr_ip),
+        cmocka_unit_test(test_parse_numbers),   cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_arena),           cmocka_unit_test(test_schema_engine),
+        cmocka_unit_test(test_schema_selftest), cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_section_defaults),
+        cmocka_unit_test(test_env_expansion),   cmocka_unit_test(test_flow_and_block),
+        cmocka_unit_test(test_aliases),         cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_relative_paths),  cmocka_unit_test(test_plugin_sections),
+        cmocka_unit_test(test_include_merge),   cmocka_unit_test(test_include_errors),
+        cmocka_unit_test(test_include_depth),   cmocka_unit_test(test_include_unbounded),
+        cmocka_unit_test(test_example),         cmocka_unit_test(test_reference_up_to_date),
     };
     enum { NFIXED = sizeof(fixed) / sizeof(fixed[0]) };
     struct CMUnitTest *tests = NULL;
