@@ -126,16 +126,40 @@ cmp_ranked(const void *pa, const void *pb)
     return a->e->seq < b->e->seq ? -1 : a->e->seq > b->e->seq;
 }
 
+/* Values, keys and file names in a message come from the file: a newline in
+ * one (a quoted "a\nb") would split the error in two and make the rest of
+ * the line look like an error of its own, so control characters are written
+ * as C escapes. */
+static void
+put_escaped(FILE *out, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '\n')
+            fputs("\\n", out);
+        else if (c == '\t')
+            fputs("\\t", out);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(out, "\\x%02x", c);
+        else
+            fputc(c, out);
+    }
+}
+
 static void
 print_one(FILE *out, const struct diag_error *e)
 {
+    put_escaped(out, e->file);
     if (e->line > 0)
-        fprintf(out, "%s:%d:%d: ", e->file, e->line, e->col);
-    else
-        fprintf(out, "%s: ", e->file);
-    if (e->path != NULL)
-        fprintf(out, "%s: ", e->path);
-    fprintf(out, "%s\n", e->msg);
+        fprintf(out, ":%d:%d", e->line, e->col);
+    fputs(": ", out);
+    if (e->path != NULL) {
+        put_escaped(out, e->path);
+        fputs(": ", out);
+    }
+    put_escaped(out, e->msg);
+    fputc('\n', out);
 }
 
 void
