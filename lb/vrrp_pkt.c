@@ -195,6 +195,11 @@ vrrp_adv_decode(const uint8_t *pkt, size_t len, const struct vrrp_rx *rx, struct
      * a packet with an unknown type MUST be discarded. */
     if (pkt[0] >> 4 != rx->version)
         return VRRP_ERR_VERSION;
+    /* RFC 3768 is IPv4 only, and vrrp_adv_encode refuses v2 over IPv6: read
+     * with 16-byte addresses, a v2 message would decode into an advert no v2
+     * sender writes and that could not be encoded again. */
+    if (rx->version == 2 && rx->family != AF_INET)
+        return VRRP_ERR_VERSION;
     if ((pkt[0] & 0x0f) != VRRP_TYPE_ADVERTISEMENT)
         return VRRP_ERR_TYPE;
     size_t alen = addr_len(rx->family);

@@ -467,6 +467,27 @@ test_v6_not_link_local(void **state)
     assert_int_equal(vrrp_adv_decode(V6_ADV, sizeof(V6_ADV), &rx, &a), VRRP_ERR_TTL);
 }
 
+/* VRRPv2 has no IPv6 form (RFC 3768): a well-formed v2 message with one
+ * 16-byte address and a right checksum is still no advert for a receiver
+ * that says v2 over IPv6, as vrrp_adv_encode refuses to write one. */
+static void
+test_v2_over_ipv6(void **state)
+{
+    uint8_t buf[VRRP_HDR_LEN + 16 + VRRP_V2_AUTH_LEN] = {0x21, 7, 100, 1, 0, 1};
+    struct vrrp_rx rx = rx4(2, 7, 1000, V6_DST);
+    struct vrrp_adv a = {
+        .version = 2, .naddrs = 1, .family = AF_INET6, .interval_ms = 1000, .addrs = V6_ADV + 8};
+    struct vrrp_adv d;
+    uint8_t out[sizeof(buf)];
+
+    rx.family = AF_INET6;
+    rx.src = V6_SRC;
+    memcpy(buf + VRRP_HDR_LEN, V6_ADV + 8, 16);
+    fix_csum_plain(buf, sizeof(buf));
+    assert_int_equal(vrrp_adv_decode(buf, sizeof(buf), &rx, &d), VRRP_ERR_VERSION);
+    assert_int_equal(vrrp_adv_encode(&a, V6_SRC, V6_DST, false, out, sizeof(out)), -1);
+}
+
 /* A v3 IPv4 checksum made with some other destination than the one in the IP
  * header is rejected (only the real one and 224.0.0.18 are tried). */
 static void
@@ -612,6 +633,7 @@ main(void)
         cmocka_unit_test(test_decode_bad),
         cmocka_unit_test(test_v6_not_link_local),
         cmocka_unit_test(test_checksum_wrong_destination),
+        cmocka_unit_test(test_v2_over_ipv6),
         cmocka_unit_test(test_ip4_build_matches_keepalived),
         cmocka_unit_test(test_ip4_parse),
         cmocka_unit_test(test_garp_matches_keepalived),
