@@ -10,7 +10,7 @@
  * it: every connection holds its snapshot, so a context outlives the
  * connections that use it, and a reload never changes a running handshake.
  * Session ticket keys are process-wide instead, so that a ticket stays good
- * across reloads and on every worker (see tls.c).
+ * across reloads and on every worker (see tls_tickets.c).
  *
  * The I/O calls report "would block" with the libev event (EV_READ or
  * EV_WRITE) the connection waits for: TLS may need to write to make a read
