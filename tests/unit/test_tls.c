@@ -1,5 +1,5 @@
 /*
- * Unit tests for the session ticket keys of lb/tls.c: a ticket resumes with
+ * Unit tests for the session ticket keys of lb/tls_tickets.c: a ticket resumes with
  * the key that made it, still resumes after one rotation (and comes back
  * renewed), and no longer after two; in TLS 1.3 and 1.2. The server side is
  * tern's own listener context (lb_tls_build on a generated certificate), the
