@@ -265,6 +265,7 @@ struct conf_scale {
     char *exec_create, *exec_destroy, *exec_list;
     uint64_t exec_timeout;
     uint64_t reconcile_interval; /* ms between two reads of the provider's list */
+    uint64_t grace_period;       /* ms a new server has to answer before it has failed */
     struct conf_scale_policy scale_out, scale_in;
     bool has_target_tracking;
     char *tt_metric;

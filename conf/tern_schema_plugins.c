@@ -693,6 +693,17 @@ static const struct conf_field scale_fields[] = {
      .flags = CONF_F_REQUIRED,
      .sub = &provider_schema,
      .doc = "how servers are created and destroyed: exactly one of libvirt, exec"},
+    {.key = "grace_period",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_scale, grace_period),
+     .min = 10000,
+     .max = 3600000,
+     .def = "120s",
+     .doc = "how long a new server has, once created, to answer a TCP connect on its address "
+            "before its launch has failed and it is destroyed, like AWS Auto Scaling's "
+            "HealthCheckGracePeriod; raise it for images that boot slowly. With libvirt it is also "
+            "how long a create waits for the clone's address, and how long a running clone listed "
+            "without one is left before it is replaced (exec: provider.exec.timeout)"},
     {.key = "reconcile_interval",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale, reconcile_interval),

@@ -31,6 +31,7 @@
 #include "scale/group_int.h"
 
 #define SCALE_RELIST_MS 10000 /* ms between two reads of the list, unless configured */
+#define SCALE_GRACE_MS 120000 /* ms a new server has to answer, unless configured */
 
 /* ---- small helpers ---- */
 
@@ -93,6 +94,12 @@ group_set_state(struct scale_group *g, struct scale_server *s, enum scale_srv_st
 {
     s->st = st;
     s->since = g->h->monotonic(g->h);
+}
+
+double
+group_grace(const struct scale_group_cfg *c)
+{
+    return (double)(c->grace_ms != 0 ? c->grace_ms : SCALE_GRACE_MS) / 1000.0;
 }
 
 uint32_t
@@ -382,8 +389,8 @@ make_provider(struct scale_group *g, const struct scale_group_cfg *cfg, struct s
 #ifdef SCALE_HAVE_LIBVIRT
     if (cfg->provider == SCALE_PROV_LIBVIRT) {
         out->ops = &scale_lv_ops;
-        out->p =
-            scale_lv_new(cfg->lv_uri, cfg->lv_template, cfg->lv_storage, cfg->pool, SCALE_GRACE);
+        out->p = scale_lv_new(cfg->lv_uri, cfg->lv_template, cfg->lv_storage, cfg->pool,
+                              group_grace(cfg));
     }
 #endif
     return out->p != NULL ? 0 : -ENOMEM;
@@ -395,13 +402,17 @@ same(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* A libvirt provider waits grace_period for an address on its job threads,
+ * where a reload must not change it under a running create: a new
+ * grace_period makes a new provider. */
 static bool
 same_provider(const struct scale_group_cfg *a, const struct scale_group_cfg *b)
 {
     return a->provider == b->provider && same(a->create, b->create) &&
            same(a->destroy, b->destroy) && same(a->list, b->list) &&
            a->timeout_ms == b->timeout_ms && same(a->lv_uri, b->lv_uri) &&
-           same(a->lv_template, b->lv_template) && same(a->lv_storage, b->lv_storage);
+           same(a->lv_template, b->lv_template) && same(a->lv_storage, b->lv_storage) &&
+           (a->provider != SCALE_PROV_LIBVIRT || a->grace_ms == b->grace_ms);
 }
 
 struct scale_group *

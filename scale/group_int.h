@@ -17,8 +17,6 @@
 
 #include "scale/scale.h"
 
-#define SCALE_GRACE 120.0 /* s a new server has to answer its probe */
-
 enum job_kind { JOB_CREATE, JOB_DESTROY, JOB_LIST, JOB_PROBE };
 
 /* One blocking call of the provider's, or a probe, on the job pool: it
@@ -48,6 +46,9 @@ struct scale_server *group_add_srv(struct scale_group *g, const char *name,
                                    enum scale_srv_state st);
 void group_del_srv(struct scale_group *g, struct scale_server *s);
 void group_set_state(struct scale_group *g, struct scale_server *s, enum scale_srv_state st);
+/* scale[].grace_period in seconds: how long a new server has to answer its
+ * probe and, with libvirt, to get an address. */
+double group_grace(const struct scale_group_cfg *c);
 /* Servers in service or coming: what desired is compared with. */
 uint32_t group_current(const struct scale_group *g);
 /* Starts an activity and returns its id. */

@@ -3,7 +3,8 @@
  *
  * A launch runs the provider's create on the job pool, probes the new
  * address with a TCP connect (on the job pool, every tick, for up to
- * SCALE_GRACE seconds) and only then adds it to the pool (server_add); the
+ * scale[].grace_period, 120 s unless configured: an image that boots
+ * slowly needs more) and only then adds it to the pool (server_add); the
  * pool's own health check takes over from there. A failed create holds
  * the next launch back 1, 2, 4 ... 60 s, so a broken template or script
  * does not spin. A server leaving is drained with remove, so requests in
@@ -216,9 +217,10 @@ job_done(void *arg, void *result, int status)
                                       why ? why : strerror(-r));
                 group_destroy_server(g, s);
             }
-        } else if (g->h->monotonic(g->h) - s->since > SCALE_GRACE) {
+        } else if (g->h->monotonic(g->h) - s->since > group_grace(&g->cfg)) {
             group_activity_result(g, s->activity, false, true,
-                                  "failed: no answer within %.0f s (%s)", SCALE_GRACE, j->err);
+                                  "failed: no answer within %.0f s (%s)", group_grace(&g->cfg),
+                                  j->err);
             group_destroy_server(g, s);
         }
         break;

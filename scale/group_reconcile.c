@@ -20,11 +20,12 @@
  * suspect (it crashed, or someone stopped it), so it is not started again.
  * A running server without an address that the group does not hold is
  * terminated the same way once the lists have shown it so for longer than
- * a create waits for an address (SCALE_GRACE with libvirt, the program's
- * timeout with exec): a clone whose guest never got a DHCP lease, or whose
- * create was cut short by a restart, would otherwise run forever without
- * counting toward desired. The group remembers when it first saw each such
- * name and forgets it once a list shows it with an address or not at all.
+ * a create waits for an address (scale[].grace_period with libvirt, the
+ * program's timeout with exec): a clone whose guest never got a DHCP
+ * lease, or whose create was cut short by a restart, would otherwise run
+ * forever without counting toward desired. The group remembers when it
+ * first saw each such name and forgets it once a list shows it with an
+ * address or not at all.
  * Only a tern that may act does this, and never for a server still in its
  * create job (a libvirt clone is defined, stopped, before it starts), nor
  * from a list read while a create finished (it may show that server before
@@ -140,7 +141,7 @@ static double
 addr_allowance(const struct scale_group *g)
 {
     if (g->cfg.provider == SCALE_PROV_LIBVIRT)
-        return SCALE_GRACE;
+        return group_grace(&g->cfg);
     return (double)g->cfg.timeout_ms / 1000.0;
 }
 

@@ -9,7 +9,7 @@
  * fresh ones) and the overlay as its disk; the domain is defined, tagged
  * with metadata in tern's namespace naming its group, and started; its
  * address comes from DHCP leases, then the guest agent, then ARP, polled
- * for up to a grace period. The port is the template's metadata
+ * for up to the group's grace_period. The port is the template's metadata
  * <tern:scale port='8080'/>, or 80. A failed step undoes what the earlier
  * ones made (stop, undefine, delete the overlay).
  * destroy: stop, undefine (with managed save, snapshot metadata and NVRAM)

@@ -29,6 +29,7 @@ struct scale_group_cfg {
     char *create, *destroy, *list; /* exec; list NULL: destroy lists */
     uint64_t timeout_ms;
     uint64_t relist_ms;                      /* between two reads of the provider's list; 0: 10 s */
+    uint64_t grace_ms;                       /* a new server's time to answer; 0: 120 s */
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
     char *tt_metric;                         /* NULL: no target tracking */

@@ -12,6 +12,10 @@
  * allowance (the exec timeout, 30 s here), and not before; the clock starts
  * again when it leaves the list or the tern may not act; a server in its
  * create job is never destroyed that way.
+ *
+ * scale[].grace_period is how long a new server has to answer its probe
+ * (and, with libvirt, the boot allowance above): one that never answers is
+ * given up after it, 120 s when unset.
  */
 // clang-format off
 #include <setjmp.h>
@@ -33,6 +37,7 @@ static double clock_s;
 static const char *list_text = "";
 static int nlists;           /* lists read since group() */
 static char destroyed[1024]; /* "name " per destroy */
+static char failed[512];     /* the detail of the last failed activity */
 static bool hold_creates;
 
 struct queued {
@@ -86,7 +91,8 @@ static void
 fake_publish(const struct tern_host *h, const struct tern_event *ev)
 {
     (void)h;
-    (void)ev;
+    if (strcmp(ev->state, "failed") == 0)
+        snprintf(failed, sizeof(failed), "%s", ev->detail);
 }
 
 static int
@@ -235,6 +241,7 @@ group(uint32_t desired)
     list_text = "";
     nlists = 0;
     destroyed[0] = '\0';
+    failed[0] = '\0';
     hold_creates = false;
     nqueue = 0;
     g = scale_group_new(&sc, &cfg);
@@ -385,6 +392,49 @@ test_reconcile_interval_in_ticks(void **unused)
     scale_group_free(g);
 }
 
+/* The first list is read at 0.5, the launch follows at 1: a probe that
+ * never answers fails once more than grace_period has passed since. */
+static void
+test_grace_period_gives_up(void **unused)
+{
+    struct scale_group *g = group(1);
+
+    (void)unused;
+    g->cfg.grace_ms = 15000;
+    destroyed_by(g, 16, 16.5, "web-tern-1 ");
+    assert_string_equal(failed, "launch web-tern-1: desired 1, have 0 "
+                                "(failed: no answer within 15 s (refused))");
+    scale_group_free(g);
+}
+
+static void
+test_grace_period_unset_is_120s(void **unused)
+{
+    struct scale_group *g = group(1);
+
+    (void)unused;
+    destroyed_by(g, 121, 121.5, "web-tern-1 ");
+    assert_string_equal(failed, "launch web-tern-1: desired 1, have 0 "
+                                "(failed: no answer within 120 s (refused))");
+    scale_group_free(g);
+}
+
+/* With libvirt a clone listed without an address has grace_period, not
+ * the exec timeout (30 s here), before it is replaced. */
+static void
+test_grace_period_is_libvirt_boot_allowance(void **unused)
+{
+    struct scale_group *g = group(0);
+
+    (void)unused;
+    g->cfg.provider = SCALE_PROV_LIBVIRT;
+    g->cfg.grace_ms = 20000;
+    list_text = "web-tern-1 - running\n";
+    /* Lists at 0.5 (first seen), 10.5, 20.5 (20 s: not more), 30.5. */
+    destroyed_by(g, 25, 35, "web-tern-1 ");
+    scale_group_free(g);
+}
+
 int
 main(void)
 {
@@ -394,6 +444,9 @@ main(void)
         cmocka_unit_test(test_only_while_acting),
         cmocka_unit_test(test_not_in_its_create),
         cmocka_unit_test(test_reconcile_interval_in_ticks),
+        cmocka_unit_test(test_grace_period_gives_up),
+        cmocka_unit_test(test_grace_period_unset_is_120s),
+        cmocka_unit_test(test_grace_period_is_libvirt_boot_allowance),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
