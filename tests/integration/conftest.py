@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import pytest
 
@@ -89,6 +90,17 @@ class Backend:
             pass
 
 
+def lsan_tracer_crashed(log):
+    """LeakSanitizer's tracer, which ptrace-stops the process at exit to scan
+    it, now and then dies of SIGSEGV on its own (about once in 20 runs of
+    one scale test here, with only the main thread left, before and after
+    any change of ours). That says nothing about tern; any other sanitizer
+    report in the same log still fails the test."""
+    return ("Tracer caught signal" in log and "LeakSanitizer has encountered a fatal error" in log
+            and "ERROR: AddressSanitizer" not in log and "ERROR: LeakSanitizer" not in log
+            and "runtime error" not in log)
+
+
 class Tern:
     def __init__(self, yaml_text, wait_ports=(), extra_files=None):
         self.dir = tempfile.mkdtemp(prefix="tern-test-")
@@ -122,6 +134,10 @@ class Tern:
                     raise AssertionError("tern did not stop in time:\n" + self.log())
         self.stderr.close()
         log = self.log()
+        if check and lsan_tracer_crashed(log):
+            warnings.warn("LeakSanitizer's own tracer crashed at exit (google/sanitizers#1353): "
+                          "this run's leak check did not happen")
+            return log
         if check:
             assert "Sanitizer" not in log and "runtime error" not in log, log
             assert self.proc.returncode == 0, f"exit {self.proc.returncode}\n{log}"
