@@ -191,20 +191,39 @@ idle_cb(struct ev_loop *loop, ev_io *io, int revents)
     bconn_close(b);
 }
 
+/* Whether an idle connection is still usable, asked of the socket itself:
+ * a server that closes right after a response (an HTTP/1.0 habit, an idle
+ * timeout) has often queued its FIN before idle_cb could run, when another
+ * session of the same loop pass takes the connection. */
+static bool
+still_open(struct lb_bconn *b)
+{
+    char c;
+    ssize_t n = recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+    return n > 0 && b->ssl && lb_tls_idle_ok(b->ssl);
+}
+
 struct lb_bconn *
-lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse)
+lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse, bool probe)
 {
     struct lb_server *s = &wp->pool->servers[i];
     struct lb_bconn *b;
 
     /* An idle connection of a server that became unusable is not reused;
      * lb_backend_put closes such connections as they come back. */
-    if (allow_reuse && wp->idle[i]) {
+    while (allow_reuse && wp->idle[i]) {
         b = wp->idle[i];
         wp->idle[i] = b->next_idle;
         wp->nidle[i]--;
         ev_io_stop(w->loop, &b->io);
         b->next_idle = NULL;
+        if (probe && !still_open(b)) {
+            bconn_close(b);
+            continue;
+        }
         b->reused = true;
         return b;
     }

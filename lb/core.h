@@ -260,7 +260,8 @@ double lb_lat_quantile(const uint64_t *b, double q);
 void lb_server_observe(struct lb_server *s, uint64_t us);
 /* Returns an idle connection to server i if one is alive, else opens a new
  * non-blocking connection (connect in progress). NULL with errno on failure. */
-struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse);
+struct lb_bconn *lb_backend_get(struct lb_worker *w, struct lb_wpool *wp, int i, bool allow_reuse,
+                                bool probe);
 /* Gives a connection back: kept idle for reuse when keep, else closed. */
 void lb_backend_put(struct lb_bconn *b, bool keep);
 /* Queues q on wp (false when the queue is full). A slot freed on this worker

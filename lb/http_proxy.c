@@ -259,8 +259,11 @@ http_backend_connect(struct http_sess *s)
         }
         struct lb_server *srv = &wp->pool->servers[i];
         /* A replayed request (tries > 0) must not land on a connection that
-         * may be just as stale as the one that failed. */
-        struct lb_bconn *b = lb_backend_get(w, wp, i, s->x->tries == 0);
+         * may be just as stale as the one that failed. One with a body cannot
+         * be replayed at all (backend_lost), so its connection is probed
+         * first: a syscall that GETs, the common case, do not pay. */
+        struct lb_bconn *b =
+            lb_backend_get(w, wp, i, s->x->tries == 0, s->x->req_mode != BODY_NONE);
         s->x->srv = (int16_t)i;
         if (s->x->tries < MAX_TRIES)
             s->x->avoid[s->x->tries] = (int16_t)i;

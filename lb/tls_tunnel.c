@@ -154,7 +154,7 @@ tun_connect(struct tun *t)
         if (t->tries < MAX_TRIES)
             t->avoid[t->tries] = i;
         t->tries++;
-        struct lb_bconn *b = lb_backend_get(w, wp, i, false);
+        struct lb_bconn *b = lb_backend_get(w, wp, i, false, false);
         if (!b) {
             atomic_fetch_add_explicit(&srv->st.connect_errors, 1, memory_order_relaxed);
             if (t->tries <= pc->retries && t->tries < MAX_TRIES)

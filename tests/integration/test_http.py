@@ -311,6 +311,66 @@ def test_backend_closes_before_response_gets_502(tern):
     srv.close()
 
 
+def test_body_request_skips_a_connection_the_backend_closed(tern):
+    """A backend answers with Content-Length and closes at once without
+    saying so. The POST pipelined behind that request is parsed in the same
+    loop pass, before the idle watcher can see the FIN; a request with a
+    body cannot be replayed once sent, so tern must notice the close before
+    it sends. Both answers are 200, the second from a new connection."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    bport = srv.getsockname()[1]
+    conns = []
+
+    def handle(c):
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            if data.startswith(b"GET"):
+                # Corked, the answer waits for the FIN and both leave in one
+                # segment: tern reads the answer with the FIN already queued.
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye\n")
+                c.shutdown(socket.SHUT_WR)
+                return
+            while not data.endswith(b"hello"):
+                data += c.recv(4096)
+            data = b""
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+
+    class B:
+        name = "quiet"
+        address = f"127.0.0.1:{bport}"
+
+    tern(simple_config(port, [B]), [port])
+    for _ in range(10):
+        out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                           b"Connection: close\r\n\r\nhello")
+        assert out.count(b"HTTP/1.1 200 ") == 2, out
+        assert out.endswith(b"hello"), out
+    srv.close()
+    for c in conns:
+        c.close()
+
+
 def test_server_timeout_gives_504(backends, tern):
     (b,) = backends(1)
     port = free_port()
