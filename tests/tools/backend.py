@@ -130,8 +130,10 @@ async def handle(reader, writer, args):
                 # test can assert that a refused request never got here.
                 with open(args.log, "a") as f:
                     f.write(f"{method} {target} {len(body)}\n")
-            close = (hget(headers, "connection") or "").lower() == "close"
-            extra = [("X-Backend", args.name)]
+            # It closes after an HTTP/1.0 request too, and says so (RFC 9112
+            # 9.6): a close it did not announce would race tern's reuse.
+            close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
+            extra = [("X-Backend", args.name)] + ([("Connection", "close")] if close else [])
             if path == "/echo":
                 for k, v in headers:
                     if k.lower().startswith("x-"):
@@ -190,14 +192,13 @@ async def handle(reader, writer, args):
                 writer.write(response(500, b"failing\n", extra, reason="Internal Server Error"))
             else:
                 if method == "HEAD":
-                    writer.write(
-                        f"HTTP/1.1 200 OK\r\nContent-Length: {len(args.name) + 1}\r\n"
-                        f"X-Backend: {args.name}\r\n\r\n".encode()
-                    )
+                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(args.name) + 1}\r\n"
+                    head += "".join(f"{k}: {v}\r\n" for k, v in extra)
+                    writer.write((head + "\r\n").encode())
                 else:
                     writer.write(response(200, (args.name + "\n").encode(), extra))
             await writer.drain()
-            if close or version == "HTTP/1.0":
+            if close:
                 writer.close()
                 return
     except (ConnectionError, asyncio.IncompleteReadError):
