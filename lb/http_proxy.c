@@ -212,6 +212,26 @@ static void backend_cb(struct ev_loop *loop, ev_io *io, int revents);
  * when a connection exists or is in progress, -1 after answering 503. */
 static int send_error(struct http_sess *s, int status);
 
+/* Whether a request may be sent again after its reused connection died
+ * without a byte of answer: the server may have acted on it before dying, so
+ * only an idempotent method (RFC 9110 9.2.2) qualifies, and only without a
+ * body, which went out straight from the client's buffer and is gone. */
+static bool
+replayable(const struct http_exch *x)
+{
+    switch (x->meth) {
+    case HTTP1_M_GET:
+    case HTTP1_M_HEAD:
+    case HTTP1_M_PUT:
+    case HTTP1_M_DELETE:
+    case HTTP1_M_OPTIONS:
+    case HTTP1_M_TRACE:
+        return x->req_mode == BODY_NONE;
+    default:
+        return false;
+    }
+}
+
 int
 http_backend_connect(struct http_sess *s)
 {
@@ -259,11 +279,10 @@ http_backend_connect(struct http_sess *s)
         }
         struct lb_server *srv = &wp->pool->servers[i];
         /* A replayed request (tries > 0) must not land on a connection that
-         * may be just as stale as the one that failed. One with a body cannot
-         * be replayed at all (backend_lost), so its connection is probed
-         * first: a syscall that GETs, the common case, do not pay. */
-        struct lb_bconn *b =
-            lb_backend_get(w, wp, i, s->x->tries == 0, s->x->req_mode != BODY_NONE);
+         * may be just as stale as the one that failed. One that cannot be
+         * replayed at all (backend_lost) has its connection probed first: a
+         * syscall that GETs, the common case, do not pay. */
+        struct lb_bconn *b = lb_backend_get(w, wp, i, s->x->tries == 0, !replayable(s->x));
         s->x->srv = (int16_t)i;
         if (s->x->tries < MAX_TRIES)
             s->x->avoid[s->x->tries] = (int16_t)i;
@@ -856,10 +875,9 @@ backend_lost(struct http_sess *s, bool error)
         sess_close(s);
         return true;
     }
-    if (lb_buf_len(&s->x->sin) == 0 && s->x->b && s->x->b->reused && s->x->req_mode == BODY_NONE) {
-        /* The idle connection was closed by the backend just as we reused
-         * it: nothing reached the application, so send the request again on
-         * a fresh connection. */
+    if (lb_buf_len(&s->x->sin) == 0 && s->x->b && s->x->b->reused && replayable(s->x)) {
+        /* Most likely the backend closed the idle connection just as we
+         * reused it; an idempotent request may go again on a fresh one. */
         backend_release(s, false);
         s->x->sout.head = 0;
         s->x->sout.tail = s->x->sout_len;

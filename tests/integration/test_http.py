@@ -311,27 +311,62 @@ def test_backend_closes_before_response_gets_502(tern):
     srv.close()
 
 
+class RawBackend:
+    """A backend written as socket calls, for the byte timing a test needs:
+    handle(conn, n) runs on its own thread for the n-th accepted
+    connection (0 first)."""
+
+    name = "raw"
+
+    def __init__(self, handle):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.address = "127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._serve, args=(handle,), daemon=True).start()
+
+    def _serve(self, handle):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=handle, args=(c, len(self.conns) - 1), daemon=True).start()
+
+    def stop(self):
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+    @staticmethod
+    def read_head(c, data):
+        """(head, what follows it) of the next request, or None at EOF."""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return head, rest
+
+
 def test_body_request_skips_a_connection_the_backend_closed(tern):
     """A backend answers with Content-Length and closes at once without
     saying so. The POST pipelined behind that request is parsed in the same
     loop pass, before the idle watcher can see the FIN; a request with a
     body cannot be replayed once sent, so tern must notice the close before
     it sends. Both answers are 200, the second from a new connection."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    bport = srv.getsockname()[1]
-    conns = []
 
-    def handle(c):
+    def handle(c, n):
         data = b""
         while True:
-            while b"\r\n\r\n" not in data:
-                chunk = c.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            if data.startswith(b"GET"):
+            got = RawBackend.read_head(c, data)
+            if got is None:
+                return
+            head, data = got
+            if head.startswith(b"GET"):
                 # Corked, the answer waits for the FIN and both leave in one
                 # segment: tern reads the answer with the FIN already queued.
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
@@ -343,32 +378,53 @@ def test_body_request_skips_a_connection_the_backend_closed(tern):
             data = b""
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
-    def serve():
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            conns.append(c)
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
+    b = RawBackend(handle)
     port = free_port()
-
-    class B:
-        name = "quiet"
-        address = f"127.0.0.1:{bport}"
-
-    tern(simple_config(port, [B]), [port])
+    tern(simple_config(port, [b]), [port])
     for _ in range(10):
         out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
                            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                            b"Connection: close\r\n\r\nhello")
         assert out.count(b"HTTP/1.1 200 ") == 2, out
         assert out.endswith(b"hello"), out
-    srv.close()
-    for c in conns:
-        c.close()
+    b.stop()
+
+
+@pytest.mark.parametrize("method,replayed", [("DELETE", True), ("POST", False)])
+def test_only_idempotent_requests_are_replayed(tern, method, replayed):
+    """A backend keeps the connection of a first GET open, then reads the
+    next request on it and closes without a word: it may have acted on it.
+    tern sends a DELETE again on a fresh connection (RFC 9110 9.2.2), but
+    answers a POST, even without a body, with 502 instead of repeating it."""
+    seen = []
+
+    def handle(c, n):
+        data = b""
+        while True:
+            got = RawBackend.read_head(c, data)
+            if got is None:
+                return
+            head, data = got
+            seen.append(head.split(b" ")[0].decode())
+            if n == 0 and len(seen) == 2:
+                c.close()  # read, perhaps acted on, never answered
+                return
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b]).replace("workers: 2", "workers: 1"), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+    c.sendall(f"{method} /thing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    out = c.recv(4096)
+    c.close()
+    b.stop()
+    if replayed:
+        assert out.startswith(b"HTTP/1.1 200 ") and seen == ["GET", method, method], (out, seen)
+    else:
+        assert out.startswith(b"HTTP/1.1 502 ") and seen == ["GET", method], (out, seen)
 
 
 def test_server_timeout_gives_504(backends, tern):
