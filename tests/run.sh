@@ -141,7 +141,7 @@ if command -v clang >/dev/null; then
             dict=()
             [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
             work=$(mktemp -d)
-            if "$f" -max_total_time="${TERN_FUZZ_SECONDS:-$secs}" -timeout=5 -rss_limit_mb=2048 \
+            if TMPDIR="$work" "$f" -max_total_time="${TERN_FUZZ_SECONDS:-$secs}" -timeout=5 -rss_limit_mb=2048 \
                 "${dict[@]}" -artifact_prefix="$work/" "$work" "$corpus" >"$work/log" 2>&1; then
                 passed=$((passed + 1))
                 echo "fuzz $name: $(grep -oE '#[0-9]+[[:space:]]+DONE.*' "$work/log" | tail -1)"

@@ -29,7 +29,7 @@
 
 #define MAIN_FILE "fuzz.yaml"
 
-static char dir[] = "/tmp/fuzz_conf.XXXXXX";
+static char dir[4096]; /* under $TMPDIR, so that run.sh removes it even after a crash */
 static char main_path[sizeof(dir) + sizeof(MAIN_FILE)];
 
 static void
@@ -112,7 +112,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char cwd[4096];
 
+    const char *tmp = getenv("TMPDIR");
+
     check(getcwd(cwd, sizeof(cwd)) != NULL);
+    snprintf(dir, sizeof(dir), "%s/fuzz_conf.XXXXXX", tmp && *tmp == '/' ? tmp : "/tmp");
     check(mkdtemp(dir) != NULL);
     snprintf(main_path, sizeof(main_path), "%s/%s", dir, MAIN_FILE);
     atexit(remove_dir);
