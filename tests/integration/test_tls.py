@@ -737,6 +737,10 @@ def test_tls_backend_verified_and_reused(pki, origins, tern):
          "--data-binary", "@-", "-H", "Expect:", f"https://site.test:{port}/up"],
         input=body, capture_output=True)
     assert r.stdout.decode() == hashlib.sha256(body).hexdigest()
+    # The upload probed the idle TLS connection before using it (a request
+    # with a body cannot be replayed); a healthy one passes and stays in use.
+    r = curl(port, "/", "-D", "-")
+    assert {l for l in r.stdout.split(b"\r\n") if l.startswith(b"X-Conn")} == conns, r.stdout
     r = curl(port, "/big=5000000")
     assert r.returncode == 0 and r.stdout == b"z" * 5_000_000
 
