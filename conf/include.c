@@ -231,9 +231,10 @@ include_one(struct loader *L, struct conf_node *root, const struct conf_node *sp
     /* Three wildcard levels from the root match tens of thousands of files:
      * refuse the pattern whole rather than open each only to report it. */
     if (g.gl_pathc > CONF_INCLUDE_MAX_FILES - L->files) {
-        conf_diag_add(L->d, spec->file, spec->line, spec->col, "include",
-                      "'%s' matches %zu files; a configuration may read at most %d files", pattern,
-                      g.gl_pathc, CONF_INCLUDE_MAX_FILES);
+        conf_diag_add(
+            L->d, spec->file, spec->line, spec->col, "include",
+            "'%s' matches %zu files; a configuration may read at most " CONF_INCLUDE_MAX_FILES_TEXT,
+            pattern, g.gl_pathc);
         globfree(&g);
         return;
     }
@@ -292,6 +293,15 @@ file_error(struct loader *L, const struct conf_node *from, const char *name, con
  * swapped in between. The main file is the operator's choice (tern -t -c
  * <(...) reads a pipe) and opens as it is.
  */
+static const char not_regular[] =
+    "not a regular file (a FIFO, device or socket could block or never end)";
+
+static bool
+refused(bool include, const struct stat *st)
+{
+    return include && !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode);
+}
+
 static FILE *
 open_file(const char *path, bool include, struct stat *st, const char **why)
 {
@@ -299,8 +309,8 @@ open_file(const char *path, bool include, struct stat *st, const char **why)
     int fd;
 
     *why = NULL;
-    if (include && stat(path, st) == 0 && !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
-        *why = "not a regular file (a FIFO, device or socket could block or never end)";
+    if (include && stat(path, st) == 0 && refused(include, st)) {
+        *why = not_regular;
         return NULL;
     }
     fd = open(path, O_RDONLY | O_CLOEXEC | (include ? O_NONBLOCK | O_NOCTTY : 0));
@@ -318,8 +328,8 @@ open_file(const char *path, bool include, struct stat *st, const char **why)
         fclose(f);
         return NULL;
     }
-    if (include && !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
-        *why = "not a regular file (a FIFO, device or socket could block or never end)";
+    if (refused(include, st)) {
+        *why = not_regular;
         fclose(f);
         return NULL;
     }
@@ -345,10 +355,6 @@ read_capped(struct loader *L, FILE *f, char **buf, const char **why)
         if (len == cap) {
             char *q;
 
-            if (cap > L->left) {
-                *why = "the configuration files are larger than " CONF_MAX_BYTES_TEXT " together";
-                goto fail;
-            }
             cap = cap ? cap * 2 : 4096;
             q = realloc(p, cap);
             if (q == NULL) {
@@ -360,15 +366,17 @@ read_capped(struct loader *L, FILE *f, char **buf, const char **why)
         want = cap - len;
         got = fread(p + len, 1, want, f);
         len += got;
+        /* Checked after every read, so the buffer never grows past twice
+         * the budget. */
+        if (len > L->left) {
+            *why = "the configuration files are larger than " CONF_MAX_BYTES_TEXT " together";
+            goto fail;
+        }
         if (got < want)
             break;
     }
     if (ferror(f)) {
         *why = strerror(errno);
-        goto fail;
-    }
-    if (len > L->left) {
-        *why = "the configuration files are larger than " CONF_MAX_BYTES_TEXT " together";
         goto fail;
     }
     L->left -= len;
@@ -398,7 +406,7 @@ load_file(struct loader *L, const char *path, const struct conf_node *from)
         goto out;
     }
     if (L->files >= CONF_INCLUDE_MAX_FILES) {
-        file_error(L, from, path, "a configuration may read at most 256 files");
+        file_error(L, from, path, "a configuration may read at most " CONF_INCLUDE_MAX_FILES_TEXT);
         goto out;
     }
     L->files++;

@@ -19,6 +19,7 @@
 
 #define CONF_INCLUDE_MAX_DEPTH 8
 #define CONF_INCLUDE_MAX_FILES 256 /* the main file included */
+#define CONF_INCLUDE_MAX_FILES_TEXT "256 files"
 
 /* All the files of one load together: far more than any configuration, far
  * less than a file that never ends. */
