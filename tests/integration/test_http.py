@@ -312,9 +312,11 @@ def test_backend_closes_before_response_gets_502(tern):
 
 
 class RawBackend:
-    """A backend written as socket calls, for the byte timing a test needs:
-    handle(conn, n) runs on its own thread for the n-th accepted
-    connection (0 first)."""
+    """A backend written as socket calls, for the byte timing a test needs.
+    Each accepted connection gets a thread that reads request heads and calls
+    handle(conn, n, head, rest) for each: n counts connections from 0, rest
+    is what followed the head, and handle returns what is left for the next
+    request, or None to stop."""
 
     name = "raw"
 
@@ -333,23 +335,24 @@ class RawBackend:
             except OSError:
                 return
             self.conns.append(c)
-            threading.Thread(target=handle, args=(c, len(self.conns) - 1), daemon=True).start()
+            threading.Thread(target=self._requests, args=(c, len(self.conns) - 1, handle),
+                             daemon=True).start()
+
+    def _requests(self, c, n, handle):
+        data = b""
+        while data is not None:
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            data = handle(c, n, head, rest)
 
     def stop(self):
         self.srv.close()
         for c in self.conns:
             c.close()
-
-    @staticmethod
-    def read_head(c, data):
-        """(head, what follows it) of the next request, or None at EOF."""
-        while b"\r\n\r\n" not in data:
-            chunk = c.recv(4096)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        return head, rest
 
 
 def test_body_request_skips_a_connection_the_backend_closed(tern):
@@ -359,24 +362,18 @@ def test_body_request_skips_a_connection_the_backend_closed(tern):
     body cannot be replayed once sent, so tern must notice the close before
     it sends. Both answers are 200, the second from a new connection."""
 
-    def handle(c, n):
-        data = b""
-        while True:
-            got = RawBackend.read_head(c, data)
-            if got is None:
-                return
-            head, data = got
-            if head.startswith(b"GET"):
-                # Corked, the answer waits for the FIN and both leave in one
-                # segment: tern reads the answer with the FIN already queued.
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye\n")
-                c.shutdown(socket.SHUT_WR)
-                return
-            while not data.endswith(b"hello"):
-                data += c.recv(4096)
-            data = b""
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    def handle(c, n, head, data):
+        if head.startswith(b"GET"):
+            # Corked, the answer waits for the FIN and both leave in one
+            # segment: tern reads the answer with the FIN already queued.
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye\n")
+            c.shutdown(socket.SHUT_WR)
+            return None
+        while not data.endswith(b"hello"):
+            data += c.recv(4096)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        return b""
 
     b = RawBackend(handle)
     port = free_port()
@@ -398,18 +395,13 @@ def test_only_idempotent_requests_are_replayed(tern, method, replayed):
     answers a POST, even without a body, with 502 instead of repeating it."""
     seen = []
 
-    def handle(c, n):
-        data = b""
-        while True:
-            got = RawBackend.read_head(c, data)
-            if got is None:
-                return
-            head, data = got
-            seen.append(head.split(b" ")[0].decode())
-            if n == 0 and len(seen) == 2:
-                c.close()  # read, perhaps acted on, never answered
-                return
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+    def handle(c, n, head, data):
+        seen.append(head.split(b" ")[0].decode())
+        if n == 0 and len(seen) == 2:
+            c.close()  # read, perhaps acted on, never answered
+            return None
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        return data
 
     b = RawBackend(handle)
     port = free_port()
