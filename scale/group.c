@@ -30,9 +30,6 @@
 
 #include "scale/group_int.h"
 
-#define SCALE_RELIST_MS 10000 /* ms between two reads of the list, unless configured */
-#define SCALE_GRACE_MS 120000 /* ms a new server has to answer, unless configured */
-
 /* ---- small helpers ---- */
 
 uint64_t

@@ -54,8 +54,9 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
     c->pol.min = (uint32_t)tern_value_int(tern_value_get(v, "min"), 0);
     c->pol.max = (uint32_t)tern_value_int(tern_value_get(v, "max"), c->pol.min);
     c->desired = (uint32_t)tern_value_int(tern_value_get(v, "desired"), c->pol.min);
-    c->relist_ms = (uint64_t)tern_value_int(tern_value_get(v, "reconcile_interval"), 10000);
-    c->grace_ms = (uint64_t)tern_value_int(tern_value_get(v, "grace_period"), 120000);
+    c->relist_ms =
+        (uint64_t)tern_value_int(tern_value_get(v, "reconcile_interval"), SCALE_RELIST_MS);
+    c->grace_ms = (uint64_t)tern_value_int(tern_value_get(v, "grace_period"), SCALE_GRACE_MS);
     if (tern_value_get(ex, "create") == NULL)
         ex = NULL;
     if (tern_value_get(lv, "template") == NULL)

@@ -20,6 +20,11 @@
 
 enum scale_provider_kind { SCALE_PROV_EXEC = 1, SCALE_PROV_LIBVIRT };
 
+/* The schema's defaults of reconcile_interval and grace_period, for a
+ * configuration that reaches the plugin without them. */
+#define SCALE_RELIST_MS 10000
+#define SCALE_GRACE_MS 120000
+
 /* A group's configuration, from one item of the scale: list. */
 struct scale_group_cfg {
     char *pool;
@@ -28,8 +33,8 @@ struct scale_group_cfg {
     enum scale_provider_kind provider;
     char *create, *destroy, *list; /* exec; list NULL: destroy lists */
     uint64_t timeout_ms;
-    uint64_t relist_ms;                      /* between two reads of the provider's list; 0: 10 s */
-    uint64_t grace_ms;                       /* a new server's time to answer; 0: 120 s */
+    uint64_t relist_ms; /* between two reads of the provider's list; 0: SCALE_RELIST_MS */
+    uint64_t grace_ms;  /* a new server's time to answer; 0: SCALE_GRACE_MS */
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
     char *tt_metric;                         /* NULL: no target tracking */
