@@ -15,8 +15,9 @@
  * straight from cin / sin (writev of head and body), only after the framing
  * code has approved them (req_fwd / resp_fwd), so nothing past the end of a
  * message ever reaches the other side. sout keeps the whole request head
- * until the request ends: it is replayed when a reused backend connection
- * turns out to be closed, and it names the request in the access log.
+ * until the request ends, with a copy of the body bytes sent behind it while
+ * they fit: both are replayed when a reused backend connection turns out to
+ * be closed, and the head names the request in the access log.
  *
  * TLS (lb/tls.h) sits under read_into() and write_out() on either side. The
  * readiness flags keep their meaning ("the last attempt did not block"), but
@@ -214,10 +215,11 @@ static int send_error(struct http_sess *s, int status);
 
 /* Whether a request may be sent again after its reused connection died
  * without a byte of answer: the server may have acted on it before dying, so
- * only an idempotent method (RFC 9110 9.2.2) qualifies, and only without a
- * body, which went out straight from the client's buffer and is gone. */
+ * only an idempotent method (RFC 9110 9.2.2) qualifies, and only while every
+ * body byte sent is still at hand (keep_body). nginx retries the same
+ * methods, from its buffered copy of the body. */
 static bool
-replayable(const struct http_exch *x)
+idempotent(const struct http_exch *x)
 {
     switch (x->meth) {
     case HTTP1_M_GET:
@@ -226,10 +228,49 @@ replayable(const struct http_exch *x)
     case HTTP1_M_DELETE:
     case HTTP1_M_OPTIONS:
     case HTTP1_M_TRACE:
-        return x->req_mode == BODY_NONE;
+        return true;
     default:
         return false;
     }
+}
+
+static bool
+replayable(const struct http_exch *x)
+{
+    return idempotent(x) && (x->req_mode == BODY_NONE || !x->body_lost);
+}
+
+/* Whether a request will be replayable whatever happens: its body, if any,
+ * has a length that fits behind the head. Only such a request skips the
+ * probe of a reused connection; a chunked body's size is not known yet. */
+static bool
+surely_replayable(const struct http_exch *x)
+{
+    if (!idempotent(x))
+        return false;
+    if (x->req_mode == BODY_NONE)
+        return true;
+    return x->req_mode == BODY_CL && !x->body_lost &&
+           (uint64_t)x->sout_len + x->body_copy + x->req_fwd + (uint64_t)x->req_left <= LB_BUF_SIZE;
+}
+
+/* Keeps a copy of n body bytes just sent (from p) behind the request head in
+ * sout, where a replay sends them again. The plain path never writes past
+ * the head in sout; the TLS path may have moved these very bytes there
+ * already, which the copy leaves as they are. */
+static void
+keep_body(struct http_exch *x, const char *p, uint64_t n)
+{
+    if (!n || x->body_lost)
+        return;
+    if (n > (uint64_t)LB_BUF_SIZE - x->sout_len - x->body_copy) {
+        x->body_lost = true;
+        return;
+    }
+    char *to = x->sout.data + x->sout_len + x->body_copy;
+    if (to != p)
+        memcpy(to, p, n);
+    x->body_copy += (uint32_t)n;
 }
 
 int
@@ -282,7 +323,7 @@ http_backend_connect(struct http_sess *s)
          * may be just as stale as the one that failed. One that cannot be
          * replayed at all (backend_lost) has its connection probed first: a
          * syscall that GETs, the common case, do not pay. */
-        struct lb_bconn *b = lb_backend_get(w, wp, i, s->x->tries == 0, !replayable(s->x));
+        struct lb_bconn *b = lb_backend_get(w, wp, i, s->x->tries == 0, !surely_replayable(s->x));
         s->x->srv = (int16_t)i;
         if (s->x->tries < MAX_TRIES)
             s->x->avoid[s->x->tries] = (int16_t)i;
@@ -354,6 +395,8 @@ reset_request(struct http_sess *s)
     s->x->tries = 0;
     s->x->status = 0;
     s->x->sout_len = 0;
+    s->x->body_copy = 0;
+    s->x->body_lost = false;
     s->x->req_fwd = s->x->resp_fwd = 0;
     s->x->req_left = s->x->resp_left = 0;
     memset(&s->x->req_ck, 0, sizeof(s->x->req_ck));
@@ -880,7 +923,7 @@ backend_lost(struct http_sess *s, bool error)
          * reused it; an idempotent request may go again on a fresh one. */
         backend_release(s, false);
         s->x->sout.head = 0;
-        s->x->sout.tail = s->x->sout_len;
+        s->x->sout.tail = s->x->sout_len + s->x->body_copy;
         http_backend_connect(s); /* on failure it has answered 503 */
         return false;
     }
@@ -1007,8 +1050,13 @@ sess_run(struct http_sess *s)
             continue;
         }
         if (s->x->b && s->x->b_wr && ((s->x->sout.tail > s->x->sout.head) || s->x->req_fwd)) {
+            uint64_t fwd = s->x->req_fwd;
+            const char *body = s->cin.data + s->cin.head;
+            bool keep = s->x->b->reused && fwd && !s->x->body_lost;
             ssize_t k = write_out(s->x->b->fd, s->x->b->ssl, &s->x->sout, &s->cin, &s->x->req_fwd,
                                   &s->x->b_wr, &s->x->b_wrw);
+            if (keep)
+                keep_body(s->x, body, fwd - s->x->req_fwd);
             if (k > 0) {
                 progress = true;
                 if (s->x->req_fwd == 0 && s->x->sout.head == s->x->sout.tail &&

@@ -53,6 +53,10 @@ struct http_exch {
     int16_t avoid[MAX_TRIES];
     uint16_t status;
     uint32_t sout_len; /* length of the rewritten request head in sout */
+    /* Request body bytes sent on a reused connection, kept in sout behind
+     * the head for a replay (see keep_body); body_lost: some did not fit. */
+    uint32_t body_copy;
+    bool body_lost;
     uint64_t req_fwd, resp_fwd;
     int64_t req_left, resp_left;
     struct http1_chunked req_ck, resp_ck;

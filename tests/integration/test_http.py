@@ -340,14 +340,17 @@ class RawBackend:
 
     def _requests(self, c, n, handle):
         data = b""
-        while data is not None:
-            while b"\r\n\r\n" not in data:
-                chunk = c.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            data = handle(c, n, head, rest)
+        try:
+            while data is not None:
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                data = handle(c, n, head, rest)
+        except OSError:
+            pass  # closed by the handler or by stop()
 
     def stop(self):
         self.srv.close()
@@ -387,6 +390,23 @@ def test_body_request_skips_a_connection_the_backend_closed(tern):
     b.stop()
 
 
+def second_request(tern, handle, request):
+    """One tern worker in front of RawBackend(handle); a client sends a GET
+    (answered 200, which leaves an idle backend connection), then request on
+    the same connection. Returns what the client got for request."""
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b]).replace("workers: 2", "workers: 1"), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+    c.sendall(request)
+    out = c.recv(4096)
+    c.close()
+    b.stop()
+    return out
+
+
 @pytest.mark.parametrize("method,replayed", [("DELETE", True), ("POST", False)])
 def test_only_idempotent_requests_are_replayed(tern, method, replayed):
     """A backend keeps the connection of a first GET open, then reads the
@@ -403,20 +423,62 @@ def test_only_idempotent_requests_are_replayed(tern, method, replayed):
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
         return data
 
-    b = RawBackend(handle)
-    port = free_port()
-    tern(simple_config(port, [b]).replace("workers: 2", "workers: 1"), [port])
-    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
-    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
-    c.sendall(f"{method} /thing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
-    out = c.recv(4096)
-    c.close()
-    b.stop()
+    out = second_request(
+        tern, handle, f"{method} /thing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
     if replayed:
         assert out.startswith(b"HTTP/1.1 200 ") and seen == ["GET", method, method], (out, seen)
     else:
         assert out.startswith(b"HTTP/1.1 502 ") and seen == ["GET", method], (out, seen)
+
+
+def read_body(c, head, data):
+    """The body of a request whose head is head, from data and then c, with
+    its raw framing (Content-Length or chunked); returns (body, rest)."""
+    h = head.lower()
+    if b"transfer-encoding: chunked" in h:
+        while b"\r\n0\r\n\r\n" not in b"\r\n" + data:
+            data += c.recv(65536)
+        end = (b"\r\n" + data).index(b"\r\n0\r\n\r\n") + 5
+        return data[:end], data[end:]
+    n = int(h.split(b"content-length:")[1].split(b"\r\n")[0]) if b"content-length:" in h else 0
+    while len(data) < n:
+        data += c.recv(65536)
+    return data[:n], data[n:]
+
+
+@pytest.mark.parametrize(
+    "extra,body,replayed",
+    [
+        (b"Content-Length: 10000\r\n", b"p" * 10000, True),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", True),
+        # Beyond the 16 KiB that tern keeps behind the head: not replayed.
+        (b"Content-Length: 20000\r\n", b"q" * 20000, False),
+    ],
+    ids=["put-10k", "put-chunked", "put-20k"],
+)
+def test_idempotent_request_with_body_is_replayed_whole(tern, extra, body, replayed):
+    """As above with a PUT and its body: the backend reads the whole request
+    on the reused connection and closes without a word. tern sends it again
+    on a fresh connection with the same body bytes, from the copy it keeps
+    of what it sent; a body too large for that copy gets 502."""
+    seen = []
+
+    def handle(c, n, head, data):
+        got, rest = read_body(c, head, data)
+        seen.append((head.split(b" ")[0].decode(), got))
+        if n == 0 and len(seen) == 2:
+            c.close()
+            return None
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        return rest
+
+    out = second_request(tern, handle, b"PUT /thing HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n" + body)
+    methods = [m for m, _ in seen]
+    if replayed:
+        assert out.startswith(b"HTTP/1.1 200 "), out
+        assert methods == ["GET", "PUT", "PUT"] and seen[1][1] == seen[2][1] == body, seen
+    else:
+        assert out.startswith(b"HTTP/1.1 502 ") and methods == ["GET", "PUT"], (out, methods)
 
 
 def test_server_timeout_gives_504(backends, tern):
