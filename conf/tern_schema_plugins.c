@@ -470,7 +470,9 @@ static const struct conf_field provider_exec_fields[] = {
             "adopt them after a restart; host:port may be - (no address yet: a running server "
             "listed so for longer than timeout is destroyed), state is running (the default) or "
             "a word for not running (stopped, paused ...): such a server is destroyed and "
-            "replaced; absent: destroy is run with TERN_ACTION=list"},
+            "replaced; absent: nothing is listed, so the group knows only the servers it made "
+            "since it started: a restart cannot adopt servers (it makes new ones) and a stopped "
+            "one is not replaced (destroy is never run to list)"},
     {.key = "timeout",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_scale, exec_timeout),

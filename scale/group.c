@@ -7,7 +7,9 @@
  * adopts what the pool and the provider already hold; the provider's list
  * is read again every scale[].reconcile_interval (10 s unless configured;
  * in ticks, rounded up, at least 1) to adopt servers the group lost and to
- * replace those that stopped or never got an address.
+ * replace those that stopped or never got an address. A provider that
+ * cannot list (exec without `list`) is never asked: the group then knows
+ * what the pool holds and what it made itself.
  *
  * Then, while this tern may act (no VRRP, or master of an instance), the
  * policies move desired: a scale-out alarm in ALARM adds servers each tick
@@ -274,6 +276,14 @@ toward_desired(struct scale_group *g)
     }
 }
 
+/* An exec provider without a `list` program cannot list: its destroy is
+ * never asked instead (provider_exec.c says why). */
+static bool
+can_list(const struct scale_group *g)
+{
+    return g->prov.ops->can_list == NULL || g->prov.ops->can_list(g->prov.p);
+}
+
 /* Ticks between two reads of the provider's list: reconcile_interval
  * rounded up to whole ticks, at least 1. */
 static unsigned
@@ -297,10 +307,17 @@ scale_group_tick(struct scale_group *g, bool act)
             /* What the pool already holds (a reload of the plugin)... */
             group_adopt_pool(g);
             /* ...and what the provider knows (a restart of tern). */
-            if (group_submit(g, group_job_new(g, JOB_LIST, NULL)))
-                g->listing = true;
-            else
+            if (!can_list(g)) {
+                g->h->log(g->h, TERN_LOG_INFO,
+                          "group %s: the provider has no list program: servers made before this "
+                          "start are not adopted",
+                          g->cfg.pool);
                 g->started = true;
+            } else if (group_submit(g, group_job_new(g, JOB_LIST, NULL))) {
+                g->listing = true;
+            } else {
+                g->started = true;
+            }
         }
         return;
     }
@@ -312,7 +329,7 @@ scale_group_tick(struct scale_group *g, bool act)
         g->naddrless = 0;
         return;
     }
-    if (++g->ticks % relist_ticks(g) == 0 && !g->listing &&
+    if (++g->ticks % relist_ticks(g) == 0 && !g->listing && can_list(g) &&
         group_submit(g, group_job_new(g, JOB_LIST, NULL)))
         g->listing = true;
     apply_policies(g);

@@ -2,9 +2,9 @@
  * What a scaling group makes of the provider's list.
  *
  * The first tick asks the provider which servers exist (exec: the `list`
- * program, or without one `destroy` with TERN_ACTION=list; a program that
- * does not know the action may exit non-zero, and then nothing is adopted)
- * and what the pool holds: servers named <pool>-tern-<n> are adopted rather
+ * program; without one nothing is listed and nothing adopted but what the
+ * pool holds; a list that exits non-zero adopts nothing either) and what
+ * the pool holds: servers named <pool>-tern-<n> are adopted rather
  * than made again after a restart, and desired becomes at least their
  * number. The list is read again every scale[].reconcile_interval to adopt
  * servers the group lost and to replace those that stopped.

@@ -10,11 +10,13 @@
  * exist, optionally with a third word, the server's state: "running" (the
  * same as none) or any other word (stopped, paused ...) for one that exists
  * and does not run, which the group replaces; host:port may be "-" for a
- * server without an address yet (group_reconcile.c has the details). Without a
- * `list` program, `destroy` is run with TERN_ACTION=list (the older form:
- * one script for both; a program that does not know the action exits
- * non-zero and nothing is adopted after a restart). destroy must also work
- * on a server that is stopped.
+ * server without an address yet (group_reconcile.c has the details).
+ * Without a `list` program nothing is listed: the group knows only the
+ * servers it made itself, and adopts none after a restart. destroy is never
+ * run for anything but a destroy: DESIGN.md gives it TERN_SERVER and
+ * TERN_ADDRESS, and a script written to that contract (rm -rf
+ * /vms/$TERN_SERVER) must never see them empty. destroy must also work on
+ * a server that is stopped.
  *
  * The program runs as `/bin/sh -c <command>` in a process group of its own,
  * with the daemon's environment plus the TERN_* variables the group sets
@@ -241,7 +243,7 @@ out:
 /* ---- the provider ---- */
 
 struct exec_prov {
-    char *create, *destroy, *list; /* list "": destroy lists */
+    char *create, *destroy, *list; /* list "": cannot list */
     uint64_t timeout_ms;
 };
 
@@ -358,8 +360,15 @@ exec_list(void *p, const char *group, char **out, char *err, size_t errlen)
 {
     const struct exec_prov *e = p;
 
-    return run(e, e->list[0] != '\0' ? e->list : e->destroy, "list", group, NULL, NULL, out, err,
-               errlen);
+    return run(e, e->list, "list", group, NULL, NULL, out, err, errlen);
+}
+
+static bool
+exec_can_list(const void *p)
+{
+    const struct exec_prov *e = p;
+
+    return e->list[0] != '\0';
 }
 
 const struct scale_provider_ops scale_exec_ops = {
@@ -367,5 +376,6 @@ const struct scale_provider_ops scale_exec_ops = {
     .create = exec_create,
     .destroy = exec_destroy,
     .list = exec_list,
+    .can_list = exec_can_list,
     .free = exec_free,
 };

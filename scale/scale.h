@@ -31,7 +31,7 @@ struct scale_group_cfg {
     uint32_t desired;
     struct scale_policy_cfg pol;
     enum scale_provider_kind provider;
-    char *create, *destroy, *list; /* exec; list NULL: destroy lists */
+    char *create, *destroy, *list; /* exec; list NULL: the provider cannot list */
     uint64_t timeout_ms;
     uint64_t relist_ms; /* between two reads of the provider's list; 0: SCALE_RELIST_MS */
     uint64_t grace_ms;  /* a new server's time to answer; 0: SCALE_GRACE_MS */
@@ -89,6 +89,9 @@ struct scale_lv;
  * returns 0 with "name host:port [state]" lines in *out (malloc()ed), or -1
  * when it cannot tell; host:port may be "-" (no address yet) and a state
  * other than "running" (or none) says the server exists but is not running.
+ * can_list (may be NULL: it can) says whether list may be called at all:
+ * an exec provider without a `list` program cannot, and the group then
+ * never asks.
  */
 struct scale_provider_ops {
     const char *name;
@@ -97,6 +100,7 @@ struct scale_provider_ops {
     int (*destroy)(void *p, const char *group, const char *server, const char *address, char *err,
                    size_t errlen);
     int (*list)(void *p, const char *group, char **out, char *err, size_t errlen);
+    bool (*can_list)(const void *p);
     void (*free)(void *p);
 };
 

@@ -2,12 +2,14 @@
 
 tern runs with a watch: section whose alarms follow
 pool.web.requests_per_second and a scale: group on pool web whose provider
-is a pair of shell scripts written here: create starts tests/tools/backend.py
+is a set of shell scripts written here: create starts tests/tools/backend.py
 on a free port, records "name pid address" in a state file and prints the
-address last; destroy kills by PID from that file, and with
-TERN_ACTION=list prints the servers still alive (that is how a restarted
-tern adopts them), those stopped with SIGSTOP as "name address stopped". Python threads drive the load; every request must
-succeed while the group grows to max and shrinks back to min.
+address last; destroy kills by PID from that file (it is written to
+DESIGN.md's contract alone: it knows no TERN_ACTION); list prints the
+servers still alive (that is how a restarted tern adopts them), those
+stopped with SIGSTOP as "name address stopped". Python threads drive the
+load; every request must succeed while the group grows to max and shrinks
+back to min.
 """
 import json
 import os
@@ -37,19 +39,21 @@ echo "started $TERN_SERVER as pid $pid"
 echo 127.0.0.1:$port
 """
 
+LIST = """#!/bin/sh
+dir={dir}
+touch $dir/state
+while read name pid addr; do
+    kill -0 $pid 2>/dev/null || continue
+    case $(cut -d' ' -f3 /proc/$pid/stat) in
+        T) echo "$name $addr stopped" ;;
+        *) echo "$name $addr" ;;
+    esac
+done < $dir/state
+"""
+
 DESTROY = """#!/bin/sh
 dir={dir}
 touch $dir/state
-if [ "$TERN_ACTION" = list ]; then
-    while read name pid addr; do
-        kill -0 $pid 2>/dev/null || continue
-        case $(cut -d' ' -f3 /proc/$pid/stat) in
-            T) echo "$name $addr stopped" ;;
-            *) echo "$name $addr" ;;
-        esac
-    done < $dir/state
-    exit 0
-fi
 echo "$TERN_ACTION $TERN_GROUP $TERN_POOL $TERN_SERVER $TERN_ADDRESS" >> $dir/calls
 pid=$(awk -v n="$TERN_SERVER" '$1 == n {{ print $2 }}' $dir/state)
 [ -n "$pid" ] && kill $pid && kill -CONT $pid
@@ -112,10 +116,12 @@ class Load:
             t.join()
 
 
-def config(port, admin, d, create_timeout="10s", max_=3, reconcile=None):
+def config(port, admin, d, create_timeout="10s", max_=3, reconcile=None, list_=True):
     """reconcile: the group's reconcile_interval (how often it reads the
-    provider's list again); None leaves the 10 s default."""
+    provider's list again); None leaves the 10 s default. list_: whether the
+    exec provider has its list program."""
     relist = f"    reconcile_interval: {reconcile}\n" if reconcile else ""
+    lister = f" list: {d}/list.sh," if list_ else ""
     return f"""global:
   workers: 1
 admin:
@@ -137,7 +143,7 @@ scale:
   - pool: web
     min: 1
     max: {max_}
-{relist}    provider: {{ exec: {{ create: {d}/create.sh, destroy: {d}/destroy.sh, timeout: {create_timeout} }} }}
+{relist}    provider: {{ exec: {{ create: {d}/create.sh, destroy: {d}/destroy.sh,{lister} timeout: {create_timeout} }} }}
     scale_out: {{ alarm: web-busy, add: 1, cooldown: 1s }}
     scale_in: {{ alarm: web-idle, remove: 1, cooldown: 1s }}
 """
@@ -146,7 +152,7 @@ scale:
 @pytest.fixture
 def scripts(tmp_path):
     d = str(tmp_path)
-    for name, text in (("create.sh", CREATE), ("destroy.sh", DESTROY)):
+    for name, text in (("create.sh", CREATE), ("destroy.sh", DESTROY), ("list.sh", LIST)):
         p = os.path.join(d, name)
         with open(p, "w") as f:
             f.write(text.format(dir=d, backend=BACKEND))
@@ -496,37 +502,47 @@ def test_reload_keeps_the_group(tern, scripts):
     assert len([c for c in calls(d) if c.startswith("create")]) == 2
 
 
-def test_list_program_adopts(tern, scripts):
-    """exec's `list:` program is what lists servers at start: with one, a
-    destroy that refuses TERN_ACTION=list is never asked, and a restart
-    still adopts the server it finds."""
+def shrink_by_reload(t, admin, text):
+    """Reloads text with min and max 1 (the group had 2); returns the group
+    once it has settled at 1."""
+    with open(t.conf, "w") as f:
+        f.write(text.replace("    min: 2\n", "    min: 1\n").replace("    max: 2\n", "    max: 1\n"))
+    t.proc.send_signal(signal.SIGHUP)
+    return wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 20)
+
+
+def test_destroy_runs_only_to_destroy(tern, scripts):
+    """Without a list program the destroy program, written to DESIGN.md's
+    contract (it knows no TERN_ACTION and would remove whatever
+    TERN_SERVER names), runs exactly once per server removed, always with
+    TERN_SERVER and TERN_ADDRESS: never at start, never at a reconcile."""
     d = scripts
-    # destroy.sh refuses to list unless list.sh calls it.
     with open(os.path.join(d, "destroy.sh")) as f:
         text = f.read()
     with open(os.path.join(d, "destroy.sh"), "w") as f:
-        f.write(text.replace('if [ "$TERN_ACTION" = list ]; then',
-                             'if [ "$TERN_ACTION" = list ] && [ -z "$FROM_LIST" ]; then\n'
-                             f'    echo "destroy asked to list" >> {d}/calls; exit 3\nfi\n'
-                             'if [ "$TERN_ACTION" = list ]; then', 1))
-    with open(os.path.join(d, "list.sh"), "w") as f:
-        f.write(f"#!/bin/sh\necho \"listed $TERN_ACTION\" >> {d}/calls\n"
-                f"FROM_LIST=1 exec {d}/destroy.sh\n")
-    os.chmod(os.path.join(d, "list.sh"), 0o755)
+        f.write(text.replace(f"dir={d}\n", f"dir={d}\n"
+                             'echo "server=${TERN_SERVER:-<unset>} address=${TERN_ADDRESS:-<unset>}"'
+                             f" >> {d}/destroys\n", 1))
     port, admin = free_port(), free_port()
-    yaml = config(port, admin, d).replace(
-        f"destroy: {d}/destroy.sh,", f"destroy: {d}/destroy.sh, list: {d}/list.sh,")
-    assert "list:" in yaml
-    t = tern(yaml, wait_ports=[port])
-    assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
-    t.stop()
-    t2 = tern(yaml, wait_ports=[port])
-    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 15)
-    assert g, f"{scale_api(admin)}\n{t2.log()}"
-    assert g["servers"][0]["adopted"] is True, g
-    assert "listed list" in calls(d)
-    assert "destroy asked to list" not in calls(d), calls(d)
-    assert len([c for c in calls(d) if c.startswith("create")]) == 1, calls(d)
+    text = config(port, admin, d, max_=2, reconcile="1s", list_=False).replace(
+        "    min: 1\n", "    min: 2\n")
+    assert "list:" not in text
+    t = tern(text, wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 2) else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    addr = {s["name"]: s["address"] for s in g["servers"]}
+    # Several reconcile intervals pass: nothing may call destroy.
+    time.sleep(scaled(3))
+    assert not os.path.exists(os.path.join(d, "destroys")), calls(d)
+    assert "has no list program" in t.log()
+
+    g = shrink_by_reload(t, admin, text)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    time.sleep(scaled(2))
+    with open(os.path.join(d, "destroys")) as f:
+        assert f.read().splitlines() == [f"server=web-tern-2 address={addr['web-tern-2']}"]
+    assert [c for c in calls(d) if not c.startswith("create")] == [
+        f"destroy web web web-tern-2 {addr['web-tern-2']}"], calls(d)
 
 
 def pid_of(d, name):
@@ -607,12 +623,12 @@ def test_server_in_its_create_is_not_replaced(tern, scripts):
         f.write(text.replace(f"dir={d}\n", f"dir={d}\n"
                              "echo \"$TERN_SERVER - stopped\" > $dir/booting\n"
                              "sleep 4\nrm -f $dir/booting\n", 1))
-    with open(os.path.join(d, "destroy.sh")) as f:
+    with open(os.path.join(d, "list.sh")) as f:
         text = f.read()
-    with open(os.path.join(d, "destroy.sh"), "w") as f:
-        f.write(text.replace("    done < $dir/state\n",
-                             "    done < $dir/state\n"
-                             "    [ -f $dir/booting ] && tee -a $dir/seen < $dir/booting\n", 1))
+    with open(os.path.join(d, "list.sh"), "w") as f:
+        f.write(text.replace("done < $dir/state\n",
+                             "done < $dir/state\n"
+                             "[ -f $dir/booting ] && tee -a $dir/seen < $dir/booting\n", 1))
     port, admin = free_port(), free_port()
     t = tern(config(port, admin, d, create_timeout="30s", reconcile="1s"), wait_ports=[port])
     g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 25)
@@ -630,11 +646,11 @@ def test_addressless_server_is_replaced(tern, scripts):
     terminated and destroyed (a clone that never got a DHCP lease); one
     that gets its address before that is adopted, not destroyed."""
     d = scripts
-    with open(os.path.join(d, "destroy.sh")) as f:
+    with open(os.path.join(d, "list.sh")) as f:
         text = f.read()
     listing = '        *) echo "$name $addr" ;;\n'
     assert listing in text
-    with open(os.path.join(d, "destroy.sh"), "w") as f:
+    with open(os.path.join(d, "list.sh"), "w") as f:
         f.write(text.replace(listing,
                              '        *) echo "$name $addr running" | tee -a $dir/seen ;;\n', 1))
     # web-tern-1 runs and never gets an address; web-tern-2 is a backend
