@@ -273,6 +273,23 @@ keep_body(struct http_exch *x, const char *p, uint64_t n)
     x->body_copy += (uint32_t)n;
 }
 
+/* The idle timeout of a forwarded request: while tern waits for more of the
+ * request body from the client (nothing of it waits for the server), the
+ * client's (nginx's client_body_timeout, HAProxy's timeout client); else the
+ * server's. */
+static bool
+client_owes_body(const struct http_sess *s)
+{
+    return !s->x->req_done && !s->x->req_fwd &&
+           !(s->x->sout.data && s->x->sout.tail > s->x->sout.head);
+}
+
+static uint64_t
+forward_timeout(const struct http_sess *s)
+{
+    return client_owes_body(s) ? lcf(s)->timeout_client : pcf(s)->timeout_server;
+}
+
 int
 http_backend_connect(struct http_sess *s)
 {
@@ -914,7 +931,12 @@ backend_lost(struct http_sess *s, bool error)
             s->x->b_eof = true;
             return false;
         }
-        /* Truncated body: the client must see a cut, not a short success. */
+        /* Truncated body: the client must see a cut, not a short success;
+         * or, when nothing of the answer has gone out yet, a 502. */
+        if (!s->x->bytes_out) {
+            send_error(s, 502);
+            return false;
+        }
         sess_close(s);
         return true;
     }
@@ -1041,6 +1063,7 @@ sess_run(struct http_sess *s)
             break;
 
         /* ST_FORWARD and ST_TUNNEL */
+        bool req_was_done = s->x->req_done;
         if (approve_request(s) < 0) {
             if (s->x->any_resp_sent) {
                 sess_close(s);
@@ -1049,6 +1072,8 @@ sess_run(struct http_sess *s)
             send_error(s, 400);
             continue;
         }
+        if (!req_was_done && s->x->req_done && s->state == ST_FORWARD)
+            arm_timer(s, pcf(s)->timeout_server); /* the client's part is done */
         if (s->x->b && s->x->b_wr && ((s->x->sout.tail > s->x->sout.head) || s->x->req_fwd)) {
             uint64_t fwd = s->x->req_fwd;
             const char *body = s->cin.data + s->cin.head;
@@ -1059,6 +1084,8 @@ sess_run(struct http_sess *s)
                 keep_body(s->x, body, fwd - s->x->req_fwd);
             if (k > 0) {
                 progress = true;
+                if (s->state == ST_FORWARD && !s->x->req_done)
+                    arm_timer(s, forward_timeout(s));
                 if (s->x->req_fwd == 0 && s->x->sout.head == s->x->sout.tail &&
                     s->state == ST_TUNNEL && s->c_eof)
                     half_close(s->x->b->fd, s->x->b->ssl);
@@ -1074,6 +1101,8 @@ sess_run(struct http_sess *s)
             if (n > 0) {
                 s->x->bytes_in += (uint64_t)n;
                 progress = true;
+                if (s->state == ST_FORWARD)
+                    arm_timer(s, forward_timeout(s));
             } else if (n == 0 || n == -2) {
                 s->c_eof = true;
                 if (s->state != ST_TUNNEL) {
@@ -1122,6 +1151,10 @@ sess_run(struct http_sess *s)
         if (s->x->resp_head_done && approve_response(s) < 0) {
             lb_warn("pool %s server %s: malformed chunked response", pcf(s)->name,
                     s->x->b ? s->x->b->srv->name : "?");
+            if (!s->x->bytes_out) { /* the client has seen nothing of it yet */
+                send_error(s, 502);
+                continue;
+            }
             sess_close(s);
             return;
         }
@@ -1244,7 +1277,7 @@ backend_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         s->state = ST_FORWARD;
         s->x->t_connect = lb_now_us(loop);
-        arm_timer(s, pcf(s)->timeout_server);
+        arm_timer(s, forward_timeout(s));
         ev_io_stop(loop, &s->x->bio);
         s->x->bio.events = 0;
     }
@@ -1291,6 +1324,14 @@ timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         sess_run(s);
         return;
     case ST_FORWARD:
+        if (!s->x->resp_head_done && client_owes_body(s)) {
+            lb_debug("listener %s: client sent no more of its request body within the client "
+                     "timeout",
+                     lcf(s)->name);
+            send_error(s, 408);
+            sess_run(s);
+            return;
+        }
         if (!s->x->resp_head_done) {
             lb_warn("pool %s server %s: no response within the server timeout", pcf(s)->name,
                     s->x->b ? s->x->b->srv->name : "?");

@@ -1,0 +1,293 @@
+"""HTTP proxying at its edges: every timeout of a listener and a pool,
+the retry budget, interim responses, and backends that answer garbage.
+
+Each test runs the real binary against sockets the test controls, so it
+can hold a byte back, stall, or lie, and checks what the client sees and
+that tern goes on serving.
+"""
+import base64
+import http.client
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import free_port, raw_exchange, scaled, simple_config, status_of, wait_for
+from test_http import RawBackend, get
+
+
+def one_worker(cfg):
+    return cfg.replace("workers: 2", "workers: 1")
+
+
+def closed_within(c, at_least, at_most):
+    """Waits for the peer to close c; returns the seconds it took, asserting
+    the bounds. Anything received before the close is returned too."""
+    t0 = time.monotonic()
+    c.settimeout(at_most)
+    got = b""
+    while True:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    took = time.monotonic() - t0
+    assert at_least <= took < at_most, took
+    return took, got
+
+
+def test_idle_client_closed_at_client_timeout_busy_one_kept(backends, tern):
+    """timeouts.client ends a keep-alive connection that stays silent
+    between requests; one that keeps asking within it stays open."""
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b], listener_extra="    timeouts: { client: 1s }\n"), [port])
+    busy = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(5))
+    idle = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:
+        busy.request("GET", "/")
+        assert busy.getresponse().read() == b"b1\n"  # same connection each time
+        time.sleep(0.3)
+    assert busy.sock is not None
+    # The idle one was closed about 1 s after its answer, long before now.
+    idle.settimeout(0.2)
+    assert idle.recv(4096) == b""
+
+
+def test_client_stalling_in_its_body_is_cut_at_client_timeout(tern):
+    """A client sends its head and part of the body, then nothing: the
+    request has gone to the backend, which waits for the rest. At
+    timeouts.client tern gives up on the client with 408 and closes the
+    backend connection (its framing is in doubt), not at the 30 s server
+    timeout."""
+    closed = []
+
+    def handle(c, n, head, data):
+        c.settimeout(scaled(10))
+        try:
+            while c.recv(4096):
+                pass
+            closed.append(True)
+        except OSError:
+            pass
+        return None
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b], listener_extra="    timeouts: { client: 1s }\n"), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    _, got = closed_within(c, 0.8, scaled(5))
+    assert status_of(got) == 408, got
+    assert wait_for(lambda: closed, scaled(3)), "the backend connection stayed open"
+    b.stop()
+
+
+def blackhole():
+    """A listening socket whose accept queue is full: the kernel drops the
+    SYN of any further connect, which then hangs as toward a dead host.
+    Returns (listener, [the connections that fill it])."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    fill = []
+    for _ in range(2):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(srv.getsockname())
+        fill.append(f)
+    time.sleep(0.2)
+    return srv, fill
+
+
+class Named:
+    def __init__(self, name, address):
+        self.name, self.address = name, address
+
+
+def test_connect_timeout_moves_on_then_503(backends, tern):
+    """A server whose connect never completes is given up after
+    timeouts.connect; the request goes to the next server. With only that
+    server, each of 1 + retries attempts waits the timeout, then 503."""
+    (b,) = backends(1)
+    srv, fill = blackhole()
+    hole = Named("hole", "127.0.0.1:%d" % srv.getsockname()[1])
+    port, port2 = free_port(), free_port()
+    pool = "    retries: 1\n    timeouts: { connect: 400ms }\n"
+    tern(one_worker(simple_config(port, [hole, b], pool_extra=pool)), [port])
+    for _ in range(4):  # round robin: two of these meet the hole first
+        t0 = time.monotonic()
+        r, data, c = get(port)
+        c.close()
+        assert r.status == 200 and data == b"b1\n"
+    assert time.monotonic() - t0 < scaled(3)
+    tern(one_worker(simple_config(port2, [hole], pool_extra=pool)), [port2])
+    t0 = time.monotonic()
+    out = raw_exchange(port2, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+    took = time.monotonic() - t0
+    assert status_of(out) == 503, out
+    assert 0.75 <= took < scaled(5), took
+    srv.close()
+    for f in fill:
+        f.close()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_bound_the_connect_attempts(tern, retries):
+    """Every server refuses: a request makes exactly 1 + retries connect
+    attempts, each on a different server while there are others, then
+    gets 503. Counted by the admin API's connect_errors."""
+    dead = [Named(f"d{i}", f"127.0.0.1:{free_port()}") for i in range(4)]
+    port, aport = free_port(), free_port()
+    cfg = one_worker(simple_config(port, dead, pool_extra=f"    retries: {retries}\n"))
+    tern(cfg.replace("listeners:", f"admin:\n  listen: 127.0.0.1:{aport}\nlisteners:"),
+         [port, aport])
+    for _ in range(3):
+        out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(out) == 503, out
+    c = http.client.HTTPConnection("127.0.0.1", aport, timeout=scaled(5))
+    c.request("GET", "/api/v1/pools/web")
+    servers = json.loads(c.getresponse().read())["servers"]
+    errors = [s["connect_errors"] for s in servers]
+    assert sum(errors) == 3 * (1 + retries), errors
+    if retries:
+        assert max(errors) <= 3, errors  # never the same server twice in a request
+
+
+def websocket(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def ws_echo(s, msg):
+    mask = os.urandom(4)
+    s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(msg)))
+    hdr = s.recv(2, socket.MSG_WAITALL)
+    return s.recv(hdr[1] & 0x7F, socket.MSG_WAITALL)
+
+
+def test_websocket_idle_beyond_tunnel_timeout_is_closed(backends, tern):
+    """timeouts.tunnel bounds the silence of an upgraded connection, not its
+    life: one that echoes every 0.3 s outlives it; one left silent is
+    closed about 1 s after its last message."""
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b], listener_extra="    timeouts: { tunnel: 1s }\n"), [port])
+    quiet, busy = websocket(port), websocket(port)
+    assert ws_echo(quiet, b"once") == b"once"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:
+        assert ws_echo(busy, b"ping") == b"ping"
+        time.sleep(0.3)
+    quiet.settimeout(0.2)
+    assert quiet.recv(16) == b""
+    busy.close()
+
+
+def test_backend_100_continue_reaches_the_client_before_its_body(tern):
+    """The client waits for 100 Continue before it sends the body (it has no
+    fallback timer here): the backend's interim answer must come through,
+    then the final one."""
+    got = []
+
+    def handle(c, n, head, data):
+        assert b"expect: 100-continue" in head.lower()
+        c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while len(data) < 5:
+            data += c.recv(4096)
+        got.append(data[:5])
+        c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        return data[5:]
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = c.recv(4096)
+    assert interim.startswith(b"HTTP/1.1 100 "), interim
+    c.sendall(b"hello")
+    final = b""
+    while not final.endswith(b"ok"):
+        final += c.recv(4096)
+    assert final.startswith(b"HTTP/1.1 201 "), final
+    assert got == [b"hello"]
+    c.close()
+    b.stop()
+
+
+BAD_RESPONSES = {
+    "garbage": b"garbage\r\n\r\n",
+    "status-4-digits": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "cl-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "nul-in-value": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+    "http-2.0": b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+def test_malformed_backend_responses_get_502_and_tern_goes_on(tern):
+    """A backend that answers with a broken head: the client gets 502 (none
+    of it is passed on) and tern serves the next request normally."""
+
+    def handle(c, n, head, data):
+        path = head.split(b" ")[1].decode()
+        if path == "/ok":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            return data
+        c.sendall(BAD_RESPONSES[path[1:]])
+        c.close()
+        return None
+
+    b = RawBackend(handle)
+    port = free_port()
+    t = tern(simple_config(port, [b]), [port])
+    for name in BAD_RESPONSES:
+        out = raw_exchange(port, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert status_of(out) == 502, (name, out)
+        assert b"hello" not in out and b"X-A" not in out, (name, out)
+        r, data, c = get(port, "/ok")
+        c.close()
+        assert r.status == 200 and data == b"ok\n", name
+    assert t.proc.poll() is None
+    b.stop()
+
+
+@pytest.mark.parametrize("pause", [0, 0.3])
+def test_bad_chunked_response_body(tern, pause):
+    """The head is good, then the chunk framing breaks. If the client has
+    seen nothing yet (all arrived in one read), it gets 502; if the head and
+    a first chunk have gone out, its connection is cut, never completed
+    with a forged last chunk."""
+
+    def handle(c, n, head, data):
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                  + (b"" if pause else b"zz\r\n"))
+        if pause:
+            time.sleep(pause)
+            c.sendall(b"zz\r\n")
+        return data
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+    if pause:
+        assert status_of(out) == 200 and out.endswith(b"hello\r\n"), out
+    else:
+        assert status_of(out) == 502, out
+    b.stop()
