@@ -77,8 +77,10 @@ static const struct conf_field global_fields[] = {
      CONF_AT(struct conf_global, max_connections),
      .min = 1,
      .def = "100000",
-     .doc = "client connections open at once across all workers; beyond it new "
-            "connections wait in the kernel's accept queue"},
+     .doc = "client connections open at once across all workers together (HAProxy's "
+            "global maxconn, not a share per worker); beyond it new connections wait in "
+            "the kernel's accept queue. A reload applies to new connections: those open "
+            "above a lowered limit stay until they end"},
     {.key = "access_log",
      .kind = CONF_CUSTOM,
      .parse = parse_access_log,

@@ -103,6 +103,10 @@ reload_apply(struct lb_ctl *ctl)
     if (c->global.workers != oc->global.workers)
         lb_warn("reload: global.workers changed (%d -> %d); that takes a restart, keeping %d",
                 oc->global.workers, c->global.workers, nw);
+    if (c->global.max_connections != oc->global.max_connections)
+        lb_info("reload: global.max_connections %u -> %u; connections open above the new limit "
+                "stay, new ones wait until the count is under it",
+                oc->global.max_connections, c->global.max_connections);
 
     ns = lb_snapshot_new(c);
     if (!ns) {

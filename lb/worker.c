@@ -7,6 +7,17 @@
  * Draining (SIGTERM): listeners close first so the kernel sends new
  * connections elsewhere, idle keep-alive connections are closed, and requests
  * in flight finish; whatever remains when the drain bound expires is cut.
+ *
+ * global.max_connections bounds the client connections of the whole process,
+ * as HAProxy's global maxconn does, not a share per worker: with SO_REUSEPORT
+ * the kernel spreads connections by hash, so a per-worker share would refuse
+ * service on one worker while another sits idle. One relaxed atomic counts
+ * them; a worker takes a slot before accept(2) and gives it back when the
+ * connection ends. Each worker reads the limit from its current generation,
+ * so a reload changes it at the next accept; connections already open stay.
+ * A worker that finds no slot stops watching its listening sockets (new
+ * connections wait in the kernel's accept queue) and is woken by whichever
+ * worker frees one.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -23,6 +34,20 @@
 
 #define ACCEPT_BATCH 64
 
+static struct {
+    _Atomic uint32_t open; /* client connections, all workers */
+    atomic_int nwaiting;   /* workers waiting for a slot; closers wake them */
+    atomic_bool *waiting;  /* [worker id] */
+    struct lb_worker *ws;
+    int n;
+} slots;
+
+/* Worker-thread state. at_limit: this worker's listeners are paused for
+ * want of a slot. slot_held: accept_cb took a slot that the session being set
+ * up has not claimed yet (lb_worker_conn_add), so a session that never
+ * started gives it back. */
+static _Thread_local bool at_limit, slot_held;
+
 uint64_t
 lb_worker_rand(struct lb_worker *w)
 {
@@ -35,9 +60,48 @@ lb_worker_rand(struct lb_worker *w)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+static uint32_t
+conn_limit(const struct lb_worker *w)
+{
+    return w->gen->snap->conf->global.max_connections;
+}
+
+static bool
+slot_take(const struct lb_worker *w)
+{
+    uint32_t max = conn_limit(w);
+    uint32_t n = atomic_load_explicit(&slots.open, memory_order_relaxed);
+    do {
+        if (n >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&slots.open, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* The count and the waiting flags are each written before the other is read
+ * (seq_cst), by closers and by pausing workers alike, so a worker that pauses
+ * while the last connection closes either sees the free slot itself or is
+ * seen waiting: it is never left paused with room to spare. On x86 these are
+ * the same locked instructions as relaxed ones. */
+static void
+slot_put(const struct lb_worker *w)
+{
+    atomic_fetch_sub(&slots.open, 1);
+    if (atomic_load(&slots.nwaiting) == 0)
+        return;
+    for (int i = 0; i < slots.n; i++)
+        if (i != w->id && atomic_load(&slots.waiting[i]))
+            ev_async_send(slots.ws[i].loop, &slots.ws[i].wake);
+}
+
 void
 lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l)
 {
+    if (slot_held)
+        slot_held = false;
+    else
+        atomic_fetch_add_explicit(&slots.open, 1, memory_order_relaxed);
     l->prev = NULL;
     l->next = w->conns_list.next;
     if (l->next)
@@ -61,6 +125,36 @@ listeners_pause(struct lb_worker *w, bool pause)
     }
 }
 
+static void
+set_waiting(struct lb_worker *w, bool on)
+{
+    at_limit = on;
+    atomic_store(&slots.waiting[w->id], on);
+    atomic_fetch_add(&slots.nwaiting, on ? 1 : -1);
+}
+
+/* Listens again if the process is under the (current) limit. */
+static void
+resume_if_room(struct lb_worker *w)
+{
+    if (!at_limit || w->draining)
+        return;
+    if (atomic_load(&slots.open) >= conn_limit(w))
+        return;
+    set_waiting(w, false);
+    listeners_pause(w, false);
+}
+
+static void
+pause_at_limit(struct lb_worker *w)
+{
+    if (!at_limit) {
+        listeners_pause(w, true);
+        set_waiting(w, true);
+    }
+    resume_if_room(w); /* a slot freed before we were seen waiting */
+}
+
 void
 lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l)
 {
@@ -72,6 +166,7 @@ lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l)
         l->next->prev = l->prev;
     l->next = l->prev = NULL;
     w->conns--;
+    slot_put(w);
 }
 
 void
@@ -82,9 +177,7 @@ lb_worker_conn_closed(struct lb_worker *w)
             ev_break(w->loop, EVBREAK_ALL);
         return;
     }
-    /* Resume accepting once we are back under the limit. */
-    if (w->conns < w->max_conns)
-        listeners_pause(w, false);
+    resume_if_room(w);
 }
 
 static void
@@ -94,26 +187,32 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct lb_worker *w = l->w;
 
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if (w->conns >= w->max_conns) {
+        if (!slot_take(w)) {
             /* Leave further connections in the kernel backlog rather than
              * accepting what we cannot serve. */
-            listeners_pause(w, true);
+            pause_at_limit(w);
             return;
         }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            slot_put(w);
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 lb_warn("listener %s: accept: %s", l->cf->name, strerror(errno));
             return;
         }
+        slot_held = true;
         if (l->cf->mode == CONF_MODE_HTTP)
             lb_http_accept(l, fd, &peer);
         else
             lb_tcp_accept(l, fd, &peer);
+        if (slot_held) { /* the session could not be set up */
+            slot_held = false;
+            slot_put(w);
+        }
     }
 }
 
@@ -213,19 +312,19 @@ swap_to(struct lb_worker *w, struct lb_wgen *g)
     old->retired = true;
     lb_wpools_close_idle(old);
     w->gen = g;
-    bool pause = w->conns >= w->max_conns;
     for (size_t j = 0; j < g->nlisteners; j++) {
         struct lb_listener *l = &g->listeners[j];
         if (w->draining) {
             close(l->fd);
             l->fd = -1;
-        } else if (pause) {
+        } else if (at_limit) {
             l->paused = true;
         } else {
             ev_io_start(w->loop, &l->io);
         }
     }
     lb_wgen_unref(old);
+    resume_if_room(w); /* the new generation may allow more connections */
 }
 
 static void
@@ -262,6 +361,8 @@ start_drain(struct lb_worker *w)
     if (w->draining)
         return;
     w->draining = true;
+    if (at_limit)
+        set_waiting(w, false);
     close_listeners(w->gen);
     struct lb_conn_link *l = w->conns_list.next;
     while (l) {
@@ -286,6 +387,7 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     int cmd = atomic_exchange(&w->command, LB_CMD_NONE);
     if (cmd & LB_CMD_SWAP)
         apply_pending(w);
+    resume_if_room(w); /* another worker may have freed a slot */
     if (cmd & LB_CMD_STOP) {
         while (w->conns_list.next)
             w->conns_list.next->force_close(w->conns_list.next);
@@ -315,16 +417,33 @@ worker_main(void *arg)
     return NULL;
 }
 
+static void
+slots_forget(void)
+{
+    free(slots.waiting);
+    slots.waiting = NULL;
+    slots.ws = NULL;
+    slots.n = 0;
+}
+
 int
 lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **out, int n)
 {
     const struct conf *c = snap->conf;
     struct lb_worker *ws = calloc((size_t)n, sizeof(*ws));
-    if (!ws)
+    atomic_bool *waiting = calloc((size_t)n, sizeof(*waiting));
+    if (!ws || !waiting) {
+        free(ws);
+        free(waiting);
         return -1;
-    uint32_t per_worker = c->global.max_connections / (uint32_t)n;
-    if (per_worker < 1)
-        per_worker = 1;
+    }
+    for (int i = 0; i < n; i++)
+        atomic_init(&waiting[i], false);
+    atomic_store(&slots.open, 0);
+    atomic_store(&slots.nwaiting, 0);
+    slots.waiting = waiting;
+    slots.ws = ws;
+    slots.n = n;
 
     for (int i = 0; i < n; i++) {
         struct lb_worker *w = &ws[i];
@@ -334,7 +453,6 @@ lb_workers_start(struct lb_snapshot *snap, int **listen_fds, struct lb_worker **
             lb_err("worker %d: cannot create an epoll event loop", i);
             goto fail;
         }
-        w->max_conns = per_worker;
         w->bufs.max_free = 1024;
         w->exchs.max_free = 1024;
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)getpid();
@@ -381,6 +499,7 @@ fail:
         lb_bufpool_destroy(&w->exchs);
     }
     free(ws);
+    slots_forget();
     return -1;
 }
 
@@ -405,4 +524,5 @@ lb_workers_join(struct lb_worker *ws, int n)
         ev_loop_destroy(w->loop);
     }
     free(ws);
+    slots_forget();
 }

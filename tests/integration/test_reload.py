@@ -160,3 +160,116 @@ def test_reloads_under_load_lose_nothing(backends, tern):
     handled = log.count("SIGHUP: reloading")
     assert handled >= n // 2 and log.count("in effect") == handled, log[-2000:]
     assert "refused" not in log and "failed" not in log
+
+
+# ---- global.max_connections: one limit for the whole process, reloadable ----
+
+from conftest import wait_for  # noqa: E402  (appended section)
+
+
+def limited(port, b, limit):
+    return cfg([("web", port, "web")], {"web": [b]}, f"  max_connections: {limit}\n")
+
+
+def asked(port):
+    """A client connection with one GET already sent. The kernel completes
+    the handshake even while tern does not accept, so the request waits."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    return s
+
+
+def answer(s, wait):
+    """One whole response read within wait (scaled) seconds, or None when
+    nothing came: tern has not accepted the connection."""
+    s.settimeout(scaled(wait))
+    data = b""
+    try:
+        while True:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+                length = {k.strip().lower(): v for k, v in fields.items()}.get(b"content-length")
+                if length is not None and len(body) >= int(length):
+                    return data
+            chunk = s.recv(4096)
+            if not chunk:
+                return data or None
+            data += chunk
+    except socket.timeout:
+        return data or None
+
+
+def served(s):
+    r = answer(s, 5)
+    return r is not None and r.startswith(b"HTTP/1.1 200")
+
+
+def again(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    return served(s)
+
+
+def reload_applied(t, text):
+    """Reloads and waits for the log to say so; the workers switch on their
+    next loop turn, so leave them a moment."""
+    before = t.log().count("in effect")
+    reload(t, text, wait=0)
+    assert wait_for(lambda: t.log().count("in effect") > before, 5), t.log()[-2000:]
+    time.sleep(scaled(0.3))
+
+
+def hold(backends, tern, limit, n):
+    """tern (two workers) with max_connections limit, and n client
+    connections it served and keeps open."""
+    (b1,) = backends(1)
+    port = free_port()
+    t = tern(limited(port, b1, limit), [port])
+    held = [asked(port) for _ in range(n)]
+    assert all(served(s) for s in held)
+    return t, port, b1, held
+
+
+def test_max_connections_counts_all_workers_together(backends, tern):
+    # Three connections open at once on two workers: a limit shared out per
+    # worker (3 // 2 = 1 each) would serve two at most.
+    t, port, _, held = hold(backends, tern, 3, 3)
+    fourth = asked(port)
+    assert answer(fourth, 1) is None
+    held.pop().close()
+    assert served(fourth)
+    for s in held + [fourth]:
+        s.close()
+    assert t.proc.poll() is None
+
+
+def test_reload_raises_max_connections(backends, tern):
+    t, port, b1, held = hold(backends, tern, 2, 2)
+    third = asked(port)
+    assert answer(third, 1) is None  # waits in the accept queue
+    reload_applied(t, limited(port, b1, 4))
+    assert "global.max_connections 2 -> 4" in t.log()
+    # The waiting connection is taken with the new limit, and one more fits.
+    assert served(third)
+    fourth = asked(port)
+    assert served(fourth)
+    fifth = asked(port)
+    assert answer(fifth, 1) is None
+    for s in held + [third, fourth, fifth]:
+        s.close()
+
+
+def test_reload_lowering_max_connections_spares_open_ones(backends, tern):
+    t, port, b1, held = hold(backends, tern, 4, 3)
+    reload_applied(t, limited(port, b1, 2))
+    # Open connections stay and go on being served above the new limit...
+    assert all(again(s) for s in held)
+    # ...while a new one waits until the count falls under it.
+    fourth = asked(port)
+    assert answer(fourth, 1) is None
+    held.pop().close()
+    assert answer(fourth, 1) is None  # two open: still at the limit
+    held.pop().close()
+    assert served(fourth)
+    for s in held + [fourth]:
+        s.close()
