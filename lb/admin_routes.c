@@ -111,10 +111,11 @@ u64(atomic_ulong *v)
     return json_integer((json_int_t)atomic_load_explicit(v, memory_order_relaxed));
 }
 
+static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
 static json_t *
 server_json(struct admin *a, struct lb_pool *p, struct lb_server *s)
 {
-    static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     uint64_t b[LB_LAT_BUCKETS + 1];
     json_t *o = json_object(), *resp = json_object();
 
@@ -147,14 +148,21 @@ server_json(struct admin *a, struct lb_pool *p, struct lb_server *s)
 static json_t *
 pool_json(struct admin *a, struct lb_pool *p)
 {
-    json_t *o = json_object(), *servers = json_array();
+    json_t *o = json_object(), *servers = json_array(), *resp = json_object();
     size_t n = lb_pool_nservers(p), total = 0, healthy = 0;
-    uint64_t active = 0, b[LB_LAT_BUCKETS + 1];
+    uint64_t active = 0, b[LB_LAT_BUCKETS + 1], answers[6];
     struct admin_pool_stats *ps = admin_pool_stats(a, p);
 
+    /* Every answer for the pool, as /metrics' tern_pool_responses_total:
+     * tern's own (no server could take the request) and every server's,
+     * removed ones included. */
+    for (int k = 0; k < 6; k++)
+        answers[k] = atomic_load_explicit(&p->local_responses[k], memory_order_relaxed);
     for (size_t i = 0; i < n; i++) {
         struct lb_server *s = &p->servers[i];
         active += atomic_load(&s->active);
+        for (int k = 0; k < 6; k++)
+            answers[k] += atomic_load_explicit(&s->st.responses[k], memory_order_relaxed);
         if (atomic_load(&s->state) == LB_SRV_REMOVED)
             continue;
         total++;
@@ -171,6 +179,9 @@ pool_json(struct admin *a, struct lb_pool *p)
     json_object_set_new(o, "requests_total", u64(&p->requests));
     json_object_set_new(o, "requests_per_second", num(ps ? ps->rps : 0, 0.01));
     json_object_set_new(o, "no_server_total", u64(&p->no_server));
+    for (int k = 0; k < 6; k++)
+        json_object_set_new(resp, classes[k], json_integer((json_int_t)answers[k]));
+    json_object_set_new(o, "responses", resp);
     json_object_set_new(o, "latency_ms", latency_json(b));
     json_object_set_new(o, "free_slots", json_integer((json_int_t)(p->capacity - n)));
     return o;

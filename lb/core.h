@@ -90,6 +90,11 @@ struct lb_pool {
      * each worker rebuilds its balancer on its next pick. */
     atomic_uint generation;
     atomic_ulong requests, no_server;
+    /* Answers tern gave to this pool's requests itself, with no server
+     * chosen (none usable, queue full, queue timeout), by status class as in
+     * a server's responses. The pool's figures add them to its servers', so
+     * a total outage shows in its error rate. */
+    atomic_ulong local_responses[6];
     /* Requests waiting in this pool's queues, all workers (a gauge the
      * sampler reads; each worker's list stays its own). */
     atomic_uint queued;

@@ -118,11 +118,14 @@ log_request(struct http_sess *s, const char *term)
 {
     struct lb_pool *p = s->x->pool >= 0 ? &s->gen->snap->pools[s->x->pool] : NULL;
     struct lb_server *srv = (p && s->x->srv >= 0) ? &p->servers[s->x->srv] : NULL;
+    int cls = s->x->status / 100;
 
+    if (cls < 1 || cls > 5)
+        cls = 0;
+    if (!srv && p && s->x->status)
+        atomic_fetch_add_explicit(&p->local_responses[cls], 1, memory_order_relaxed);
     if (srv) {
-        int cls = s->x->status / 100;
-        atomic_fetch_add_explicit(&srv->st.responses[(cls >= 1 && cls <= 5) ? cls : 0], 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->st.responses[cls], 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->st.bytes_in, s->x->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->st.bytes_out, s->x->bytes_out, memory_order_relaxed);
         if (s->x->status) {

@@ -177,10 +177,11 @@ server_states(struct admin_sbuf *o, struct lb_snapshot *snap)
     }
 }
 
+static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
 static void
 server_responses(struct admin_sbuf *o, struct lb_snapshot *snap)
 {
-    static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     family(o, "tern_server_responses_total", "counter",
            "Responses from the server by status class.");
     for (size_t i = 0; i < snap->npools; i++) {
@@ -257,6 +258,30 @@ pool_value(const struct lb_pool *p, enum pool_metric m)
             v += m == P_SERVERS || atomic_load(&s->health) == LB_HEALTH_UP;
     }
     return v;
+}
+
+/* Every answer given for the pool's requests: its servers' (removed ones
+ * too, so the sum never goes back within a generation) and tern's own when
+ * no server could be chosen, as pool.<pool>.error_rate counts them. */
+static void
+pool_responses(struct admin_sbuf *o, struct lb_snapshot *snap)
+{
+    family(o, "tern_pool_responses_total", "counter",
+           "Responses to the pool's requests by status class, from its servers or from tern "
+           "when no server could take them.");
+    for (size_t i = 0; i < snap->npools; i++) {
+        const struct lb_pool *p = &snap->pools[i];
+        size_t n = lb_pool_nservers(p);
+        for (int k = 0; k < 6; k++) {
+            unsigned long v = rd(&p->local_responses[k]);
+            for (size_t j = 0; j < n; j++)
+                v += rd(&p->servers[j].st.responses[k]);
+            admin_sbuf_puts(o, "tern_pool_responses_total{");
+            label(o, "pool", p->cf->name, true);
+            label(o, "code", classes[k], false);
+            admin_sbuf_printf(o, "} %lu\n", v);
+        }
+    }
 }
 
 static const struct {
@@ -382,6 +407,7 @@ admin_metrics(struct admin *a, struct admin_sbuf *o)
             admin_sbuf_printf(o, "} %lu\n", pool_value(&snap->pools[i], pool_families[f].m));
         }
     }
+    pool_responses(o, snap);
 
     for (size_t f = 0; f < sizeof(server_families) / sizeof(server_families[0]); f++)
         server_simple(o, snap, f);

@@ -16,6 +16,9 @@
  * Prometheus' histogram_quantile does. A second without requests has no
  * latency and no error rate: those metrics are left without a value
  * (-ENODATA), which an alarm counts as missing data rather than as zero.
+ * A pool's error rate counts every answer given for it, including the 503s
+ * tern sends itself when no server can take a request: with every server
+ * down those are the only answers, and the rate is 1, not missing.
  * The host's own figures come from /proc.
  */
 #include <errno.h>
@@ -335,7 +338,9 @@ rebuild(struct sampler *s, const struct lb_snapshot *snap)
 
         np[i].name = strdup(p->cf->name);
         np[i].capacity = p->capacity;
-        np[i].srv = calloc(p->capacity ? p->capacity : 1, sizeof(*np[i].srv));
+        /* One slot past the servers keeps the previous reading of the
+         * pool's own answers (sample_local); it has no name. */
+        np[i].srv = calloc(p->capacity + 1, sizeof(*np[i].srv));
         if (np[i].name == NULL || np[i].srv == NULL) {
             free_pools(np, i + 1);
             return -ENOMEM;
@@ -344,6 +349,7 @@ rebuild(struct sampler *s, const struct lb_snapshot *snap)
             if (strcmp(s->pools[j].name, p->cf->name) == 0) {
                 np[i].requests = s->pools[j].requests;
                 np[i].known = s->pools[j].known;
+                np[i].srv[p->capacity] = s->pools[j].srv[s->pools[j].capacity];
             }
         }
         for (size_t k = 0; k < n && k < p->capacity; k++) {
@@ -374,6 +380,21 @@ rebuild(struct sampler *s, const struct lb_snapshot *snap)
         lb_snapshot_unref((struct lb_snapshot *)s->snap);
     s->snap = snap;
     return 0;
+}
+
+/* Adds the answers counted since the previous reading to f (a counter that
+ * went back, a server re-added under its name, starts over rather than
+ * giving a huge difference). */
+static void
+count_responses(struct figures *f, const unsigned long *now, const unsigned long *prev)
+{
+    for (int i = 0; i < 6; i++) {
+        unsigned long d = now[i] >= prev[i] ? now[i] - prev[i] : 0;
+
+        f->requests += d;
+        if (i == 5)
+            f->errors += d;
+    }
 }
 
 static void
@@ -413,16 +434,8 @@ sample_server(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_po
     for (int i = 0; i <= LB_LAT_BUCKETS; i++)
         lat[i] = rd(&sv->st.lat[i]);
     if (ss->known && dt > 0) {
-        /* A counter that went back (a server re-added under its name)
-         * starts over rather than giving a huge difference. */
         f.rps = requests >= ss->requests ? (double)(requests - ss->requests) / dt : 0;
-        for (int i = 0; i < 6; i++) {
-            unsigned long d =
-                responses[i] >= ss->responses[i] ? responses[i] - ss->responses[i] : 0;
-            f.requests += d;
-            if (i == 5)
-                f.errors += d;
-        }
+        count_responses(&f, responses, ss->responses);
         for (int i = 0; i <= LB_LAT_BUCKETS; i++) {
             f.lat[i] = lat[i] >= ss->lat[i] ? lat[i] - ss->lat[i] : 0;
             f.latn += f.lat[i];
@@ -440,6 +453,22 @@ sample_server(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_po
     ss->requests = requests;
     memcpy(ss->responses, responses, sizeof(responses));
     memcpy(ss->lat, lat, sizeof(lat));
+}
+
+/* The answers tern gave for the pool without a server, into the pool's
+ * figures only: no server's error rate includes them. */
+static void
+sample_local(struct sampler_pool *sp, const struct lb_pool *p, double dt, struct figures *pf)
+{
+    struct sampler_srv *ss = &sp->srv[sp->capacity];
+    unsigned long responses[6];
+
+    for (int i = 0; i < 6; i++)
+        responses[i] = rd(&p->local_responses[i]);
+    if (ss->known && dt > 0)
+        count_responses(pf, responses, ss->responses);
+    memcpy(ss->responses, responses, sizeof(responses));
+    ss->known = true;
 }
 
 static void
@@ -469,6 +498,7 @@ sample_pools(struct lb_plugins *ps, double dt)
             servers++;
             healthy += atomic_load(&sv->health) == LB_HEALTH_UP && state == LB_SRV_UP;
         }
+        sample_local(sp, p, dt, &f);
         if (sp->known && dt > 0)
             f.rps = req >= sp->requests ? (double)(req - sp->requests) / dt : 0;
         put_figures(ps, "pool", p->cf->name, NULL, &f, sp->known && dt > 0);
