@@ -107,6 +107,7 @@ struct conf_listener {
     uint64_t timeout_tunnel;  /* upgraded / tcp connection idle */
     uint32_t max_header_size; /* bytes of request head; over: 431 */
     uint32_t max_request_line;
+    uint64_t max_body_size; /* request body bytes; over: 413; 0: no limit */
     bool forwarded_headers; /* add X-Forwarded-For/-Proto and Forwarded */
     bool defer_accept;      /* TCP_DEFER_ACCEPT; resolved from mode when not set */
     bool defer_accept_set;

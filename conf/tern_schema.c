@@ -407,6 +407,14 @@ static const struct conf_field listener_fields[] = {
      .max = 1024 * 1024,
      .def = "8k",
      .doc = "longest request line; longer: 414"},
+    {.key = "max_body_size",
+     .kind = CONF_SIZE,
+     CONF_AT(struct conf_listener, max_body_size),
+     .def = "0",
+     .doc = "largest request body (its Content-Length, or the sum of its chunk sizes); "
+            "larger: 413 and the connection closed, before any of it reaches a server when "
+            "the length is declared; 0: no limit (HAProxy's default; nginx's "
+            "client_max_body_size is 1m)"},
     {.key = "forwarded_headers",
      .kind = CONF_BOOL,
      CONF_AT(struct conf_listener, forwarded_headers),

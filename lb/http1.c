@@ -955,6 +955,9 @@ http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, bool *d
             if (ch != '\n')
                 goto bad;
             c->line_len = 0;
+            c->data_bytes = c->remaining > UINT64_MAX - c->data_bytes
+                                ? UINT64_MAX
+                                : c->data_bytes + c->remaining;
             st = c->remaining ? CK_DATA : CK_TRL0;
             break;
         case CK_DATA_CR:

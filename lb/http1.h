@@ -134,6 +134,7 @@ struct http1_chunked {
     uint64_t remaining; /* data bytes left in the current chunk */
     uint32_t line_len;  /* length of the current size/extension/trailer line */
     uint32_t trailer_bytes;
+    uint64_t data_bytes; /* sum of the chunk sizes read so far (saturates) */
 };
 
 /*

@@ -11,6 +11,7 @@
  * http_response_head(), which were calls already when the proxy was one
  * file; the helpers they inline live here too.
  */
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,12 @@ http_start_request(struct http_sess *s)
         return http_send_error(s, 503);
     atomic_fetch_add_explicit(&s->gen->snap->pools[s->x->pool].requests, 1, memory_order_relaxed);
 
+    if (cl->max_body_size && !r->f.chunked && r->f.content_length > 0 &&
+        (uint64_t)r->f.content_length > cl->max_body_size) {
+        lb_debug("listener %s: request body of %" PRId64 " bytes refused with 413", cl->name,
+                 r->f.content_length);
+        return http_send_error(s, 413);
+    }
     if (r->f.chunked) {
         s->x->req_mode = BODY_CHUNKED;
     } else if (r->f.content_length > 0) {

@@ -487,7 +487,8 @@ send_error(struct http_sess *s, int status)
 
 /* ---- body framing ---- */
 
-/* Approves request bytes for forwarding. Returns -1 on a malformed body. */
+/* Approves request bytes for forwarding. Returns -1 on a malformed body, -2
+ * when its chunks add up to more than max_body_size. */
 static int
 approve_request(struct http_sess *s)
 {
@@ -509,6 +510,8 @@ approve_request(struct http_sess *s)
                                        avail, &done);
         if (k < 0)
             return -1;
+        if (lcf(s)->max_body_size && s->x->req_ck.data_bytes > lcf(s)->max_body_size)
+            return -2;
         s->x->req_fwd += (uint64_t)k;
         if (done)
             s->x->req_done = true;
@@ -1067,12 +1070,15 @@ sess_run(struct http_sess *s)
 
         /* ST_FORWARD and ST_TUNNEL */
         bool req_was_done = s->x->req_done;
-        if (approve_request(s) < 0) {
+        int ar = approve_request(s);
+        if (ar < 0) {
+            /* What went to the server is an unfinished request: send_error
+             * closes that connection. */
             if (s->x->any_resp_sent) {
                 sess_close(s);
                 return;
             }
-            send_error(s, 400);
+            send_error(s, ar == -2 ? 413 : 400);
             continue;
         }
         if (!req_was_done && s->x->req_done && s->state == ST_FORWARD)

@@ -433,16 +433,24 @@ def test_only_idempotent_requests_are_replayed(tern, method, replayed):
 
 def read_body(c, head, data):
     """The body of a request whose head is head, from data and then c, with
-    its raw framing (Content-Length or chunked); returns (body, rest)."""
+    its raw framing (Content-Length or chunked); returns (body, rest).
+    Raises ConnectionError if c ends first."""
+
+    def more():
+        chunk = c.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the body")
+        return chunk
+
     h = head.lower()
     if b"transfer-encoding: chunked" in h:
         while b"\r\n0\r\n\r\n" not in b"\r\n" + data:
-            data += c.recv(65536)
+            data += more()
         end = (b"\r\n" + data).index(b"\r\n0\r\n\r\n") + 5
         return data[:end], data[end:]
     n = int(h.split(b"content-length:")[1].split(b"\r\n")[0]) if b"content-length:" in h else 0
     while len(data) < n:
-        data += c.recv(65536)
+        data += more()
     return data[:n], data[n:]
 
 

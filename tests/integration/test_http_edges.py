@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import free_port, raw_exchange, scaled, simple_config, status_of, wait_for
-from test_http import RawBackend, get
+from test_http import RawBackend, get, read_body
 
 
 def one_worker(cfg):
@@ -290,4 +290,46 @@ def test_bad_chunked_response_body(tern, pause):
         assert status_of(out) == 200 and out.endswith(b"hello\r\n"), out
     else:
         assert status_of(out) == 502, out
+    b.stop()
+
+
+def test_max_body_size_refuses_larger_bodies_with_413(tern):
+    """listeners[].max_body_size: a declared length over it gets 413 before
+    anything reaches a server (with Expect: 100-continue, instead of the
+    100); one at the limit passes; a chunked body whose chunks add up to
+    more is cut off at the server and answered 413."""
+    seen = []
+
+    def handle(c, n, head, data):
+        try:
+            body, rest = read_body(c, head, data)
+        except (OSError, ValueError):
+            body, rest = None, None
+        seen.append((head.split(b" ")[1], body))
+        if body is None:
+            return None
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        return rest
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b], listener_extra="    max_body_size: 1k\n"), [port])
+    out = raw_exchange(port, b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n"
+                       b"Expect: 100-continue\r\n\r\n")
+    assert status_of(out) == 413 and b" 100 " not in out, out
+    out = raw_exchange(port, b"PUT /fits HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n"
+                       + b"f" * 1024)
+    assert status_of(out) == 200, out
+    # The first chunk goes out to the server before the second one arrives.
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"PUT /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"258\r\n" + b"c" * 600 + b"\r\n")
+    time.sleep(0.3)
+    c.sendall(b"258\r\n" + b"c" * 600 + b"\r\n0\r\n\r\n")
+    _, out = closed_within(c, 0, scaled(5))
+    assert status_of(out) == 413, out
+    # Its server connection was closed before the end of the body.
+    assert wait_for(lambda: len(seen) == 2, scaled(3)), seen
+    assert seen[0] == (b"/fits", b"f" * 1024)
+    assert seen[1] == (b"/chunks", None), seen
     b.stop()

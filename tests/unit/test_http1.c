@@ -1138,6 +1138,32 @@ test_chunked_invalid(void **state)
     }
 }
 
+/* data_bytes adds up the chunk sizes (what max_body_size limits), split
+ * anywhere, and saturates instead of wrapping. */
+static void
+test_chunked_data_bytes(void **state)
+{
+    static const char in[] = "a\r\n0123456789\r\n1F;x=y\r\n0123456789012345678901234567890\r\n"
+                             "0\r\n\r\n";
+    size_t n = sizeof(in) - 1;
+    bool done;
+
+    for (size_t split = 0; split <= n; split++) {
+        struct http1_chunked c = {0};
+        assert_int_equal(http1_chunked_scan(&c, in, split, &done), split);
+        assert_int_equal(http1_chunked_scan(&c, in + split, n - split, &done), n - split);
+        assert_true(done);
+        assert_int_equal(c.data_bytes, 10 + 31);
+    }
+    struct http1_chunked c = {0};
+    const char *huge = "FFFFFFFFFFFFFFFF\r\n";
+    assert_int_equal(http1_chunked_scan(&c, huge, strlen(huge), &done), strlen(huge));
+    c.remaining = 0;
+    c.state = 0; /* as if that chunk had passed: a second one of the same size */
+    assert_int_equal(http1_chunked_scan(&c, huge, strlen(huge), &done), strlen(huge));
+    assert_true(c.data_bytes == UINT64_MAX);
+}
+
 static void
 test_chunked_state(void **state)
 {
@@ -1286,6 +1312,7 @@ main(void)
         cmocka_unit_test(test_str_ieq),
         cmocka_unit_test(test_chunked_valid),
         cmocka_unit_test(test_chunked_invalid),
+        cmocka_unit_test(test_chunked_data_bytes),
         cmocka_unit_test(test_chunked_state),
         cmocka_unit_test(test_benchmark),
     };
