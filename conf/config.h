@@ -271,6 +271,9 @@ struct conf_scale {
     bool has_target_tracking;
     char *tt_metric;
     double tt_target;
+    double tt_tolerance;    /* |value / target - 1| within this: no change */
+    uint64_t tt_out_window; /* ms: scale-out stabilization window */
+    uint64_t tt_in_window;  /* ms: scale-in stabilization window */
 };
 
 /*

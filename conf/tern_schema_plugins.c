@@ -645,12 +645,45 @@ static const struct conf_field target_tracking_fields[] = {
      .flags = CONF_F_REQUIRED,
      CONF_AT(struct conf_scale, tt_target),
      .doc = "value to hold it at"},
+    {.key = "tolerance",
+     .kind = CONF_DOUBLE,
+     CONF_AT(struct conf_scale, tt_tolerance),
+     .def = "0.1",
+     .doc = "a fraction of the target, 0 to less than 1: while the metric is within target "
+            "x (1 +/- tolerance) the group is left as it is, like the Kubernetes HPA's tolerance"},
+    {.key = "scale_out_stabilization",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_scale, tt_out_window),
+     .max = 3600000,
+     .def = "0s",
+     .doc = "a scale-out takes the lowest size the metric asked for over this window (HPA's "
+            "scaleUp stabilizationWindowSeconds), so a short burst does not grow the group; 0: "
+            "at once"},
+    {.key = "scale_in_stabilization",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_scale, tt_in_window),
+     .max = 3600000,
+     .def = "300s",
+     .doc = "a scale-in takes the highest size the metric asked for over this window (HPA's "
+            "scaleDown stabilizationWindowSeconds), so a dip does not shrink the group"},
     END,
 };
+
+static void
+check_target_tracking(struct conf_ctx *ctx, const struct conf_node *map, void *obj)
+{
+    const struct conf_scale *s = obj;
+
+    /* A band of 1 or more would hold a metric of 0 in it: never a scale-in. */
+    if (!(s->tt_tolerance >= 0 && s->tt_tolerance < 1))
+        conf_key_error(ctx, map, "tolerance", "%g is out of range: must be 0 to less than 1",
+                       s->tt_tolerance);
+}
 
 static const struct conf_schema target_tracking_schema = {
     .name = "target_tracking",
     .fields = target_tracking_fields,
+    .check = check_target_tracking,
 };
 
 static void

@@ -24,7 +24,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SCALE_POLICY_HISTORY 1024 /* 512 s of samples every 0.5 s */
+/* The longest stabilization window (the schema's bound, the HPA's too) and
+ * room for a recommendation every 0.5 s tick over all of it: a window the
+ * ring cannot hold would end early and let a scale-in through. */
+#define SCALE_POLICY_WINDOW_MAX_MS 3600000
+#define SCALE_POLICY_HISTORY (SCALE_POLICY_WINDOW_MAX_MS / 500 + 2)
 
 struct scale_policy_cfg {
     uint32_t min, max;

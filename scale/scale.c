@@ -11,8 +11,9 @@
  * without VRRP events it acts. GET /api/v1/scale lists the groups, their
  * servers and recent activities.
  *
- * Target tracking uses fixed HPA-like settings the schema has no keys for
- * yet: tolerance 10 %, no scale-out stabilization, a 300 s scale-in window.
+ * Target tracking takes its tolerance and its two stabilization windows
+ * from scale[].target_tracking; a configuration that reaches the plugin
+ * without them gets the schema's defaults, the HPA's (10 %, none, 300 s).
  * A reload reconfigures groups by pool; a group dropped from the file stops
  * acting (its servers are left as they are).
  */
@@ -26,6 +27,7 @@
 #include "lb/plugin.h"
 
 #define TT_TOLERANCE 0.1
+#define TT_OUT_WINDOW_MS 0
 #define TT_IN_WINDOW_MS 300000
 
 static const char *
@@ -98,8 +100,11 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
         c->tt_metric = (char *)str(tt, "metric");
         c->pol.tracking = true;
         c->pol.target = tern_value_double(tern_value_get(tt, "target"), 1.0);
-        c->pol.tolerance = TT_TOLERANCE;
-        c->pol.in_window_ms = TT_IN_WINDOW_MS;
+        c->pol.tolerance = tern_value_double(tern_value_get(tt, "tolerance"), TT_TOLERANCE);
+        c->pol.out_window_ms = (uint64_t)tern_value_int(
+            tern_value_get(tt, "scale_out_stabilization"), TT_OUT_WINDOW_MS);
+        c->pol.in_window_ms =
+            (uint64_t)tern_value_int(tern_value_get(tt, "scale_in_stabilization"), TT_IN_WINDOW_MS);
     }
     return 0;
 }

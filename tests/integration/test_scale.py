@@ -455,16 +455,22 @@ def test_only_vrrp_master_scales(tern, scripts, tmp_path, monkeypatch):
             old.wait()
 
 
+def target_tracking(port, admin, d, tt):
+    """config() with target tracking (tt: the mapping's inside) instead of
+    the step policies."""
+    yaml = config(port, admin, d)
+    return yaml[: yaml.index("    scale_out:")] + f"    target_tracking: {{ {tt} }}\n"
+
+
 def test_target_tracking_scales_out(tern, scripts):
     """target_tracking on pool.web.requests_per_second: load far above the
     target takes the group to max at once (ceil(current x value / target),
-    no scale-out window); scale-in waits for its 300 s window, so the group
-    stays at max for the rest of this test."""
+    no scale-out window); scale-in waits for its window, 300 s unless set,
+    so the group stays at max; a reload that sets scale_in_stabilization
+    to 2 s, long over since the load stopped, brings it back to min."""
     d = scripts
     port, admin = free_port(), free_port()
-    yaml = config(port, admin, d)
-    yaml = yaml[: yaml.index("    scale_out:")] + (
-        "    target_tracking: { metric: pool.web.requests_per_second, target: 20 }\n")
+    yaml = target_tracking(port, admin, d, "metric: pool.web.requests_per_second, target: 20")
     t = tern(yaml, wait_ports=[port])
     assert wait_for(lambda: settled(scale_api(admin), 1), 15), f"{scale_api(admin)}\n{t.log()}"
     load = Load(port)
@@ -478,6 +484,42 @@ def test_target_tracking_scales_out(tern, scripts):
     assert any("pool.web.requests_per_second is" in r and "target 20" in r for r in reasons), reasons
     time.sleep(scaled(2))
     assert settled(scale_api(admin), 3)
+
+    with open(t.conf, "w") as f:
+        f.write(yaml.replace("target: 20", "target: 20, scale_in_stabilization: 2s"))
+    t.proc.send_signal(signal.SIGHUP)
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 30)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert in_service(g) == ["web-tern-1"], g
+
+
+def test_target_tracking_tolerance_and_scale_out_window(tern, scripts):
+    """pool.web.servers held at target 1.6 with 2 servers is 1.25 times the
+    target: within a tolerance of 0.3 nothing moves; a reload to 0.2 with
+    a 4 s scale-out window grows the group to 3, not before the window
+    has passed over the recommendations of 2 made before the reload."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    base = target_tracking(port, admin, d, "metric: pool.web.servers, target: 1.6, EXTRA")
+    base = base.replace("    min: 1\n", "    min: 2\n")
+    t = tern(base.replace("EXTRA", "tolerance: 0.3"), wait_ports=[port])
+    assert wait_for(lambda: settled(scale_api(admin), 2), 20), f"{scale_api(admin)}\n{t.log()}"
+    time.sleep(scaled(3))  # the metric is refreshed every second
+    g = scale_api(admin)
+    assert settled(g, 2), f"{g}\n{t.log()}"
+    assert [a for a in g["activities"] if a["action"] == "desired"] == [], g["activities"]
+
+    with open(t.conf, "w") as f:
+        f.write(base.replace("EXTRA", "tolerance: 0.2, scale_out_stabilization: 4s"))
+    sent = time.time()
+    t.proc.send_signal(signal.SIGHUP)
+    g = wait_for(lambda: (lambda g: g if settled(g, 3) else None)(scale_api(admin)), 30)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    ups = [a for a in g["activities"] if a["action"] == "desired"]
+    assert len(ups) == 1 and ups[0]["reason"].startswith("2 -> 3: pool.web.servers is 2"), ups
+    # The last recommendation of 2 came at most a tick (0.5 s) before the
+    # reload was sent.
+    assert ups[0]["time"] - sent >= 3.4, (ups[0]["time"] - sent, t.log())
 
 
 def test_reload_keeps_the_group(tern, scripts):

@@ -317,26 +317,52 @@ test_tracking(void **unused)
     }
 }
 
-/* A 300 s scale-in window holds with a sample every 500 ms (the tick):
- * the history is long enough for the whole window. */
-static void
-test_long_window(void **unused)
+/* A scale-in window of window ms holds with a sample every 500 ms (the
+ * tick) for the whole window, then lets the group shrink: the history is
+ * long enough. The scale-out window is as long. Returns the policy, at 1. */
+static struct scale_policy *
+held_scale_in(uint64_t window)
 {
     struct scale_policy_cfg cfg = {.min = 1,
                                    .max = 10,
                                    .tracking = true,
                                    .target = 50,
                                    .tolerance = 0.1,
-                                   .in_window_ms = 300000};
+                                   .out_window_ms = window,
+                                   .in_window_ms = window};
     static struct scale_policy p;
     uint64_t t = 0;
 
     scale_policy_init(&p, &cfg, 4);
     assert_int_equal(scale_policy_track(&p, 4, 50, t, NULL), 4);
-    for (t = 500; t < 300000; t += 500)
+    for (t = 500; t < window; t += 500)
         if (scale_policy_track(&p, 4, 10, t, NULL) != 4)
             fail_msg("scaled in at %llu ms, inside the window", (unsigned long long)t);
-    assert_int_equal(scale_policy_track(&p, 4, 10, 300500, NULL), 1);
+    assert_int_equal(scale_policy_track(&p, 4, 10, window + 500, NULL), 1);
+    return &p;
+}
+
+static void
+test_long_window(void **unused)
+{
+    held_scale_in(300000);
+}
+
+/* The longest window the schema allows, an hour, holds a scale-in for the
+ * whole hour, and a scale-out as long. */
+static void
+test_hour_window(void **unused)
+{
+    uint64_t end = SCALE_POLICY_WINDOW_MAX_MS;
+    struct scale_policy *p;
+
+    assert_int_equal(SCALE_POLICY_WINDOW_MAX_MS, 3600000);
+    p = held_scale_in(end);
+    /* A recommendation of 8 from now: held at 1 for an hour. */
+    for (uint64_t t = end + 1000; t < 2 * end + 1000; t += 500)
+        if (scale_policy_track(p, 1, 400, t, NULL) != 1)
+            fail_msg("scaled out at %llu ms, inside the window", (unsigned long long)t);
+    assert_int_equal(scale_policy_track(p, 1, 400, 2 * end + 1000, NULL), 8);
 }
 
 static void
@@ -364,7 +390,7 @@ main(void)
         cmocka_unit_test(test_steps),       cmocka_unit_test(test_percentages),
         cmocka_unit_test(test_why),         cmocka_unit_test(test_recommend),
         cmocka_unit_test(test_tracking),    cmocka_unit_test(test_reload_clamps),
-        cmocka_unit_test(test_long_window),
+        cmocka_unit_test(test_long_window), cmocka_unit_test(test_hour_window),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
