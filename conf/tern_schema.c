@@ -86,17 +86,21 @@ static const struct conf_field global_fields[] = {
      .parse = parse_access_log,
      .type_doc = "`stdout`, `-`, `off` or a path",
      .def_doc = "off",
-     .doc = "one line per HTTP request or TCP session; `-` is stdout"},
+     .doc = "one line per HTTP request or TCP session; `-` is stdout. A path is taken from "
+            "the working directory; `tern -t` checks that the file opens for appending, or "
+            "that its directory is writable when it does not exist yet (it creates nothing)"},
     {.key = "log",
      .kind = CONF_STRING,
      CONF_AT(struct conf_global, log),
      .def = "stderr",
-     .doc = "daemon log: `stderr` or a file path (reopened on SIGUSR1)"},
+     .doc = "daemon log: `stderr` or a file path (reopened on SIGUSR1), checked by `tern -t` "
+            "as `access_log` is"},
     {.key = "user",
      .kind = CONF_STRING,
      .flags = CONF_F_RESTART,
      CONF_AT(struct conf_global, user),
-     .doc = "user to switch to once sockets are bound; absent: keep the starting user"},
+     .doc = "user to switch to once sockets are bound; absent: keep the starting user. "
+            "`tern -t` checks that the user exists"},
     {.key = "plugin_dir",
      .kind = CONF_STRING,
      .flags = CONF_F_RESTART,
@@ -150,7 +154,9 @@ static const struct conf_field admin_fields[] = {
      .kind = CONF_STRING,
      .flags = CONF_F_PATH,
      CONF_AT(struct conf_admin, token_file),
-     .doc = "file holding the bearer token every mutating call must present"},
+     .doc = "file holding the bearer token every mutating call must present; read at start "
+            "and on reload, and by `tern -t`, which fails when it cannot be read or holds no "
+            "usable token"},
     END,
 };
 
@@ -744,7 +750,9 @@ static const struct conf_field pool_fields[] = {
      .kind = CONF_DURATION,
      CONF_AT(struct conf_pool, drain_timeout),
      .def = "30s",
-     .doc = "how long a draining server keeps its open connections"},
+     .doc = "how long a server that leaves by draining (DELETE, scale-in) waits for its "
+            "open connections to finish; then it leaves the pool anyway and what is still "
+            "open is left to finish (a plain drain keeps the server, drained)"},
     {.key = "slow_start",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_pool, slow_start),

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lb/admin_int.h"
+#include "lb/check.h"
 #include "lb/log.h"
 
 /* ---- byte strings ---- */
@@ -95,10 +96,10 @@ admin_sbuf_free(struct admin_sbuf *b)
  * Reads the token file: its content without surrounding white space. A
  * relative path is taken from the configuration file's directory, like
  * included files. Returns 0 (*out set, or NULL when no file is configured)
- * or -1 after logging why.
+ * or -1 with the reason in why ("cannot read PATH: ...", naming the file).
  */
 static int
-token_load(const struct conf *c, char **out)
+token_read(const struct conf *c, char **out, char *why, size_t whysize)
 {
     char path[4096], buf[4097];
     const char *tf = c->admin.token_file;
@@ -115,7 +116,7 @@ token_load(const struct conf *c, char **out)
         snprintf(path, sizeof(path), "%s", tf);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        lb_err("admin: cannot read token_file %s: %s", path, strerror(errno));
+        snprintf(why, whysize, "cannot read %s: %s", path, strerror(errno));
         goto out;
     }
     while (len < sizeof(buf) - 1) {
@@ -123,7 +124,7 @@ token_load(const struct conf *c, char **out)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            lb_err("admin: cannot read token_file %s: %s", path, strerror(errno));
+            snprintf(why, whysize, "cannot read %s: %s", path, strerror(errno));
             goto out;
         }
         if (n == 0)
@@ -131,7 +132,7 @@ token_load(const struct conf *c, char **out)
         len += (size_t)n;
     }
     if (len == sizeof(buf) - 1) {
-        lb_err("admin: token_file %s: longer than %zu bytes", path, sizeof(buf) - 1);
+        snprintf(why, whysize, "%s: longer than %zu bytes", path, sizeof(buf) - 1);
         goto out;
     }
     buf[len] = '\0';
@@ -144,16 +145,19 @@ token_load(const struct conf *c, char **out)
     for (const char *q = s; q < e; q++) {
         /* It travels in a header: only visible ASCII can match. */
         if (*q <= ' ' || *q >= 127) {
-            lb_err("admin: token_file %s: the token must be visible ASCII without spaces", path);
+            snprintf(why, whysize, "%s: the token must be visible ASCII without spaces", path);
             goto out;
         }
     }
     if (s == e) {
-        lb_err("admin: token_file %s is empty", path);
+        snprintf(why, whysize, "%s is empty", path);
         goto out;
     }
     *out = strdup(s);
-    rc = *out ? 0 : -1;
+    if (*out)
+        rc = 0;
+    else
+        snprintf(why, whysize, "%s: out of memory", path);
 out:
     if (fd >= 0)
         close(fd);
@@ -168,6 +172,28 @@ token_free(char *t)
         explicit_bzero(t, strlen(t));
         free(t);
     }
+}
+
+/* token_read, logging why it failed. */
+static int
+token_load(const struct conf *c, char **out)
+{
+    char why[4400];
+    int rc = token_read(c, out, why, sizeof(why));
+    if (rc < 0)
+        lb_err("admin: token_file: %s", why);
+    return rc;
+}
+
+int
+lb_admin_check_token(const struct conf *c, char *why, size_t whysize)
+{
+    char *tok = NULL;
+    if (!c->admin.enabled)
+        return 0; /* the daemon does not read it either */
+    int rc = token_read(c, &tok, why, whysize);
+    token_free(tok);
+    return rc;
 }
 
 /* ---- rates and history ---- */

@@ -9,14 +9,20 @@
 #include "lb/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "conf/arena.h"
+#include "conf/diag.h"
+#include "conf/include.h"
 #include "lb/accesslog.h"
 #include "lb/admin.h"
+#include "lb/check.h"
 #include "lb/health.h"
 #include "lb/log.h"
 #include "lb/notify.h"
@@ -79,6 +85,96 @@ on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
         lb_err("SIGUSR1: reopening log files failed: %s", strerror(-(r1 < 0 ? r1 : r2)));
     else
         lb_info("SIGUSR1: log files reopened");
+}
+
+/* ---- tern -t: what start-up opens ---- */
+
+struct check {
+    const struct conf *c;
+    FILE *err;
+    struct conf_arena *tmp;
+    const struct conf_node *root; /* read again only to place an error */
+    bool read;
+    int problems;
+};
+
+static void
+check_report(struct check *k, const char *section, const char *key, const char *why)
+{
+    if (!k->read) {
+        /* The typed configuration keeps no positions for these keys; the
+         * node tree has them, includes resolved as the load did. */
+        k->read = true;
+        k->tmp = conf_arena_new();
+        struct conf_diag *d = k->tmp ? conf_diag_new(k->tmp) : NULL;
+        if (d)
+            k->root = conf_include_load(k->tmp, d, k->c->file);
+    }
+    const struct conf_pair *p = conf_node_pair(conf_node_get(k->root, section), key);
+    if (p)
+        fprintf(k->err, "%s:%d:%d: %s.%s: %s\n", p->key->file, p->key->line, p->key->col, section,
+                key, why);
+    else
+        fprintf(k->err, "%s: %s.%s: %s\n", k->c->file, section, key, why);
+    k->problems++;
+}
+
+/*
+ * Whether the daemon could open path for appending, without changing it: an
+ * existing file is opened with O_APPEND and no O_CREAT or O_TRUNC, so it is
+ * neither created nor cut; for a missing one the directory must exist and be
+ * writable by us, since start-up would create the file there. -t thus leaves
+ * no file behind.
+ */
+static int
+check_appendable(const char *path, char *why, size_t whysize)
+{
+    /* O_NONBLOCK: a FIFO with no reader fails instead of hanging -t. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(why, whysize, "cannot open %s for appending: %s", path, strerror(errno));
+        return -1;
+    }
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    /* A parent that is not a directory failed the open with ENOTDIR. */
+    if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0) {
+        snprintf(why, whysize, "cannot create %s: %s: %s", path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int
+lb_daemon_check(const struct conf *c, FILE *err)
+{
+    struct check k = {.c = c, .err = err};
+    char why[4400];
+    const char *log = c->global.log, *alog = c->global.access_log;
+
+    if (log && strcmp(log, "stderr") != 0 && strcmp(log, "-") != 0 &&
+        check_appendable(log, why, sizeof(why)) < 0)
+        check_report(&k, "global", "log", why);
+    if (alog && strcmp(alog, "stdout") != 0 && strcmp(alog, "-") != 0 &&
+        check_appendable(alog, why, sizeof(why)) < 0)
+        check_report(&k, "global", "access_log", why);
+    if (lb_privs_check_user(c, why, sizeof(why)) < 0)
+        check_report(&k, "global", "user", why);
+    if (lb_admin_check_token(c, why, sizeof(why)) < 0)
+        check_report(&k, "admin", "token_file", why);
+    if (k.tmp)
+        conf_arena_free(k.tmp);
+    return k.problems;
 }
 
 int

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "conf/config.h"
+#include "lb/check.h"
 #include "lb/ctl.h"
 #include "lb/daemon.h"
 #include "lb/plugin_host.h"
@@ -71,8 +72,11 @@ main(int argc, char **argv)
     if (test) {
         struct conf *c = NULL;
         int errors = conf_load(path, stderr, &c);
-        if (!errors && c)
+        if (!errors && c) {
             errors = lb_tls_check(c, stderr); /* certificates, keys, CAs */
+            /* log files, admin token, user: what start-up would refuse */
+            errors += lb_daemon_check(c, stderr);
+        }
         if (errors || !c) {
             fprintf(stderr, "tern: %s: %d error%s\n", path, errors, errors == 1 ? "" : "s");
             conf_free(c);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "lb/check.h"
 #include "lb/log.h"
 
 #define CAPBIT(c) (UINT64_C(1) << (c))
@@ -129,6 +130,43 @@ thread_count(void)
     return n;
 }
 
+/* Looks user up in the password database. Returns its entry, whose strings
+ * live in *buf (the caller frees it), or NULL with the reason in why. */
+static struct passwd *
+user_lookup(const char *user, struct passwd *pwbuf, char **buf, char *why, size_t whysize)
+{
+    long bufsize = sysconf(_SC_GETPW_R_SIZE_MAX);
+    if (bufsize < 1024)
+        bufsize = 16384;
+    *buf = malloc((size_t)bufsize);
+    if (!*buf) {
+        snprintf(why, whysize, "out of memory");
+        return NULL;
+    }
+    struct passwd *pw = NULL;
+    int e = getpwnam_r(user, pwbuf, *buf, (size_t)bufsize, &pw);
+    if (!pw) {
+        if (e)
+            snprintf(why, whysize, "cannot look up user '%s': %s", user, strerror(e));
+        else
+            snprintf(why, whysize, "unknown user '%s'", user);
+    }
+    return pw;
+}
+
+int
+lb_privs_check_user(const struct conf *c, char *why, size_t whysize)
+{
+    const char *user = c->global.user;
+    if (!user || !*user)
+        return 0;
+    char *buf = NULL;
+    struct passwd pwbuf;
+    int rc = user_lookup(user, &pwbuf, &buf, why, whysize) ? 0 : -1;
+    free(buf);
+    return rc;
+}
+
 int
 lb_privs_drop(const struct conf *c)
 {
@@ -136,25 +174,14 @@ lb_privs_drop(const struct conf *c)
     if (!user || !*user)
         return 0;
 
-    long bufsize = sysconf(_SC_GETPW_R_SIZE_MAX);
-    if (bufsize < 1024)
-        bufsize = 16384;
-    char *buf = malloc((size_t)bufsize);
-    if (!buf) {
-        lb_err("global.user: out of memory");
-        return -1;
-    }
-    struct passwd pwbuf, *pw = NULL;
-    int e = getpwnam_r(user, &pwbuf, buf, (size_t)bufsize, &pw);
+    char *buf = NULL, why[512];
+    struct passwd pwbuf, *pw = user_lookup(user, &pwbuf, &buf, why, sizeof(why));
     if (!pw) {
-        if (e)
-            lb_err("global.user: cannot look up user '%s': %s", user, strerror(e));
-        else
-            lb_err("global.user: unknown user '%s'", user);
+        lb_err("global.user: %s", why);
         free(buf);
         return -1;
     }
-    int rc = -1;
+    int e, rc = -1;
     uid_t uid = pw->pw_uid;
     gid_t gid = pw->pw_gid;
 
