@@ -445,6 +445,24 @@ def test_drain_lets_inflight_finish_and_takes_no_new_request(setup):
     assert srv["state"] == "ready"
 
 
+def test_delete_leaves_at_drain_timeout_with_a_request_still_open(setup):
+    """pools.web.drain_timeout bounds how long a deleted server waits for
+    its connections: with a 6 s request in flight and a 1 s bound, it leaves
+    the pool after about 1 s, and the request still finishes."""
+    t, port, aport, bs = setup(2, pool_extra="    drain_timeout: 1s\n")
+    api = Api(aport)
+    th, res, b = start_slow(port, bs, ms=6000)
+    t0 = time.monotonic()
+    st, _, srv = api.call("DELETE", f"/api/v1/pools/web/servers/{b.name}")
+    assert st == 202 and srv["state"] == "drain" and srv["active_connections"] == 1
+    assert wait_until(lambda: api.get(f"/api/v1/pools/web/servers/{b.name}")[0] == 404)
+    took = time.monotonic() - t0
+    assert 0.8 <= took < 5.5, took  # the bound, not the request's 6 s
+    assert th.is_alive()
+    th.join(scaled(15))
+    assert res == [(200, b"slow\n")]
+
+
 def test_delete_is_graceful_and_now_is_immediate(setup):
     t, port, aport, bs = setup(3)
     api = Api(aport)
