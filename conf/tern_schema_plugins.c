@@ -428,6 +428,8 @@ const struct conf_schema conf_watch_schema = {
 
 /* ---- scale ---- */
 
+static const char *const remove_first_names[] = {"newest", "oldest", "least_connections", NULL};
+
 static const struct conf_field provider_libvirt_fields[] = {
     {.key = "uri",
      .kind = CONF_STRING,
@@ -748,6 +750,16 @@ static const struct conf_field scale_fields[] = {
      .doc = "how often the group reads the provider's list again to adopt servers it lost and "
             "replace those that stopped or never got an address, like a Kubernetes controller's "
             "resync period; rounded up to the 500ms tick"},
+    {.key = "remove_first",
+     .kind = CONF_CHOICE,
+     .names = remove_first_names,
+     CONF_AT(struct conf_scale, remove_first),
+     .def = "newest",
+     .doc = "which server in service a scale-in drains and removes first: newest (the last "
+            "launched, the highest n of <pool>-tern-<n>), oldest (the first launched, like AWS's "
+            "OldestInstance, e.g. to move a group onto a new template) or least_connections (the "
+            "fewest requests or tunnels in flight in the pool, so the drain is shortest; a tie "
+            "goes to the newest). A server still starting is never removed"},
     {.key = "scale_out",
      .kind = CONF_STRUCT,
      .flags = CONF_F_LAZY,

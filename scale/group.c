@@ -16,9 +16,9 @@
  * its cooldown allows, a scale-in alarm removes them (not while a new
  * server is still starting), target tracking follows its metric. The group
  * reconciles toward desired: it launches servers (not before a failed
- * launch's back-off has passed), or terminates the newest in service, never
- * one still starting. Every activity (launch, terminate, adopt, desired) is
- * logged, kept for the API and published on the event bus as
+ * launch's back-off has passed), or terminates one in service, the newest
+ * unless scale[].remove_first says otherwise, never one still starting. Every activity (launch,
+ * terminate, adopt, desired) is logged, kept for the API and published on the event bus as
  * TERN_EV_SCALING.
  */
 #include <errno.h>
@@ -245,6 +245,67 @@ apply_policies(struct scale_group *g)
     }
 }
 
+struct conns {
+    const char *name;
+    uint32_t active;
+    bool found;
+};
+
+static void
+conns_cb(void *arg, const struct tern_server_info *info)
+{
+    struct conns *c = arg;
+
+    if (strcmp(info->name, c->name) == 0) {
+        c->active = info->active;
+        c->found = true;
+    }
+}
+
+/* What the pool has in flight on s; 0 when it does not hold s. */
+static uint32_t
+active_of(const struct scale_group *g, const struct scale_server *s)
+{
+    struct conns c = {.name = s->name};
+
+    g->h->pool_servers(g->h, g->cfg.pool, conns_cb, &c);
+    return c.found ? c.active : 0;
+}
+
+/* The server in service that scale[].remove_first takes next, or NULL.
+ * Indexes follow launch order (names are never used again), so the
+ * highest is the newest even across restarts. */
+static struct scale_server *
+next_to_remove(struct scale_group *g)
+{
+    struct scale_server *victim = NULL;
+    uint32_t least = 0;
+
+    for (size_t i = 0; i < g->nsrv; i++) {
+        struct scale_server *s = &g->srv[i];
+        uint32_t active = 0;
+        bool better;
+
+        if (s->st != SRV_IN_SERVICE)
+            continue;
+        if (g->cfg.remove_first == SCALE_REMOVE_LEAST_CONN)
+            active = active_of(g, s);
+        if (victim == NULL)
+            better = true;
+        else if (g->cfg.remove_first == SCALE_REMOVE_OLDEST)
+            better = s->index < victim->index;
+        else if (g->cfg.remove_first == SCALE_REMOVE_LEAST_CONN && active != least)
+            better = active < least;
+        else
+            better = s->index > victim->index;
+        if (better) {
+            victim = s;
+            least = active;
+        }
+    }
+    return victim;
+}
+
 static void
 toward_desired(struct scale_group *g)
 {
@@ -259,15 +320,9 @@ toward_desired(struct scale_group *g)
         cur++;
     }
     while (cur > want) {
-        struct scale_server *victim = NULL;
+        /* Never one still starting: it is not in the pool yet. */
+        struct scale_server *victim = next_to_remove(g);
 
-        /* The newest in service (highest index); never one still starting. */
-        for (size_t i = 0; i < g->nsrv; i++) {
-            struct scale_server *s = &g->srv[i];
-
-            if (s->st == SRV_IN_SERVICE && (victim == NULL || s->index > victim->index))
-                victim = s;
-        }
         if (victim == NULL)
             return;
         snprintf(reason, sizeof(reason), "desired %u, have %u", want, cur);

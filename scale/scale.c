@@ -59,6 +59,11 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
     c->relist_ms =
         (uint64_t)tern_value_int(tern_value_get(v, "reconcile_interval"), SCALE_RELIST_MS);
     c->grace_ms = (uint64_t)tern_value_int(tern_value_get(v, "grace_period"), SCALE_GRACE_MS);
+    if (str(v, "remove_first") != NULL && strcmp(str(v, "remove_first"), "oldest") == 0)
+        c->remove_first = SCALE_REMOVE_OLDEST;
+    else if (str(v, "remove_first") != NULL &&
+             strcmp(str(v, "remove_first"), "least_connections") == 0)
+        c->remove_first = SCALE_REMOVE_LEAST_CONN;
     if (tern_value_get(ex, "create") == NULL)
         ex = NULL;
     if (tern_value_get(lv, "template") == NULL)

@@ -20,6 +20,9 @@
 
 enum scale_provider_kind { SCALE_PROV_EXEC = 1, SCALE_PROV_LIBVIRT };
 
+/* scale[].remove_first: which server in service a scale-in takes. */
+enum scale_remove_first { SCALE_REMOVE_NEWEST = 0, SCALE_REMOVE_OLDEST, SCALE_REMOVE_LEAST_CONN };
+
 /* The schema's defaults of reconcile_interval and grace_period, for a
  * configuration that reaches the plugin without them. */
 #define SCALE_RELIST_MS 10000
@@ -35,6 +38,7 @@ struct scale_group_cfg {
     uint64_t timeout_ms;
     uint64_t relist_ms; /* between two reads of the provider's list; 0: SCALE_RELIST_MS */
     uint64_t grace_ms;  /* a new server's time to answer; 0: SCALE_GRACE_MS */
+    enum scale_remove_first remove_first;
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
     char *tt_metric;                         /* NULL: no target tracking */

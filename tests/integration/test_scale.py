@@ -587,6 +587,24 @@ def test_destroy_runs_only_to_destroy(tern, scripts):
         f"destroy web web web-tern-2 {addr['web-tern-2']}"], calls(d)
 
 
+def test_remove_first_oldest(tern, scripts):
+    """remove_first: oldest: a scale-in from 2 to 1 drains and destroys
+    web-tern-1, the first launched, and web-tern-2 takes the traffic."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    text = config(port, admin, d, max_=2).replace(
+        "    min: 1\n", "    min: 2\n    remove_first: oldest\n")
+    t = tern(text, wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 2) else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    g = shrink_by_reload(t, admin, text)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert in_service(g) == ["web-tern-2"], g
+    assert [c.split()[3] for c in calls(d) if c.startswith("destroy")] == ["web-tern-1"], calls(d)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert r.read() == b"web-tern-2\n"
+
+
 def pid_of(d, name):
     with open(os.path.join(d, "state")) as f:
         for line in f:

@@ -16,6 +16,9 @@
  * scale[].grace_period is how long a new server has to answer its probe
  * (and, with libvirt, the boot allowance above): one that never answers is
  * given up after it, 120 s when unset.
+ *
+ * scale[].remove_first picks the server a scale-in removes: the newest, the
+ * oldest or the one with the fewest requests in flight in the pool.
  */
 // clang-format off
 #include <setjmp.h>
@@ -95,13 +98,27 @@ fake_publish(const struct tern_host *h, const struct tern_event *ev)
         snprintf(failed, sizeof(failed), "%s", ev->detail);
 }
 
+/* What the pool holds: in flight on web-tern-<i + 1>, or -1 past the end. */
+static int pool_active[8] = {-1};
+
 static int
 fake_pool_servers(const struct tern_host *h, const char *pool, tern_server_cb cb, void *arg)
 {
     (void)h;
     (void)pool;
-    (void)cb;
-    (void)arg;
+    for (int i = 0; i < 8 && pool_active[i] >= 0; i++) {
+        char name[32];
+        struct tern_server_info info = {.name = name,
+                                        .address = "127.0.0.1:1",
+                                        .state = "ready",
+                                        .healthy = true,
+                                        .dynamic = true,
+                                        .weight = 1,
+                                        .active = (uint32_t)pool_active[i]};
+
+        snprintf(name, sizeof(name), "web-tern-%d", i + 1);
+        cb(arg, &info);
+    }
     return 0;
 }
 
@@ -244,6 +261,7 @@ group(uint32_t desired)
     failed[0] = '\0';
     hold_creates = false;
     nqueue = 0;
+    pool_active[0] = -1;
     g = scale_group_new(&sc, &cfg);
     assert_non_null(g);
     g->prov.ops->free(g->prov.p);
@@ -435,6 +453,35 @@ test_grace_period_is_libvirt_boot_allowance(void **unused)
     scale_group_free(g);
 }
 
+/* The pool holds web-tern-1..3 with these requests in flight and desired
+ * is 2: the first scale-in removes want. */
+static void
+removes_first(enum scale_remove_first order, int a1, int a2, int a3, const char *want)
+{
+    struct scale_group *g;
+    int active[] = {a1, a2, a3, -1};
+
+    g = group(2);
+    memcpy(pool_active, active, sizeof(active));
+    g->cfg.remove_first = order;
+    run_until(g, 2, true);
+    assert_string_equal(destroyed, want);
+    assert_int_equal(group_current(g), 2);
+    scale_group_free(g);
+}
+
+static void
+test_remove_first(void **unused)
+{
+    (void)unused;
+    removes_first(SCALE_REMOVE_NEWEST, 5, 0, 7, "web-tern-3 ");
+    removes_first(SCALE_REMOVE_OLDEST, 5, 0, 7, "web-tern-1 ");
+    removes_first(SCALE_REMOVE_LEAST_CONN, 5, 0, 7, "web-tern-2 ");
+    removes_first(SCALE_REMOVE_LEAST_CONN, 2, 9, 3, "web-tern-1 ");
+    /* A tie goes to the newest of the least busy. */
+    removes_first(SCALE_REMOVE_LEAST_CONN, 0, 4, 0, "web-tern-3 ");
+}
+
 int
 main(void)
 {
@@ -447,6 +494,7 @@ main(void)
         cmocka_unit_test(test_grace_period_gives_up),
         cmocka_unit_test(test_grace_period_unset_is_120s),
         cmocka_unit_test(test_grace_period_is_libvirt_boot_allowance),
+        cmocka_unit_test(test_remove_first),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
