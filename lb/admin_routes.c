@@ -517,10 +517,22 @@ h_listeners(struct ctx *x)
                                   json_pack("{s:s?, s:s?, s:s}", "host", rt->host, "path_prefix",
                                             rt->path_prefix, "pool", rt->pool));
         }
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:b, s:o}", "name", l->name,
-                                             "bind", l->bind.text, "mode",
-                                             l->mode == CONF_MODE_HTTP ? "http" : "tcp", "pool",
-                                             l->pool, "tls", l->tls.enabled, "routes", routes));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o}", "name", l->name, "bind",
+                              l->bind.text, "mode", l->mode == CONF_MODE_HTTP ? "http" : "tcp",
+                              "pool", l->pool, "tls", l->tls.enabled, "routes", routes);
+        /* The counters of /metrics' tern_listener_* families. */
+        struct lb_listener_totals t;
+        json_t *resp = json_object();
+        lb_listener_stats_sum(x->a->ctl->workers, x->a->ctl->nworkers, l->name, &t);
+        json_object_set_new(o, "connections_total", json_integer((json_int_t)t.connections));
+        json_object_set_new(o, "active_connections", json_integer((json_int_t)t.active));
+        json_object_set_new(o, "requests_total", json_integer((json_int_t)t.requests));
+        for (int k = 0; k < 6; k++)
+            json_object_set_new(resp, classes[k], json_integer((json_int_t)t.responses[k]));
+        json_object_set_new(o, "responses", resp);
+        json_object_set_new(o, "bytes_in", json_integer((json_int_t)t.bytes_in));
+        json_object_set_new(o, "bytes_out", json_integer((json_int_t)t.bytes_out));
+        json_array_append_new(arr, o);
     }
     reply(x, 200, json_pack("{s:o}", "listeners", arr));
 }

@@ -113,6 +113,32 @@ struct lb_snapshot {
 struct lb_worker;
 struct lb_wgen;
 struct lb_tls;
+
+/* Counters of one listener on one worker. Only that worker writes them, with
+ * lb_stat_add (a relaxed load and store: no locked instruction, no cache line
+ * shared with another worker); the control thread reads them with relaxed
+ * loads and sums the workers (lb_listener_stats_sum). A worker keeps them by
+ * listener name, so they carry over a reload, and sessions still on an older
+ * generation count where the new one does. */
+struct lb_listener_stats {
+    _Atomic uint64_t key;      /* lb_hash64 of the name | 1; 0: slot free */
+    atomic_ulong connections;  /* accepted */
+    atomic_ulong active;       /* open now */
+    atomic_ulong requests;     /* HTTP requests or TCP sessions that ended */
+    atomic_ulong responses[6]; /* HTTP: index status/100, 0 for none or other */
+    atomic_ulong bytes_in;     /* received from clients (after TLS) */
+    atomic_ulong bytes_out;    /* sent to clients (before TLS) */
+};
+
+/* Listener names a worker keeps counters for over its life; the names past
+ * it share one more slot that nothing reads. */
+#define LB_LISTENER_STATS 64
+
+/* The same counters summed over the workers (control thread). */
+struct lb_listener_totals {
+    uint64_t connections, active, requests, responses[6], bytes_in, bytes_out;
+};
+
 struct ssl_st;
 struct ssl_session_st;
 
@@ -125,6 +151,7 @@ struct lb_listener {
     int index; /* into gen->snap->conf->listeners */
     int fd;    /* -1 once closed or handed to the next generation */
     bool paused;
+    struct lb_listener_stats *stats; /* this worker's, found on first use */
 };
 
 /* Per worker view of a pool: a balancer built for the current generation. */
@@ -194,6 +221,7 @@ struct lb_worker {
     struct lb_conn_list {
         struct lb_conn_link *next, *prev;
     } conns_list;
+    struct lb_listener_stats lstats[LB_LISTENER_STATS + 1];
 };
 
 /* Every client session begins with this link so a draining worker can find
@@ -288,6 +316,29 @@ void lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage 
 /* Formats an address as "ip" (no port) into out; returns the length. */
 size_t lb_addr_ip(const struct sockaddr_storage *sa, char *out, size_t cap);
 size_t lb_addr_ipport(const struct sockaddr_storage *sa, char *out, size_t cap);
+
+/* metrics.c: the worker's counters for listener name (taking a free slot
+ * the first time), and their sums over workers ws[0..n) (control thread). */
+struct lb_listener_stats *lb_listener_stats_find(struct lb_worker *w, const char *name);
+void lb_listener_stats_sum(const struct lb_worker *ws, int n, const char *name,
+                           struct lb_listener_totals *out);
+
+static inline struct lb_listener_stats *
+lb_lstats(struct lb_listener *l)
+{
+    if (!l->stats)
+        l->stats = lb_listener_stats_find(l->w, l->cf->name);
+    return l->stats;
+}
+
+/* Adds v (or, with a negative v, takes it away) to a counter that only the
+ * calling thread writes. */
+static inline void
+lb_stat_add(atomic_ulong *c, long v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (unsigned long)v,
+                          memory_order_relaxed);
+}
 
 static inline uint64_t
 lb_now_us(struct ev_loop *loop)

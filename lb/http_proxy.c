@@ -122,6 +122,9 @@ log_request(struct http_sess *s, const char *term)
 
     if (cls < 1 || cls > 5)
         cls = 0;
+    struct lb_listener_stats *ls = lb_lstats(s->l);
+    lb_stat_add(&ls->requests, 1);
+    lb_stat_add(&ls->responses[cls], 1);
     if (!srv && p && s->x->status)
         atomic_fetch_add_explicit(&p->local_responses[cls], 1, memory_order_relaxed);
     if (srv) {
@@ -775,6 +778,7 @@ sess_free(struct http_sess *s)
     free(s->cert_subject);
     close(s->cfd);
     lb_buf_release(&w->bufs, &s->cin, true);
+    lb_stat_add(&lb_lstats(s->l)->active, -1);
     lb_worker_conn_del(w, &s->link);
     lb_wgen_unref(s->gen);
     free(s);
@@ -1013,6 +1017,7 @@ sess_run(struct http_sess *s)
                 break;
             ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
+                lb_stat_add(&lb_lstats(s->l)->bytes_in, n);
                 if (!s->head_timer) {
                     s->head_timer = true;
                     s->x->t_start = lb_now_us(w->loop);
@@ -1030,6 +1035,8 @@ sess_run(struct http_sess *s)
         if (s->state == ST_LINGER) {
             ssize_t k = write_out(s->cfd, s->ssl, &s->x->cout, &s->cin, &s->x->resp_fwd, &s->c_wr,
                                   &s->c_wrw);
+            if (k > 0)
+                lb_stat_add(&lb_lstats(s->l)->bytes_out, k);
             if (k == -2) {
                 sess_free(s);
                 return;
@@ -1109,6 +1116,7 @@ sess_run(struct http_sess *s)
             ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 s->x->bytes_in += (uint64_t)n;
+                lb_stat_add(&lb_lstats(s->l)->bytes_in, n);
                 progress = true;
                 if (s->state == ST_FORWARD)
                     arm_timer(s, forward_timeout(s));
@@ -1172,6 +1180,7 @@ sess_run(struct http_sess *s)
                                        &s->c_wr, &s->c_wrw, resp_more_soon(s));
             if (k > 0) {
                 s->x->bytes_out += (uint64_t)k;
+                lb_stat_add(&lb_lstats(s->l)->bytes_out, k);
                 progress = true;
                 if (s->state == ST_TUNNEL && s->x->b_eof && !s->x->resp_fwd &&
                     s->x->cout.head == s->x->cout.tail)
@@ -1428,6 +1437,8 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
     s->link.idle_close = idle_close;
     s->link.force_close = force_close;
     lb_worker_conn_add(w, &s->link);
+    lb_stat_add(&lb_lstats(l)->connections, 1);
+    lb_stat_add(&lb_lstats(l)->active, 1);
     ev_io_init(&s->cio, client_cb, fd, EV_READ);
     ev_init(&s->timer, timer_cb);
     s->head_timer = true;

@@ -9,7 +9,9 @@
  * sampler. Servers in state "removed" are left out, as in the JSON API.
  */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lb/admin_int.h"
@@ -239,7 +241,7 @@ server_latency(struct admin_sbuf *o, struct lb_snapshot *snap)
 
 /* ---- pools ---- */
 
-enum pool_metric { P_SERVERS, P_HEALTHY, P_ACTIVE, P_REQUESTS, P_NO_SERVER };
+enum pool_metric { P_SERVERS, P_HEALTHY, P_ACTIVE, P_QUEUED, P_REQUESTS, P_NO_SERVER };
 
 static unsigned long
 pool_value(const struct lb_pool *p, enum pool_metric m)
@@ -248,6 +250,8 @@ pool_value(const struct lb_pool *p, enum pool_metric m)
         return rd(&p->requests);
     if (m == P_NO_SERVER)
         return rd(&p->no_server);
+    if (m == P_QUEUED)
+        return atomic_load_explicit(&p->queued, memory_order_relaxed);
     unsigned long v = 0;
     size_t n = lb_pool_nservers(p);
     for (size_t j = 0; j < n; j++) {
@@ -292,10 +296,121 @@ static const struct {
     {"tern_pool_healthy_servers", "gauge", "Servers of the pool whose health is up.", P_HEALTHY},
     {"tern_pool_active_connections", "gauge", "Requests or tunnels using the pool's servers now.",
      P_ACTIVE},
+    {"tern_pool_queued", "gauge", "Requests or TCP connections waiting for a server slot now.",
+     P_QUEUED},
     {"tern_pool_requests_total", "counter", "Requests routed to the pool.", P_REQUESTS},
     {"tern_pool_no_server_total", "counter", "Requests refused because no server was usable.",
      P_NO_SERVER},
 };
+
+/* ---- listeners ---- */
+
+static uint64_t
+name_key(const char *name)
+{
+    return lb_hash64(name, strlen(name)) | 1;
+}
+
+/* Worker thread. A slot, once taken, keeps its name for the worker's life:
+ * the control thread may be reading it. */
+struct lb_listener_stats *
+lb_listener_stats_find(struct lb_worker *w, const char *name)
+{
+    uint64_t key = name_key(name);
+
+    for (size_t i = 0; i < LB_LISTENER_STATS; i++) {
+        struct lb_listener_stats *e = &w->lstats[i];
+        uint64_t k = atomic_load_explicit(&e->key, memory_order_relaxed);
+
+        if (k == key)
+            return e;
+        if (k == 0) {
+            atomic_store_explicit(&e->key, key, memory_order_release);
+            return e;
+        }
+    }
+    return &w->lstats[LB_LISTENER_STATS];
+}
+
+void
+lb_listener_stats_sum(const struct lb_worker *ws, int n, const char *name,
+                      struct lb_listener_totals *t)
+{
+    uint64_t key = name_key(name);
+
+    memset(t, 0, sizeof(*t));
+    for (int w = 0; w < n; w++) {
+        for (size_t i = 0; i < LB_LISTENER_STATS; i++) {
+            const struct lb_listener_stats *e = &ws[w].lstats[i];
+            uint64_t k = atomic_load_explicit(&e->key, memory_order_acquire);
+
+            if (k == 0)
+                break;
+            if (k != key)
+                continue;
+            t->connections += rd(&e->connections);
+            t->active += rd(&e->active);
+            t->requests += rd(&e->requests);
+            for (int c = 0; c < 6; c++)
+                t->responses[c] += rd(&e->responses[c]);
+            t->bytes_in += rd(&e->bytes_in);
+            t->bytes_out += rd(&e->bytes_out);
+            break;
+        }
+    }
+}
+
+static const struct {
+    const char *name, *type, *help;
+    size_t off; /* into struct lb_listener_totals */
+} listener_families[] = {
+    {"tern_listener_connections_total", "counter", "Client connections accepted.",
+     offsetof(struct lb_listener_totals, connections)},
+    {"tern_listener_active_connections", "gauge", "Client connections open now.",
+     offsetof(struct lb_listener_totals, active)},
+    {"tern_listener_requests_total", "counter",
+     "HTTP requests, or TCP sessions, that ended (answered or not).",
+     offsetof(struct lb_listener_totals, requests)},
+    {"tern_listener_bytes_in_total", "counter", "Bytes received from clients (decrypted).",
+     offsetof(struct lb_listener_totals, bytes_in)},
+    {"tern_listener_bytes_out_total", "counter", "Bytes sent to clients (before encryption).",
+     offsetof(struct lb_listener_totals, bytes_out)},
+};
+
+static void
+listener_metrics(struct admin_sbuf *o, const struct lb_ctl *ctl)
+{
+    const struct conf *c = ctl->snap->conf;
+    struct lb_listener_totals *t = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*t));
+
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < c->nlisteners; i++)
+        lb_listener_stats_sum(ctl->workers, ctl->nworkers, c->listeners[i].name, &t[i]);
+    for (size_t f = 0; f < sizeof(listener_families) / sizeof(listener_families[0]); f++) {
+        family(o, listener_families[f].name, listener_families[f].type, listener_families[f].help);
+        for (size_t i = 0; i < c->nlisteners; i++) {
+            admin_sbuf_printf(o, "%s{", listener_families[f].name);
+            label(o, "listener", c->listeners[i].name, true);
+            uint64_t v;
+            memcpy(&v, (const char *)&t[i] + listener_families[f].off, sizeof(v));
+            admin_sbuf_printf(o, "} %llu\n", (unsigned long long)v);
+        }
+    }
+    family(o, "tern_listener_responses_total", "counter",
+           "Responses to clients of HTTP listeners by status class (other: none sent).");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        if (c->listeners[i].mode != CONF_MODE_HTTP)
+            continue;
+        for (int k = 0; k < 6; k++) {
+            admin_sbuf_puts(o, "tern_listener_responses_total{");
+            label(o, "listener", c->listeners[i].name, true);
+            label(o, "code", classes[k], false);
+            admin_sbuf_printf(o, "} %llu\n", (unsigned long long)t[i].responses[k]);
+        }
+    }
+    free(t);
+}
 
 /* ---- VRRP instances ---- */
 
@@ -398,6 +513,7 @@ admin_metrics(struct admin *a, struct admin_sbuf *o)
         label(o, "tls", l->tls.enabled ? "true" : "false", false);
         admin_sbuf_puts(o, "} 1\n");
     }
+    listener_metrics(o, ctl);
 
     for (size_t f = 0; f < sizeof(pool_families) / sizeof(pool_families[0]); f++) {
         family(o, pool_families[f].name, pool_families[f].type, pool_families[f].help);

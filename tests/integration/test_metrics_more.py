@@ -4,6 +4,8 @@ plugin metrics through watch alarms (GET /api/v1/alarms shows each alarm's
 last value and its history of datapoints).
 """
 import json
+import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -104,4 +106,111 @@ def test_error_rate_counts_503s_when_no_server_is_usable(tern):
     assert pool["responses"] == {"other": 0, "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": n}
     assert pool["requests_total"] == n and pool["no_server_total"] == n
     assert all(s["responses"]["5xx"] == 0 for s in pool["servers"])
+    t.stop()
+
+
+# ---- per-listener counters ----
+
+
+CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def listener_figures(api, name):
+    """One listener's counters from /metrics, or None when the JSON API
+    (read right after) does not say the same: figures still moving."""
+    m = parse_metrics(api.get("/metrics")[2])
+    fig = {f: metric(m, f"tern_listener_{f}", listener=name)
+           for f in ("connections_total", "active_connections", "requests_total",
+                     "bytes_in_total", "bytes_out_total")}
+    fig["responses"] = {c: metric(m, "tern_listener_responses_total", listener=name, code=c)
+                        for c in CLASSES}
+    (j,) = [ls for ls in api.get("/api/v1/listeners")[2]["listeners"] if ls["name"] == name]
+    same = {"connections_total": j["connections_total"],
+            "active_connections": j["active_connections"], "requests_total": j["requests_total"],
+            "bytes_in_total": j["bytes_in"], "bytes_out_total": j["bytes_out"],
+            "responses": j["responses"] if fig["responses"]["2xx"] is not None
+            else dict.fromkeys(CLASSES)}
+    return fig if fig == same else None
+
+
+def settles_at(api, name, want, timeout=5):
+    return wait_for(lambda: listener_figures(api, name) == want, timeout) or (
+        listener_figures(api, name), want)
+
+
+def test_listener_counters_follow_each_listeners_traffic(backends, tern):
+    (b,) = backends(1)
+    hport, tport, admin = free_port(), free_port(), free_port()
+    # Only the admin port is waited for: it opens after the listeners, and a
+    # probe connection would count on a listener.
+    t = tern(
+        "global:\n  workers: 2\n"
+        f"admin:\n  listen: 127.0.0.1:{admin}\n"
+        "listeners:\n"
+        f"  - {{ name: front, bind: 127.0.0.1:{hport}, mode: http, pool: web }}\n"
+        f"  - {{ name: plain, bind: 127.0.0.1:{tport}, mode: tcp, pool: web }}\n"
+        f"pools:\n  web:\n    servers:\n      - {{ name: b1, address: {b.address} }}\n",
+        wait_ports=[admin])
+    api = Api(admin)
+    zero = {"connections_total": 0, "active_connections": 0, "requests_total": 0,
+            "bytes_in_total": 0, "bytes_out_total": 0}
+    assert listener_figures(api, "front") == dict(zero, responses=dict.fromkeys(CLASSES, 0))
+    # A TCP listener has no responses of its own.
+    assert listener_figures(api, "plain") == dict(zero, responses=dict.fromkeys(CLASSES))
+
+    # HTTP: three pipelined requests on one connection (a body with the
+    # head, a 404, a last one that closes), then one more connection.
+    body = b"x" * 3000
+    reqs = [
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\n" + body,
+        b"GET /status/404 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /big?n=20000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ]
+    got = [raw_exchange(hport, b"".join(reqs))]
+    last = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    got.append(raw_exchange(hport, last))
+    assert got[0].count(b"HTTP/1.1 200 ") == 2 and got[0].count(b"HTTP/1.1 404 ") == 1, got[0]
+    assert status_of(got[1]) == 200
+    sent = sum(map(len, reqs)) + len(last)
+    want_front = {"connections_total": 2, "active_connections": 0, "requests_total": 4,
+                  "bytes_in_total": sent, "bytes_out_total": sum(map(len, got)),
+                  "responses": {"other": 0, "1xx": 0, "2xx": 3, "3xx": 0, "4xx": 1, "5xx": 0}}
+    assert settles_at(api, "front", want_front) is True
+
+    # TCP: two sessions of one request each, spliced through.
+    treqs = [b"GET /big?n=5000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             b"GET / HTTP/1.1\r\nHost: tcp-listener\r\nConnection: close\r\n\r\n"]
+    tgot = [raw_exchange(tport, r) for r in treqs]
+    assert all(status_of(g) == 200 for g in tgot), tgot
+    want_plain = {"connections_total": 2, "active_connections": 0, "requests_total": 2,
+                  "bytes_in_total": sum(map(len, treqs)),
+                  "bytes_out_total": sum(map(len, tgot)),
+                  "responses": dict.fromkeys(CLASSES)}
+    assert settles_at(api, "plain", want_plain) is True
+    # The other listener's figures did not move.
+    assert listener_figures(api, "front") == want_front
+
+    # A reload keeps them: they are kept by listener name.
+    t.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: api.get("/api/v1/reload")[2].get("ok") is True, 10), t.log()
+    assert listener_figures(api, "front") == want_front
+    assert listener_figures(api, "plain") == want_plain
+
+    # A connection open now is active on its listener only, until it closes.
+    c = socket.create_connection(("127.0.0.1", hport), timeout=scaled(5))
+    one = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    c.sendall(one)
+    resp = b""
+    while not resp.endswith(b"\r\n\r\nb1\n"):
+        chunk = c.recv(65536)
+        assert chunk, resp
+        resp += chunk
+    open_now = dict(want_front, connections_total=3, active_connections=1, requests_total=5,
+                    bytes_in_total=want_front["bytes_in_total"] + len(one),
+                    bytes_out_total=want_front["bytes_out_total"] + len(resp),
+                    responses=dict(want_front["responses"], **{"2xx": 4}))
+    assert settles_at(api, "front", open_now) is True
+    assert listener_figures(api, "plain") == want_plain
+    c.close()
+    assert settles_at(api, "front", dict(open_now, active_connections=0)) is True
     t.stop()
