@@ -11,6 +11,8 @@ import json
 import re
 import signal
 import socket
+import statistics
+import struct
 import threading
 import time
 
@@ -225,6 +227,58 @@ def test_tcp_check(tern, backends):
         assert m.group(1) == "connected; 2 checks passed"
     finally:
         b1.stop()
+
+
+def check_intervals(tern, jitter, n=21):
+    """Seconds between the first n tcp checks of a server (a listener of
+    ours that counts connects), at interval 200ms with the given jitter."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    seen = []
+
+    def accept():
+        while len(seen) < n:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            # When the kernel completed the handshake (ms ago), so that
+            # this thread's own wake-up delay does not count.
+            info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            ago = struct.unpack_from("I", info, 56)[0]  # tcpi_last_ack_recv
+            seen.append(time.monotonic() - ago / 1000.0)
+            c.close()
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+
+    class S:
+        name, address = "s", "127.0.0.1:%d" % srv.getsockname()[1]
+
+    port = free_port()
+    hc = f"    health_check: {{ type: tcp, interval: 200ms, jitter: {jitter} }}\n"
+    tern(simple_config(port, [S], pool_extra=hc + NO_OUTLIER), [port])
+    th.join(scaled(n * 0.4 + 5))
+    srv.close()
+    assert len(seen) == n, seen
+    return [b - a for a, b in zip(seen, seen[1:])]
+
+
+def test_health_check_jitter_spreads_intervals(tern):
+    """With 100ms of jitter the intervals spread over 200 +- 100 ms: the
+    median distance from 200 ms is about 50 ms (it stays under 15 ms with
+    probability < 0.001), against about 1 ms without jitter, where only the
+    odd late check on a busy machine strays."""
+
+    def spread(gaps):
+        return statistics.median(abs(g - 0.2) for g in gaps)
+
+    gaps = check_intervals(tern, "100ms")
+    assert spread(gaps) > 0.015, gaps
+    assert min(gaps) > 0.09, gaps
+    steady = check_intervals(tern, "0")
+    assert spread(steady) < 0.01, steady
 
 
 def test_request_sent_by_http_check(tern):
