@@ -223,10 +223,13 @@ def status_of(resp):
 
 def checkable_example(src, tmpdir):
     """A copy of the shipped example whose /etc/tern files exist: `tern -t`
-    checks certificates and keys, and the example names /etc/tern/site.pem
-    as an operator would. A throwaway self-signed pair stands in for it."""
+    checks certificates, keys and the admin token file, and the example
+    names /etc/tern/site.pem and /etc/tern/admin.token as an operator would.
+    A throwaway self-signed pair and token stand in for them."""
     d = os.path.join(str(tmpdir), "etc-tern")
     os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "admin.token"), "w") as f:
+        f.write("t0ken-for-the-example\n")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=www.example.com", "-keyout", os.path.join(d, "site.key"),
