@@ -10,6 +10,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -148,11 +150,14 @@ lb_snapshot_ref(struct lb_snapshot *s)
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
+static void forward_counters(struct lb_snapshot *gone);
+
 void
 lb_snapshot_unref(struct lb_snapshot *s)
 {
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    forward_counters(s);
     for (size_t i = 0; i < s->npools; i++)
         pool_free(&s->pools[i]);
     free(s->pools);
@@ -352,31 +357,147 @@ lb_pools_drain_tick(struct lb_snapshot *snap, uint64_t now_ms)
     }
 }
 
+/*
+ * Counters carried over by a reload keep counting on the old snapshot: a
+ * request picked there is answered, timed and measured there, and a worker
+ * that has not switched yet still routes there. Each carry-over therefore
+ * leaves a record of every counter it copied, with the value copied; when
+ * the old snapshot is freed (nothing can bump it any more) what it counted
+ * since is added to the counter it was copied to. A record whose target
+ * snapshot goes first is passed on to that snapshot's own successor, so a
+ * record always points into a live snapshot. Records are touched only at
+ * carry-over and when a snapshot is freed, by whichever thread drops the
+ * last reference: a mutex is enough.
+ */
+struct carried {
+    atomic_ulong *from, *to;
+    unsigned long base;
+};
+
+struct carry {
+    struct carry *next;
+    struct lb_snapshot *from, *to;
+    size_t n, cap;
+    struct carried *c; /* sorted by from once complete */
+};
+
+#define STATS_FIELDS (LB_LAT_BUCKETS + 1 + 12)
+_Static_assert(sizeof(struct lb_server_stats) == STATS_FIELDS * sizeof(atomic_ulong),
+               "stats_fields() must list every counter of struct lb_server_stats");
+
+static pthread_mutex_t carry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct carry *carries;
+
 static void
-copy_stats(struct lb_server_stats *to, struct lb_server_stats *from)
+stats_fields(struct lb_server_stats *st, atomic_ulong **f)
 {
-    for (int k = 0; k <= LB_LAT_BUCKETS; k++)
-        atomic_store(&to->lat[k], atomic_load(&from->lat[k]));
-    atomic_store(&to->lat_sum_us, atomic_load(&from->lat_sum_us));
-    atomic_store(&to->requests, atomic_load(&from->requests));
-    for (int k = 0; k < 6; k++)
-        atomic_store(&to->responses[k], atomic_load(&from->responses[k]));
-    atomic_store(&to->bytes_in, atomic_load(&from->bytes_in));
-    atomic_store(&to->bytes_out, atomic_load(&from->bytes_out));
-    atomic_store(&to->connect_errors, atomic_load(&from->connect_errors));
-    atomic_store(&to->connections, atomic_load(&from->connections));
+    int k = 0;
+    for (int i = 0; i <= LB_LAT_BUCKETS; i++)
+        f[k++] = &st->lat[i];
+    for (int i = 0; i < 6; i++)
+        f[k++] = &st->responses[i];
+    f[k++] = &st->lat_sum_us;
+    f[k++] = &st->requests;
+    f[k++] = &st->bytes_in;
+    f[k++] = &st->bytes_out;
+    f[k++] = &st->connect_errors;
+    f[k++] = &st->connections;
+}
+
+/* Copies one counter; a record that could not grow only loses what the old
+ * snapshot counts from now on, as before records existed. */
+static void
+carry_one(struct carry *r, atomic_ulong *to, atomic_ulong *from)
+{
+    unsigned long v = atomic_load(from);
+    atomic_store(to, v);
+    if (!r)
+        return;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        struct carried *c = realloc(r->c, cap * sizeof(*c));
+        if (!c)
+            return;
+        r->c = c;
+        r->cap = cap;
+    }
+    r->c[r->n++] = (struct carried){from, to, v};
+}
+
+static void
+copy_stats(struct carry *r, struct lb_server_stats *to, struct lb_server_stats *from)
+{
+    atomic_ulong *t[STATS_FIELDS], *f[STATS_FIELDS];
+    stats_fields(to, t);
+    stats_fields(from, f);
+    for (int k = 0; k < STATS_FIELDS; k++)
+        carry_one(r, t[k], f[k]);
+}
+
+static int
+carried_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct carried *)a)->from;
+    uintptr_t y = (uintptr_t)((const struct carried *)b)->from;
+    return x < y ? -1 : x > y;
+}
+
+static void
+forward_counters(struct lb_snapshot *gone)
+{
+    pthread_mutex_lock(&carry_mu);
+    struct carry *mine = NULL;
+    for (struct carry **pp = &carries; *pp; pp = &(*pp)->next) {
+        if ((*pp)->from == gone) {
+            mine = *pp;
+            *pp = mine->next;
+            break;
+        }
+    }
+    for (size_t i = 0; mine && i < mine->n; i++) {
+        struct carried *c = &mine->c[i];
+        atomic_fetch_add_explicit(c->to, atomic_load(c->from) - c->base, memory_order_relaxed);
+    }
+    /* Records into the snapshot going away now point where it was carried. */
+    for (struct carry *r = carries; r; r = r->next) {
+        if (r->to != gone)
+            continue;
+        size_t kept = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            struct carried key = {.from = r->c[i].to};
+            struct carried *next =
+                mine && mine->n ? bsearch(&key, mine->c, mine->n, sizeof(key), carried_cmp) : NULL;
+            if (next) {
+                r->c[i].to = next->to;
+                r->c[kept++] = r->c[i];
+            }
+        }
+        r->n = kept;
+        r->to = mine ? mine->to : NULL;
+    }
+    pthread_mutex_unlock(&carry_mu);
+    if (mine)
+        free(mine->c);
+    free(mine);
 }
 
 void
 lb_snapshot_carry_over(struct lb_snapshot *ns, struct lb_snapshot *os)
 {
+    struct carry *r = calloc(1, sizeof(*r));
+    if (r) {
+        r->from = os;
+        r->to = ns;
+    } else {
+        lb_warn("reload: out of memory; requests in flight will not be counted");
+    }
     for (size_t i = 0; i < ns->npools; i++) {
         struct lb_pool *np = &ns->pools[i];
         struct lb_pool *op = lb_pool_find(os, np->cf->name);
         if (!op)
             continue;
-        atomic_store(&np->requests, atomic_load(&op->requests));
-        atomic_store(&np->no_server, atomic_load(&op->no_server));
+        carry_one(r, &np->requests, &op->requests);
+        carry_one(r, &np->no_server, &op->no_server);
         size_t on = lb_pool_nservers(op);
         for (size_t j = 0; j < on; j++) {
             struct lb_server *o = &op->servers[j];
@@ -403,8 +524,16 @@ lb_snapshot_carry_over(struct lb_snapshot *ns, struct lb_snapshot *os)
             atomic_store(&n->ramp, atomic_load(&o->ramp));
             n->remove_when_drained = o->remove_when_drained;
             n->drain_deadline = o->drain_deadline;
-            copy_stats(&n->st, &o->st);
+            copy_stats(r, &n->st, &o->st);
         }
         bump(np);
     }
+    if (!r)
+        return;
+    if (r->n > 1)
+        qsort(r->c, r->n, sizeof(*r->c), carried_cmp);
+    pthread_mutex_lock(&carry_mu);
+    r->next = carries;
+    carries = r;
+    pthread_mutex_unlock(&carry_mu);
 }
