@@ -214,3 +214,64 @@ def test_listener_counters_follow_each_listeners_traffic(backends, tern):
     c.close()
     assert settles_at(api, "front", dict(open_now, active_connections=0)) is True
     t.stop()
+
+
+# ---- pool latency percentiles and active connections ----
+
+
+def test_latency_percentiles_and_active_connections_of_a_slow_backend(backends, tern):
+    # Each answer takes DELAY ms at the backend, so every request lands in a
+    # latency bucket that starts at 250 ms or later (the bounds around DELAY
+    # are 250 and 500). A percentile is interpolated within its bucket: p50
+    # of requests all in (250, 500] is 375, and slower ones only raise it.
+    # So DELAY bounds p50, p95 and p99 from below whatever the machine's
+    # speed, and a few seconds from above.
+    DELAY, CLIENTS = 300, 3
+    (b,) = backends(1)
+    port, admin = free_port(), free_port()
+    watch = "watch:\n  interval: 200ms\n  alarms:\n" + "".join(
+        f"    - {{ name: {name}, metric: pool.web.{name}, statistic: maximum, above: 1000000,\n"
+        "        period: 1s, evaluation_periods: 1 }\n"
+        for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "active_connections"))
+    t = tern(
+        "global:\n  workers: 2\n"
+        f"admin:\n  listen: 127.0.0.1:{admin}\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}\n"
+        f"pools:\n  web:\n    servers:\n      - {{ name: b1, address: {b.address} }}\n" + watch,
+        wait_ports=[port, admin])
+
+    def values_when(pred):
+        """{alarm: last value} of the first evaluation for which pred holds."""
+        def once():
+            v = {name: a["value"] for name, a in alarms(admin).items()}
+            return v if v and pred(v) else None
+        return once
+
+    # Idle: nothing in flight, and no latency at all (missing, not zero).
+    idle = wait_for(values_when(lambda v: v["active_connections"] == 0), 10)
+    assert idle, alarms(admin)
+    assert all(idle[f"latency_{q}_ms"] is None for q in ("p50", "p95", "p99")), idle
+
+    loads = [Traffic(port, f"/slow?ms={DELAY}") for _ in range(CLIENTS)]
+    try:
+        # Every client's request in flight at once shows as active.
+        busy = wait_for(values_when(lambda v: v["active_connections"] == CLIENTS
+                                    and v["latency_p50_ms"] is not None), 15)
+        time.sleep(scaled(2))  # a few more periods of history
+        last = alarms(admin)
+    finally:
+        statuses = [s for load in loads for s in load.stop()]
+    assert busy, last
+    assert statuses and set(statuses) == {200}, statuses
+    # One evaluation: the percentiles of the same samples are in order.
+    p50, p95, p99 = (busy[f"latency_{q}_ms"] for q in ("p50", "p95", "p99"))
+    assert DELAY <= p50 <= p95 <= p99 <= scaled(5) * 1000, (p50, p95, p99)
+    for q in ("p50", "p95", "p99"):
+        seen = [p["value"] for p in last[f"latency_{q}_ms"]["history"] if p["value"] is not None]
+        assert seen and all(DELAY <= v <= scaled(5) * 1000 for v in seen), (q, seen)
+    seen = [p["value"] for p in last["active_connections"]["history"] if p["value"] is not None]
+    assert seen and all(0 <= v <= CLIENTS for v in seen), seen
+
+    # Traffic over: back to no request in flight.
+    assert wait_for(lambda: alarms(admin)["active_connections"]["value"] == 0, 10), alarms(admin)
+    t.stop()
