@@ -109,6 +109,50 @@ def test_error_rate_counts_503s_when_no_server_is_usable(tern):
     t.stop()
 
 
+
+def test_queue_503s_count_in_the_pools_answers(backends, tern):
+    # One slot on the only server, one place in the queue, a short wait.
+    (b,) = backends(1)
+    port, admin = free_port(), free_port()
+    t = tern(
+        "global:\n  workers: 1\n"
+        f"admin:\n  listen: 127.0.0.1:{admin}\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}\n"
+        "pools:\n  web:\n    queue_size: 1\n    timeouts: { queue: 300ms }\n"
+        f"    servers:\n      - {{ name: b1, address: {b.address}, max_connections: 1 }}\n",
+        wait_ports=[port, admin])
+    api = Api(admin)
+
+    def prom(name, **labels):
+        return metric(parse_metrics(api.get("/metrics")[2]), name, pool="web", **labels)
+
+    def get(path, out):
+        out.append(status_of(raw_exchange(
+            port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+            timeout=scaled(10))))
+
+    held, waited, refused = [], [], []
+    slow = threading.Thread(target=get, args=(f"/slow?ms={int(scaled(3) * 1000)}", held))
+    slow.start()
+    assert wait_for(lambda: prom("tern_pool_active_connections") == 1, 5)
+    queued = threading.Thread(target=get, args=("/", waited))
+    queued.start()
+    assert wait_for(lambda: prom("tern_pool_queued") == 1, 5)
+    get("/", refused)  # the queue is full: 503 at once
+    queued.join()  # 503 when its wait ran out
+    slow.join()
+    assert (held, waited, refused) == ([200], [503], [503])
+
+    m = parse_metrics(api.get("/metrics")[2])
+    assert metric(m, "tern_pool_responses_total", pool="web", code="5xx") == 2
+    assert metric(m, "tern_pool_responses_total", pool="web", code="2xx") == 1
+    assert metric(m, "tern_server_responses_total", pool="web", server="b1", code="5xx") == 0
+    assert metric(m, "tern_pool_no_server_total", pool="web") == 1  # only the full queue
+    pool = api.get("/api/v1/pools/web")[2]
+    assert (pool["responses"]["5xx"], pool["responses"]["2xx"]) == (2, 1), pool
+    t.stop()
+
+
 # ---- per-listener counters ----
 
 
