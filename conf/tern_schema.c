@@ -393,8 +393,10 @@ static const struct conf_field listener_fields[] = {
      .kind = CONF_UINT,
      CONF_AT(struct conf_listener, max_connections),
      .def = "0",
-     .doc = "client connections open at once on this listener; 0: only the global "
-            "limit"},
+     .doc = "client connections open at once on this listener, all workers together "
+            "(HAProxy's bind maxconn); beyond it this listener's new connections wait in the "
+            "kernel's accept queue while the others go on accepting. A reload applies to new "
+            "connections; 0: only the global limit"},
     {.key = "timeouts",
      .kind = CONF_STRUCT,
      .sub = &listener_timeout_schema,

@@ -148,9 +148,11 @@ struct lb_listener {
     struct lb_worker *w;
     struct lb_wgen *gen;
     const struct conf_listener *cf;
-    int index; /* into gen->snap->conf->listeners */
-    int fd;    /* -1 once closed or handed to the next generation */
-    bool paused;
+    int index;                       /* into gen->snap->conf->listeners */
+    int fd;                          /* -1 once closed or handed to the next generation */
+    bool paused;                     /* for the global limit */
+    bool full;                       /* for its own max_connections */
+    struct lb_lcount *lc;            /* the listener's connections in all workers */
     struct lb_listener_stats *stats; /* this worker's, found on first use */
 };
 
@@ -213,7 +215,6 @@ struct lb_worker {
     struct lb_bufpool exchs; /* http_proxy.c's per-request state */
     uint64_t rng;
     uint32_t conns;     /* client connections open on this worker */
-    uint32_t max_conns; /* this worker's share of global.max_connections */
     atomic_int command; /* LB_CMD_* bits posted with wake */
     bool draining;
     ev_timer drain_timer;
@@ -230,6 +231,7 @@ struct lb_conn_link {
     struct lb_conn_link *next, *prev;
     void (*idle_close)(struct lb_conn_link *l); /* closes it if idle; may be NULL */
     void (*force_close)(struct lb_conn_link *l);
+    struct lb_lcount *lc; /* the listener it was accepted on, or NULL */
 };
 
 enum { LB_CMD_NONE = 0, LB_CMD_DRAIN = 1, LB_CMD_STOP = 2, LB_CMD_SWAP = 4 };

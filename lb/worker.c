@@ -18,10 +18,17 @@
  * A worker that finds no slot stops watching its listening sockets (new
  * connections wait in the kernel's accept queue) and is woken by whichever
  * worker frees one.
+ *
+ * listeners[].max_connections works the same way for one listener: its
+ * connections in all workers are counted in a struct lb_lcount found by the
+ * listener's name, so the count survives reloads (a limit set by a reload
+ * sees the connections already open). A worker whose listener is full stops
+ * watching that socket only, and counts as waiting for a wake-up.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,11 +49,76 @@ static struct {
     int n;
 } slots;
 
+struct lb_lcount {
+    struct lb_lcount *next;
+    _Atomic uint32_t open;
+    char name[];
+};
+
+/* Created by the control thread as generations are built, read by workers
+ * through their listeners; freed when the workers are gone. */
+static struct {
+    pthread_mutex_t mu;
+    struct lb_lcount *head;
+} lcounts = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
 /* Worker-thread state. at_limit: this worker's listeners are paused for
  * want of a slot. slot_held: accept_cb took a slot that the session being set
  * up has not claimed yet (lb_worker_conn_add), so a session that never
- * started gives it back. */
+ * started gives it back; held_lc: the same for its listener's count. nfull:
+ * listeners of the current generation paused at their own limit. */
 static _Thread_local bool at_limit, slot_held;
+static _Thread_local struct lb_lcount *held_lc;
+static _Thread_local unsigned nfull;
+
+static struct lb_lcount *
+lcount_find(const char *name)
+{
+    pthread_mutex_lock(&lcounts.mu);
+    struct lb_lcount *c = lcounts.head;
+    while (c && strcmp(c->name, name) != 0)
+        c = c->next;
+    if (!c && (c = calloc(1, sizeof(*c) + strlen(name) + 1))) {
+        strcpy(c->name, name);
+        atomic_init(&c->open, 0);
+        c->next = lcounts.head;
+        lcounts.head = c;
+    }
+    pthread_mutex_unlock(&lcounts.mu);
+    return c;
+}
+
+static void
+lcounts_free(void)
+{
+    pthread_mutex_lock(&lcounts.mu);
+    while (lcounts.head) {
+        struct lb_lcount *c = lcounts.head;
+        lcounts.head = c->next;
+        free(c);
+    }
+    pthread_mutex_unlock(&lcounts.mu);
+}
+
+/* Counts a connection about to be accepted on l, within its limit. */
+static bool
+lcount_take(const struct lb_listener *l)
+{
+    uint32_t max = l->cf->max_connections;
+    if (!l->lc)
+        return true;
+    if (!max) {
+        atomic_fetch_add_explicit(&l->lc->open, 1, memory_order_relaxed);
+        return true;
+    }
+    uint32_t n = atomic_load_explicit(&l->lc->open, memory_order_relaxed);
+    do {
+        if (n >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&l->lc->open, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
 
 uint64_t
 lb_worker_rand(struct lb_worker *w)
@@ -85,8 +157,10 @@ slot_take(const struct lb_worker *w)
  * seen waiting: it is never left paused with room to spare. On x86 these are
  * the same locked instructions as relaxed ones. */
 static void
-slot_put(const struct lb_worker *w)
+slot_put(const struct lb_worker *w, struct lb_lcount *lc)
 {
+    if (lc)
+        atomic_fetch_sub(&lc->open, 1);
     atomic_fetch_sub(&slots.open, 1);
     if (atomic_load(&slots.nwaiting) == 0)
         return;
@@ -102,12 +176,27 @@ lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l)
         slot_held = false;
     else
         atomic_fetch_add_explicit(&slots.open, 1, memory_order_relaxed);
+    l->lc = held_lc;
+    held_lc = NULL;
     l->prev = NULL;
     l->next = w->conns_list.next;
     if (l->next)
         l->next->prev = l;
     w->conns_list.next = l;
     w->conns++;
+}
+
+/* A listening socket is watched unless the global limit or its own pauses
+ * it. */
+static void
+listener_watch(struct lb_worker *w, struct lb_listener *l)
+{
+    if (l->fd < 0)
+        return;
+    if (l->paused || l->full)
+        ev_io_stop(w->loop, &l->io);
+    else
+        ev_io_start(w->loop, &l->io);
 }
 
 static void
@@ -118,31 +207,48 @@ listeners_pause(struct lb_worker *w, bool pause)
         if (l->fd < 0 || l->paused == pause)
             continue;
         l->paused = pause;
-        if (pause)
-            ev_io_stop(w->loop, &l->io);
-        else
-            ev_io_start(w->loop, &l->io);
+        listener_watch(w, l);
     }
+}
+
+/* The worker waits for a wake-up while any of its listeners is paused. */
+static void
+update_waiting(struct lb_worker *w)
+{
+    bool on = at_limit || nfull;
+    if (atomic_load(&slots.waiting[w->id]) == on)
+        return;
+    atomic_store(&slots.waiting[w->id], on);
+    atomic_fetch_add(&slots.nwaiting, on ? 1 : -1);
 }
 
 static void
 set_waiting(struct lb_worker *w, bool on)
 {
     at_limit = on;
-    atomic_store(&slots.waiting[w->id], on);
-    atomic_fetch_add(&slots.nwaiting, on ? 1 : -1);
+    update_waiting(w);
 }
 
-/* Listens again if the process is under the (current) limit. */
+/* Listens again on what is under its (current) limit. */
 static void
 resume_if_room(struct lb_worker *w)
 {
-    if (!at_limit || w->draining)
+    if (w->draining || (!at_limit && !nfull))
         return;
-    if (atomic_load(&slots.open) >= conn_limit(w))
-        return;
-    set_waiting(w, false);
-    listeners_pause(w, false);
+    for (size_t i = 0; nfull && i < w->gen->nlisteners; i++) {
+        struct lb_listener *l = &w->gen->listeners[i];
+        uint32_t max = l->cf->max_connections;
+        if (!l->full || (max && atomic_load(&l->lc->open) >= max))
+            continue;
+        l->full = false;
+        nfull--;
+        listener_watch(w, l);
+    }
+    if (at_limit && atomic_load(&slots.open) < conn_limit(w)) {
+        at_limit = false;
+        listeners_pause(w, false);
+    }
+    update_waiting(w);
 }
 
 static void
@@ -153,6 +259,18 @@ pause_at_limit(struct lb_worker *w)
         set_waiting(w, true);
     }
     resume_if_room(w); /* a slot freed before we were seen waiting */
+}
+
+static void
+pause_listener_full(struct lb_worker *w, struct lb_listener *l)
+{
+    if (!l->full) {
+        l->full = true;
+        nfull++;
+        listener_watch(w, l);
+        update_waiting(w);
+    }
+    resume_if_room(w); /* a connection closed before we were seen waiting */
 }
 
 void
@@ -166,7 +284,7 @@ lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l)
         l->next->prev = l->prev;
     l->next = l->prev = NULL;
     w->conns--;
-    slot_put(w);
+    slot_put(w, l->lc);
 }
 
 void
@@ -193,11 +311,16 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             pause_at_limit(w);
             return;
         }
+        if (!lcount_take(l)) {
+            slot_put(w, NULL);
+            pause_listener_full(w, l);
+            return;
+        }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            slot_put(w);
+            slot_put(w, l->lc);
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -205,13 +328,15 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         slot_held = true;
+        held_lc = l->lc;
         if (l->cf->mode == CONF_MODE_HTTP)
             lb_http_accept(l, fd, &peer);
         else
             lb_tcp_accept(l, fd, &peer);
         if (slot_held) { /* the session could not be set up */
             slot_held = false;
-            slot_put(w);
+            slot_put(w, held_lc);
+            held_lc = NULL;
         }
     }
 }
@@ -273,6 +398,7 @@ lb_wgen_new(struct lb_worker *w, struct lb_snapshot *snap, int *fds)
         l->cf = &c->listeners[j];
         l->index = (int)j;
         l->fd = fds[j];
+        l->lc = lcount_find(l->cf->name);
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     }
     return g;
@@ -308,6 +434,10 @@ swap_to(struct lb_worker *w, struct lb_wgen *g)
         if (!kept)
             close(l->fd);
         l->fd = -1;
+        if (l->full) {
+            l->full = false;
+            nfull--;
+        }
     }
     old->retired = true;
     lb_wpools_close_idle(old);
@@ -361,9 +491,11 @@ start_drain(struct lb_worker *w)
     if (w->draining)
         return;
     w->draining = true;
-    if (at_limit)
-        set_waiting(w, false);
     close_listeners(w->gen);
+    for (size_t i = 0; i < w->gen->nlisteners; i++)
+        w->gen->listeners[i].full = false;
+    nfull = 0;
+    set_waiting(w, false);
     struct lb_conn_link *l = w->conns_list.next;
     while (l) {
         struct lb_conn_link *next = l->next;
@@ -420,6 +552,7 @@ worker_main(void *arg)
 static void
 slots_forget(void)
 {
+    lcounts_free();
     free(slots.waiting);
     slots.waiting = NULL;
     slots.ws = NULL;

@@ -273,3 +273,52 @@ def test_reload_lowering_max_connections_spares_open_ones(backends, tern):
     assert served(fourth)
     for s in held + [fourth]:
         s.close()
+
+
+# ---- listeners[].max_connections: one listener's connections, all workers ----
+
+
+def two_listeners(port, port2, b, limit):
+    """web with its own limit (None: none), other without; two workers."""
+    out = cfg([("web", port, "web"), ("other", port2, "web")], {"web": [b]})
+    if limit is not None:
+        out = out.replace(f"pool: web }}\n  - {{ name: other",
+                          f"pool: web, max_connections: {limit} }}\n  - {{ name: other")
+    return out
+
+
+def test_listener_max_connections_pauses_that_listener_only(backends, tern):
+    (b1,) = backends(1)
+    port, port2 = free_port(), free_port()
+    t = tern(two_listeners(port, port2, b1, 2), [port, port2])
+    held = [asked(port) for _ in range(2)]
+    assert all(served(s) for s in held)
+    third = asked(port)
+    assert answer(third, 1) is None  # web is full, in both workers
+    others = [asked(port2) for _ in range(3)]  # the other listener is not
+    assert all(served(s) for s in others)
+    held.pop().close()
+    assert served(third)
+    for s in held + others + [third]:
+        s.close()
+    assert t.proc.poll() is None
+
+
+def test_reload_sets_and_lifts_a_listener_limit(backends, tern):
+    # The count survives reloads: a limit set by a reload sees the
+    # connections already open on the listener.
+    (b1,) = backends(1)
+    port, port2 = free_port(), free_port()
+    t = tern(two_listeners(port, port2, b1, None), [port, port2])
+    held = [asked(port) for _ in range(2)]
+    assert all(served(s) for s in held)
+    reload_applied(t, two_listeners(port, port2, b1, 1))
+    assert all(again(s) for s in held)  # open ones stay
+    third = asked(port)
+    assert answer(third, 1) is None
+    held.pop().close()
+    assert answer(third, 1) is None  # one open: still at the limit
+    reload_applied(t, two_listeners(port, port2, b1, None))
+    assert served(third)
+    for s in held + [third]:
+        s.close()
