@@ -268,6 +268,7 @@ struct conf_scale {
     uint64_t reconcile_interval; /* ms between two reads of the provider's list */
     uint64_t grace_period;       /* ms a new server has to answer before it has failed */
     char *remove_first;          /* newest, oldest or least_connections */
+    uint64_t warmup;             /* ms after joining the pool a server warms up */
     struct conf_scale_policy scale_out, scale_in;
     bool has_target_tracking;
     char *tt_metric;

@@ -750,6 +750,17 @@ static const struct conf_field scale_fields[] = {
      .doc = "how often the group reads the provider's list again to adopt servers it lost and "
             "replace those that stopped or never got an address, like a Kubernetes controller's "
             "resync period; rounded up to the 500ms tick"},
+    {.key = "warmup",
+     .kind = CONF_DURATION,
+     CONF_AT(struct conf_scale, warmup),
+     .max = 3600000,
+     .def = "0s",
+     .doc = "instance warm-up, like AWS Auto Scaling's default instance warmup: a server "
+            "launched by the group is warming up from its launch until this long after it "
+            "joined the pool, and while any is, the group does not scale in (neither scale_in "
+            "nor target_tracking lowers desired), as a new server's load is not yet what it will "
+            "be; scale-out is not held, and target tracking counts warming servers as capacity. "
+            "0: until it joins the pool. Servers adopted after a restart do not warm up"},
     {.key = "remove_first",
      .kind = CONF_CHOICE,
      .names = remove_first_names,

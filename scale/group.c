@@ -13,13 +13,16 @@
  *
  * Then, while this tern may act (no VRRP, or master of an instance), the
  * policies move desired: a scale-out alarm in ALARM adds servers each tick
- * its cooldown allows, a scale-in alarm removes them (not while a new
- * server is still starting), target tracking follows its metric. The group
- * reconciles toward desired: it launches servers (not before a failed
- * launch's back-off has passed), or terminates one in service, the newest
- * unless scale[].remove_first says otherwise, never one still starting. Every activity (launch,
- * terminate, adopt, desired) is logged, kept for the API and published on the event bus as
- * TERN_EV_SCALING.
+ * its cooldown allows, a scale-in alarm removes them, target tracking
+ * follows its metric. Neither scales in while a server is warming up: from
+ * its launch until scale[].warmup after it went into service (AWS blocks a
+ * scale-in the same way until instance warmup completes: a new server's
+ * load is not yet what it will be). The group reconciles toward desired: it
+ * launches servers (not before a failed launch's back-off has passed), or
+ * terminates one in service, the newest unless scale[].remove_first says
+ * otherwise, never one still starting. Every activity (launch, terminate,
+ * adopt, desired) is logged, kept for the API and published on the event
+ * bus as TERN_EV_SCALING.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -112,11 +115,23 @@ group_current(const struct scale_group *g)
     return n;
 }
 
+/* Launched by this group and not yet in service, or in service for less
+ * than scale[].warmup. A server adopted in the pool or from the provider's
+ * list ran before this tern saw it: it does not warm up. */
 static bool
-starting(const struct scale_group *g)
+warming_srv(const struct scale_group *g, const struct scale_server *s)
+{
+    if (s->st < SRV_IN_SERVICE)
+        return true;
+    return s->st == SRV_IN_SERVICE && !s->adopted &&
+           g->h->monotonic(g->h) - s->since < (double)g->cfg.warmup_ms / 1000.0;
+}
+
+static bool
+warming(const struct scale_group *g)
 {
     for (size_t i = 0; i < g->nsrv; i++)
-        if (g->srv[i].st < SRV_IN_SERVICE)
+        if (warming_srv(g, &g->srv[i]))
             return true;
     return false;
 }
@@ -224,7 +239,7 @@ apply_policies(struct scale_group *g)
                            n, g->cfg.out_alarm);
         return;
     }
-    if (g->cfg.in_alarm != NULL && g->in_alarm_on && !starting(g)) {
+    if (g->cfg.in_alarm != NULL && g->in_alarm_on && !warming(g)) {
         n = scale_policy_step(&g->pol, SCALE_IN, cur, t, &why);
         if (n != old)
             group_activity(g, "desired", NULL, "successful", "%u -> %u: alarm %s is in ALARM", old,
@@ -236,8 +251,8 @@ apply_policies(struct scale_group *g)
 
         if (g->h->metric_get(g->h, g->cfg.tt_metric, &v) != 0)
             return;
-        if (starting(g) && v < g->pol.cfg.target)
-            return; /* new servers count as idle for scale-in: wait for them */
+        if (warming(g) && v < g->pol.cfg.target)
+            return; /* a new server's idle start would pull the metric down */
         n = scale_policy_track(&g->pol, cur ? cur : 1, v, t, &why);
         if (n != old)
             group_activity(g, "desired", NULL, "successful", "%u -> %u: %s is %.3g, target %.3g",
@@ -558,9 +573,10 @@ scale_group_json(const struct scale_group *g)
     for (size_t i = 0; i < g->nsrv; i++) {
         const struct scale_server *s = &g->srv[i];
 
-        json_array_append_new(servers, json_pack("{s:s, s:s, s:s, s:b}", "name", s->name, "address",
-                                                 s->address, "state", state_name(s->st), "adopted",
-                                                 s->adopted));
+        json_array_append_new(servers,
+                              json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", s->name, "address",
+                                        s->address, "state", state_name(s->st), "adopted",
+                                        s->adopted, "warming", warming_srv(g, s)));
     }
     /* Oldest first. */
     for (size_t k = 0; k < g->nacts; k++) {

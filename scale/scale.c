@@ -59,6 +59,7 @@ read_group(const struct tern_host *h, const struct tern_value *v, struct scale_g
     c->relist_ms =
         (uint64_t)tern_value_int(tern_value_get(v, "reconcile_interval"), SCALE_RELIST_MS);
     c->grace_ms = (uint64_t)tern_value_int(tern_value_get(v, "grace_period"), SCALE_GRACE_MS);
+    c->warmup_ms = (uint64_t)tern_value_int(tern_value_get(v, "warmup"), 0);
     if (str(v, "remove_first") != NULL && strcmp(str(v, "remove_first"), "oldest") == 0)
         c->remove_first = SCALE_REMOVE_OLDEST;
     else if (str(v, "remove_first") != NULL &&

@@ -39,6 +39,7 @@ struct scale_group_cfg {
     uint64_t relist_ms; /* between two reads of the provider's list; 0: SCALE_RELIST_MS */
     uint64_t grace_ms;  /* a new server's time to answer; 0: SCALE_GRACE_MS */
     enum scale_remove_first remove_first;
+    uint64_t warmup_ms;                      /* no scale-in while a server is this new in service */
     char *lv_uri, *lv_template, *lv_storage; /* libvirt */
     char *out_alarm, *in_alarm;              /* NULL: no such step policy */
     char *tt_metric;                         /* NULL: no target tracking */

@@ -605,6 +605,31 @@ def test_remove_first_oldest(tern, scripts):
         assert r.read() == b"web-tern-2\n"
 
 
+def test_warmup_holds_scale_in(tern, scripts):
+    """warmup: 1h: with no load web-idle goes to ALARM, yet the group keeps
+    the 2 servers it launched, shown warming; a reload to warmup 0s lets
+    the scale-in through."""
+    d = scripts
+    port, admin = free_port(), free_port()
+    text = config(port, admin, d).replace("    min: 1\n", "    min: 1\n    desired: 2\n")
+    t = tern(text.replace("    min: 1\n", "    min: 1\n    warmup: 1h\n"), wait_ports=[port])
+    g = wait_for(lambda: (lambda g: g if settled(g, 2) else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert wait_for(lambda: any("alarm web-idle: " in ln and "-> ALARM" in ln
+                                for ln in t.log().splitlines()), 15), t.log()
+    time.sleep(scaled(2))
+    g = scale_api(admin)
+    assert settled(g, 2) and all(s["warming"] for s in g["servers"]), f"{g}\n{t.log()}"
+
+    with open(t.conf, "w") as f:
+        f.write(text)
+    t.proc.send_signal(signal.SIGHUP)
+    g = wait_for(lambda: (lambda g: g if settled(g, 1) else None)(scale_api(admin)), 20)
+    assert g, f"{scale_api(admin)}\n{t.log()}"
+    assert not g["servers"][0]["warming"], g
+    assert any("web-idle" in a["reason"] for a in g["activities"] if a["action"] == "desired"), g
+
+
 def pid_of(d, name):
     with open(os.path.join(d, "state")) as f:
         for line in f:

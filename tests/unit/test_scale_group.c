@@ -19,6 +19,9 @@
  *
  * scale[].remove_first picks the server a scale-in removes: the newest, the
  * oldest or the one with the fewest requests in flight in the pool.
+ *
+ * scale[].warmup holds a scale-in while a server the group launched is
+ * newer in service than it; adopted servers do not warm up.
  */
 // clang-format off
 #include <setjmp.h>
@@ -28,6 +31,7 @@
 #include <cmocka.h>
 // clang-format on
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +46,7 @@ static int nlists;           /* lists read since group() */
 static char destroyed[1024]; /* "name " per destroy */
 static char failed[512];     /* the detail of the last failed activity */
 static bool hold_creates;
+static bool probes_answer;
 
 struct queued {
     tern_job_run_cb run;
@@ -229,7 +234,8 @@ run_jobs(void)
         memmove(&queue[held], &queue[held + 1], (nqueue - held - 1) * sizeof(queue[0]));
         nqueue--;
         if (j->kind == JOB_PROBE) {
-            j->rc = -1; /* no network here: the probe does not answer */
+            /* No network here: the test says whether the probe answers. */
+            j->rc = probes_answer ? 0 : -1;
             snprintf(j->err, sizeof(j->err), "refused");
             q.done(j, NULL, 0);
         } else {
@@ -260,6 +266,7 @@ group(uint32_t desired)
     destroyed[0] = '\0';
     failed[0] = '\0';
     hold_creates = false;
+    probes_answer = false;
     nqueue = 0;
     pool_active[0] = -1;
     g = scale_group_new(&sc, &cfg);
@@ -482,6 +489,68 @@ test_remove_first(void **unused)
     removes_first(SCALE_REMOVE_LEAST_CONN, 0, 4, 0, "web-tern-3 ");
 }
 
+/* A scale-in alarm raised on g (remove 1, then a long cooldown). */
+static void
+raise_scale_in(struct scale_group *g)
+{
+    g->cfg.in_alarm = strdup("idle");
+    assert_non_null(g->cfg.in_alarm);
+    g->in_alarm_on = true;
+    g->pol.cfg.in_cooldown_ms = 3600000;
+}
+
+static bool
+json_warming(const struct scale_group *g, size_t i)
+{
+    json_t *o = scale_group_json(g);
+    bool w =
+        json_is_true(json_object_get(json_array_get(json_object_get(o, "servers"), i), "warming"));
+
+    json_decref(o);
+    return w;
+}
+
+/* warmup: while a server the group launched is younger in service than
+ * warmup, a raised scale-in alarm lowers nothing; after, it does. Servers
+ * adopted from the pool (a restart) ran before: they do not warm up. */
+static void
+test_warmup(void **unused)
+{
+    struct scale_group *g = group(2);
+    int active[] = {0, 0, -1};
+    double in_service;
+
+    (void)unused;
+    probes_answer = true;
+    g->cfg.warmup_ms = 60000;
+    run_until(g, 3, true);
+    assert_int_equal(g->nsrv, 2);
+    assert_int_equal(g->srv[0].st, SRV_IN_SERVICE);
+    assert_int_equal(g->srv[1].st, SRV_IN_SERVICE);
+    in_service = g->srv[1].since;
+    assert_true(json_warming(g, 1));
+    raise_scale_in(g);
+    run_until(g, in_service + 59.5, true);
+    assert_int_equal(g->pol.desired, 2);
+    assert_string_equal(destroyed, "");
+    run_until(g, in_service + 60.5, true);
+    assert_false(json_warming(g, 1));
+    assert_int_equal(g->pol.desired, 1);
+    assert_string_equal(destroyed, "web-tern-2 ");
+    scale_group_free(g);
+
+    g = group(2);
+    memcpy(pool_active, active, sizeof(active));
+    g->cfg.warmup_ms = 60000;
+    run_until(g, 1, true);
+    assert_int_equal(g->nsrv, 2);
+    assert_false(json_warming(g, 0));
+    raise_scale_in(g);
+    run_until(g, 2, true);
+    assert_int_equal(g->pol.desired, 1);
+    scale_group_free(g);
+}
+
 int
 main(void)
 {
@@ -495,6 +564,7 @@ main(void)
         cmocka_unit_test(test_grace_period_unset_is_120s),
         cmocka_unit_test(test_grace_period_is_libvirt_boot_allowance),
         cmocka_unit_test(test_remove_first),
+        cmocka_unit_test(test_warmup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
