@@ -93,3 +93,27 @@ def test_shutdown_timeout_cuts_what_is_left(backends, tern):
     th.join(scaled(5))
     # Cut, not answered: no status line was forged for the unfinished request.
     assert status_of(out.get("data", b"")) is None, out
+
+
+def test_sigint_stops_at_once_cutting_requests_in_flight(backends, tern):
+    """SIGINT is the fast stop: no drain, whatever the shutdown_timeout;
+    a request in flight is cut (never answered with a forged status) and
+    the process is gone well before that request would have ended."""
+    (b,) = backends(1)
+    port = free_port()
+    t = tern(_config(port, b, "  shutdown_timeout: 30s\n"), [port])
+    idle = _idle_keepalive(port)
+    out = {}
+    th = _request_in_thread(port, "/slow?ms=5000", out)
+    time.sleep(0.4)  # the request reached the backend
+    t0 = time.monotonic()
+    t.proc.send_signal(signal.SIGINT)
+    t.proc.wait(timeout=scaled(4))
+    took = time.monotonic() - t0
+    assert t.proc.returncode == 0
+    assert took < 2, took  # not the 5 s request, not the 30 s bound
+    th.join(scaled(5))
+    assert status_of(out.get("data", b"")) is None, out
+    idle.settimeout(scaled(3))
+    assert idle.recv(1) == b""
+    idle.close()
