@@ -22,6 +22,7 @@ import pytest
 
 from conftest import free_port, scaled, wait_for
 from test_admin import TOKEN, Api
+from test_health import backend_get
 from test_reload import cfg as base_cfg
 
 
@@ -80,9 +81,10 @@ class Wrk:
     """wrk until stop(): SIGINT makes it stop and print its summary, so the
     load lasts exactly as long as the reloads it covers."""
 
-    def __init__(self, port, extra=()):
+    def __init__(self, target, extra=()):
+        url = target if isinstance(target, str) else f"http://127.0.0.1:{target}/"
         self.proc = subprocess.Popen(
-            ["wrk", "-t1", "-c16", "-d600s", *extra, f"http://127.0.0.1:{port}/"],
+            ["wrk", "-t1", "-c16", "-d600s", *extra, url],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def stop(self):
@@ -258,6 +260,37 @@ def test_counters_carry_over_by_name_when_the_list_is_reordered(backends, tern, 
                               workers=1))
     assert [s["name"] for s in api.get("/api/v1/pools/web")[2]["servers"]] == ["b3", "b2", "b1"]
     assert counters(api) == before
+
+
+def test_health_and_admin_state_carry_over_by_name(backends, tern, token_file):
+    bs = backends(3)
+    b1, b2, b3 = bs
+    port, aport = free_port(), free_port()
+    hc = ("    health_check: { type: http, path: /healthz, interval: 100ms, timeout: 300ms,"
+          " rise: 2, fall: 2 }\n")
+
+    def text(order):
+        return cfg([("web", port, "web")], {"web": order}, aport, token_file).replace(
+            "    servers:\n", hc + "    servers:\n")
+
+    t = tern(text(bs), [port, aport])
+    api = Api(aport)
+    backend_get(b2, "/healthz/fail")
+    st, _, body = api.call("POST", "/api/v1/pools/web/servers/b3/drain")
+    assert 200 <= st < 300, body
+
+    def states():
+        pool = api.get("/api/v1/pools/web")[2]
+        return {s["name"]: (s["state"], s["health"]) for s in pool["servers"]}
+
+    expected = {"b1": ("ready", "up"), "b2": ("ready", "down"), "b3": ("drain", "up")}
+    assert wait_for(lambda: states() == expected, 5), states()
+    # A new server under b2's name would start up; the same one stays down
+    # until it passes `rise` checks, which it keeps failing.
+    sighup_and_wait(t, text(bs[::-1]))
+    assert states() == expected
+    assert {get(port)[1] for _ in range(6)} == {"b1"}
+    assert states() == expected
 
 
 def test_counters_count_a_request_that_spans_a_reload(backends, tern, token_file):

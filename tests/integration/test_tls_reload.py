@@ -5,8 +5,13 @@ certificate."""
 import os
 import shutil
 import signal
+import ssl
+import time
 
-from conftest import free_port, status_of, wait_for
+import pytest
+
+from conftest import free_port, scaled, status_of, wait_for
+from test_reload2 import Wrk, applied, assert_no_failure, sighup_and_wait
 from test_tls import client_ctx, der, handshake, https_get, pki, tls_cfg  # noqa: F401
 
 
@@ -17,14 +22,18 @@ def install(pki, name, cert, key):
         os.replace(dst + ".new", dst)
 
 
-def test_keepalive_tls_connection_survives_a_certificate_reload(pki, backends, tern, tmp_path):
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls1.2", "tls1.3"])
+def test_keepalive_tls_connection_survives_a_certificate_reload(pki, backends, tern, tmp_path,
+                                                                version):
     (b,) = backends(1)
     port = free_port()
     cert, key = str(tmp_path / "site.pem"), str(tmp_path / "site.key")
     install(pki, "rsa", cert, key)
     t = tern(tls_cfg(port, [b], [{"cert": cert, "key": key}], workers=2), [port])
-    ctx = client_ctx(pki)
+    ctx = client_ctx(pki, maxv=version)
     with handshake(port, ctx, "site.test") as held:
+        assert held.version() == version.name.replace("_", ".")
         assert held.getpeercert(binary_form=True) == der(pki("rsa.pem"))
         assert status_of(https_get(held)) == 200
         install(pki, "ec", cert, key)
@@ -43,3 +52,28 @@ def test_keepalive_tls_connection_survives_a_certificate_reload(pki, backends, t
                 assert status_of(https_get(s)) == 200
         r = https_get(held)
         assert status_of(r) == 200 and r.endswith(b"b1\n"), r
+
+
+def test_certificate_reloads_under_tls_load_lose_nothing(pki, backends, tern, tmp_path):
+    """Handshakes in progress and requests in flight while the certificate
+    changes under them: every reload applies, no request fails."""
+    (b,) = backends(1)
+    port = free_port()
+    cert, key = str(tmp_path / "site.pem"), str(tmp_path / "site.key")
+    install(pki, "rsa", cert, key)
+    t = tern(tls_cfg(port, [b], [{"cert": cert, "key": key}], workers=2), [port])
+    url = f"https://127.0.0.1:{port}/"
+    loads = {"keepalive": Wrk(url), "close": Wrk(url, ("-H", "Connection: close"))}
+    try:
+        time.sleep(scaled(0.5))
+        for i in range(30):
+            install(pki, "ec" if i % 2 == 0 else "rsa", cert, key)
+            sighup_and_wait(t, open(t.conf).read())
+            time.sleep(0.05)
+    finally:
+        outputs = {name: w.stop() for name, w in loads.items()}
+    assert applied(t) == 30 and "reload of" not in t.log(), t.log()[-3000:]
+    assert_no_failure(outputs)
+    # The last file installed was the RSA one.
+    with handshake(port, client_ctx(pki), "site.test") as s:
+        assert s.getpeercert(binary_form=True) == der(pki("rsa.pem"))
