@@ -646,7 +646,7 @@ static const struct conf_field target_tracking_fields[] = {
      .kind = CONF_DOUBLE,
      .flags = CONF_F_REQUIRED,
      CONF_AT(struct conf_scale, tt_target),
-     .doc = "value to hold it at"},
+     .doc = "value to hold it at, more than 0"},
     {.key = "tolerance",
      .kind = CONF_DOUBLE,
      CONF_AT(struct conf_scale, tt_tolerance),
@@ -676,6 +676,10 @@ check_target_tracking(struct conf_ctx *ctx, const struct conf_node *map, void *o
 {
     const struct conf_scale *s = obj;
 
+    /* desired = ceil(current x value / target): a target of 0 or less
+     * divides by zero or points the wrong way. */
+    if (!(s->tt_target > 0))
+        conf_key_error(ctx, map, "target", "%g is out of range: must be more than 0", s->tt_target);
     /* A band of 1 or more would hold a metric of 0 in it: never a scale-in. */
     if (!(s->tt_tolerance >= 0 && s->tt_tolerance < 1))
         conf_key_error(ctx, map, "tolerance", "%g is out of range: must be 0 to less than 1",
