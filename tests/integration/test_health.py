@@ -138,6 +138,28 @@ def test_hanging_health_check_times_out(tern, backends):
     wait_log(t, r"server b1 is UP", 3, mark)
 
 
+def test_hanging_checks_never_stall_traffic(tern, backends):
+    """Checks run on the control thread, apart from the workers: while
+    every check of both servers hangs for its whole 2 s timeout, requests
+    through tern keep being answered at once by those same servers."""
+    b1, b2 = backends(2)
+    port = free_port()
+    hc = ("    health_check: { type: http, path: /healthz, interval: 100ms, timeout: 2s,"
+          " rise: 1, fall: 3 }\n")
+    tern(simple_config(port, [b1, b2], pool_extra=hc + NO_OUTLIER), [port])
+    backend_get(b1, "/healthz/hang")
+    backend_get(b2, "/healthz/hang")
+    c = Client(port)
+    worst, n, t0 = 0.0, 0, time.monotonic()
+    while time.monotonic() - t0 < 3:
+        t1 = time.monotonic()
+        status, _, _ = c.get("/")
+        worst = max(worst, time.monotonic() - t1)
+        assert status == 200
+        n += 1
+    assert n > 20 and worst < 0.5, (n, worst)
+
+
 def test_status_outside_expected_range(tern, backends):
     b1, b2 = backends(2)
     port = free_port()
