@@ -310,3 +310,43 @@ def run_browser(d, aport, traffic):
         if e["level"] == "SEVERE" and "401" not in e["message"]
     ]
     assert not errors, errors
+
+
+def test_dashboard_shows_alarms_as_they_change(tern, backends, browser):
+    """With the watch plugin, the alarms panel follows an alarm's state as
+    traffic comes and goes: OK while idle, ALARM under traffic, OK again
+    when it stops, each as the API says it."""
+    (b1,) = backends(1)
+    port, aport = free_port(), free_port()
+    conf = (
+        "global:\n  workers: 1\n"
+        f"admin:\n  listen: 127.0.0.1:{aport}\n"
+        f"listeners:\n  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, pool: web }}\n"
+        f"pools:\n  web:\n    servers:\n      - {{ name: b1, address: {b1.address} }}\n"
+        "watch:\n  interval: 500ms\n  alarms:\n"
+        "    - { name: web-busy, metric: pool.web.requests_per_second, above: 20, period: 1s,"
+        " evaluation_periods: 1, missing_data: not_breaching }\n"
+    )
+    tern(conf, wait_ports=(port, aport))
+    d = browser
+    d.get(f"http://127.0.0.1:{aport}/")
+
+    def shown(d):
+        items = d.find_elements("css selector", '#alarms [data-alarm="web-busy"] [data-field="state"]')
+        return items[0].text if items else None
+
+    def api_state():
+        return {a["name"]: a["state"] for a in api(aport, "/api/v1/alarms")[1]["alarms"]}["web-busy"]
+
+    wait_for(d, "web-busy OK while idle", lambda d: shown(d) == "OK")
+    traffic = Traffic(port)
+    traffic.start()
+    try:
+        wait_for(d, "web-busy in ALARM under traffic", lambda d: shown(d) == "ALARM")
+        assert api_state() == "ALARM"
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        d.save_screenshot(os.path.join(ARTIFACTS, "dashboard-alarm.png"))
+    finally:
+        traffic.stop()
+    wait_for(d, "web-busy OK again", lambda d: shown(d) == "OK")
+    assert api_state() == "OK"
