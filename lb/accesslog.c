@@ -45,9 +45,22 @@ lb_accesslog_open(const char *dest)
         if (fd < 0)
             return -errno;
     }
-    int old = atomic_exchange(&alog_fd, fd);
-    if (old >= 0)
-        close(old);
+    int old = atomic_load(&alog_fd);
+    if (old >= 0 && fd >= 0) {
+        /* A worker may hold the old number between its load and its
+         * write(2): closing it would hand the number to the next socket
+         * accepted, and the log lines to that client. The file changes
+         * under the number instead, atomically. */
+        int r = dup3(fd, old, O_CLOEXEC);
+        int e = errno;
+        close(fd);
+        if (r < 0)
+            return -e;
+    } else {
+        atomic_store(&alog_fd, fd);
+        if (old >= 0)
+            close(old);
+    }
     free(alog_path);
     alog_path = (dest && strcmp(dest, "stdout") && strcmp(dest, "-")) ? strdup(dest) : NULL;
     return 0;

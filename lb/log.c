@@ -1,8 +1,10 @@
 /*
- * The daemon's log. The file descriptor is an atomic so workers can log while
- * the control thread reopens the file; the old descriptor is closed only after
- * the new one is published, and a line written in between lands in the old
- * file, which is what logrotate's copy-then-signal dance expects.
+ * The daemon's log. Workers log while the control thread reopens the file:
+ * once a file is open its descriptor number stays, and a reopen puts the new
+ * file under that number (dup3), so a thread that read the number just before
+ * never writes to a closed descriptor or to one reused for a socket. A line
+ * written before the switch lands in the old file, which is what logrotate's
+ * move-then-signal dance expects.
  */
 #include "lb/log.h"
 
@@ -31,9 +33,21 @@ lb_log_open(const char *path)
         if (fd < 0)
             return -errno;
     }
-    int old = atomic_exchange(&log_fd, fd);
-    if (old > 2)
-        close(old);
+    int old = atomic_load(&log_fd);
+    if (old > 2) {
+        /* Another thread may hold the old number between its load and its
+         * write(2): closing it would hand the number to the next socket
+         * opened, and log lines to that peer. The file changes under the
+         * number instead, atomically. */
+        int r = dup3(fd, old, O_CLOEXEC);
+        int e = errno;
+        if (fd > 2)
+            close(fd);
+        if (r < 0)
+            return -e;
+    } else {
+        atomic_store(&log_fd, fd);
+    }
     free(log_path);
     log_path = (fd > 2) ? strdup(path) : NULL;
     return 0;

@@ -356,3 +356,76 @@ def test_sigusr1_reopens_the_log_and_the_access_log(backends, tern, tmp_path):
     t.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "in effect" in open(log).read(), 5)
     assert "in effect" not in open(log + ".1").read()
+
+
+# write(2) of the access log held back while SIGUSR1 is handled: a worker
+# that has read the descriptor's number sleeps here before using it, as it
+# could be preempted for real, only far less often.
+SLOW_WRITE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real)
+        real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(link, path, sizeof(path) - 1);
+    if (k >= 11 && memcmp(path + k - 11, "/access.log", 11) == 0) {
+        struct timespec ts = {0, 400 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return real(fd, buf, n);
+}
+"""
+
+
+def test_access_log_line_in_flight_during_sigusr1_stays_in_a_log_file(backends, tern, tmp_path,
+                                                                      monkeypatch):
+    """The descriptor a worker is about to write to must not be closed under
+    it: its number goes to the next socket accepted, and the line to a
+    stranger's connection."""
+    (b1,) = backends(1)
+    port = free_port()
+    alog = str(tmp_path / "access.log")
+    shim = str(tmp_path / "slow_write.so")
+    src = tmp_path / "slow_write.c"
+    src.write_text(SLOW_WRITE)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, str(src), "-ldl"], check=True)
+    monkeypatch.setenv("LD_PRELOAD", shim)
+    # The sanitizers' runtime wants to come first; ours only wraps write().
+    monkeypatch.setenv("ASAN_OPTIONS",
+                       os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    t = tern(cfg([("web", port, "web")], {"web": [b1]},
+                 global_extra=f"  access_log: {alog}\n"), [port])
+    assert get(port, "/first")[0] == 200  # its line is now being written, slowly
+    os.rename(alog, alog + ".1")
+    t.proc.send_signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in t.log(), 3), t.log()
+    # New connections take the lowest free descriptors; an unfinished head
+    # keeps each open and silent.
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=scaled(1)) for _ in range(8)]
+    for s in socks:
+        s.sendall(b"GET /second HTTP/1.1\r\n")
+    time.sleep(scaled(1))
+    received = b""
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            received += s.recv(4096)
+        except socket.timeout:
+            pass
+        s.close()
+    assert received == b"", received
+
+    def logged():
+        return "".join(open(f).read() for f in (alog, alog + ".1") if os.path.exists(f))
+
+    assert wait_for(lambda: logged().count("/first") == 1, 3), logged()
