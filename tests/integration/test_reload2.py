@@ -358,6 +358,44 @@ def test_sigusr1_reopens_the_log_and_the_access_log(backends, tern, tmp_path):
     assert "in effect" not in open(log + ".1").read()
 
 
+def test_reload_moves_the_log_and_the_access_log(backends, tern, tmp_path):
+    (b1,) = backends(1)
+    port = free_port()
+
+    def text(log, alog):
+        return cfg([("web", port, "web")], {"web": [b1]},
+                   global_extra=f"  log: {tmp_path / log}\n  access_log: {tmp_path / alog}\n")
+
+    def read(name):
+        p = tmp_path / name
+        return p.read_text() if p.exists() else ""
+
+    t = tern(text("a.log", "a.access"), [port])
+    assert get(port, "/first")[0] == 200
+    assert wait_for(lambda: "/first" in read("a.access"), 3)
+    write_conf(t, text("b.log", "b.access"))
+    t.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "in effect" in read("b.log"), 5), read("a.log")
+    assert get(port, "/second")[0] == 200
+    assert wait_for(lambda: "/second" in read("b.access"), 3), read("a.access")
+    assert "/second" not in read("a.access") and "/first" not in read("b.access")
+    assert "in effect" not in read("a.log")
+    # Each file is open once, those left behind not at all; SIGUSR1 then
+    # reopens the new ones.
+    fds = f"/proc/{t.proc.pid}/fd"
+    open_files = collections.Counter()
+    for fd in os.listdir(fds):
+        try:
+            open_files[os.readlink(f"{fds}/{fd}")] += 1
+        except OSError:
+            pass  # a socket closed meanwhile
+    assert [open_files[str(tmp_path / n)] for n in ("a.log", "a.access", "b.log", "b.access")] \
+        == [0, 0, 1, 1], open_files
+    t.proc.send_signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in read("b.log"), 3)
+    assert "reopened" not in read("a.log")
+
+
 # write(2) of the access log held back while SIGUSR1 is handled: a worker
 # that has read the descriptor's number sleeps here before using it, as it
 # could be preempted for real, only far less often.
