@@ -495,6 +495,7 @@ send_error(struct http_sess *s, int status)
 static int
 approve_request(struct http_sess *s)
 {
+    uint64_t fwd0 = s->x->req_fwd;
     uint64_t avail = lb_buf_len(&s->cin) - s->x->req_fwd;
     if (!avail || s->x->req_done)
         return 0;
@@ -526,6 +527,9 @@ approve_request(struct http_sess *s)
     default:
         break;
     }
+    /* The request's bytes are counted here, as they become its own: a read
+     * may bring the next request too, or the head's read some body. */
+    s->x->bytes_in += s->x->req_fwd - fwd0;
     return 0;
 }
 
@@ -1115,7 +1119,6 @@ sess_run(struct http_sess *s)
         if (!s->x->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
             ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
-                s->x->bytes_in += (uint64_t)n;
                 lb_stat_add(&lb_lstats(s->l)->bytes_in, n);
                 progress = true;
                 if (s->state == ST_FORWARD)

@@ -498,6 +498,8 @@ lb_snapshot_carry_over(struct lb_snapshot *ns, struct lb_snapshot *os)
             continue;
         carry_one(r, &np->requests, &op->requests);
         carry_one(r, &np->no_server, &op->no_server);
+        for (int k = 0; k < 6; k++)
+            carry_one(r, &np->local_responses[k], &op->local_responses[k]);
         size_t on = lb_pool_nservers(op);
         for (size_t j = 0; j < on; j++) {
             struct lb_server *o = &op->servers[j];

@@ -333,3 +333,23 @@ def test_max_body_size_refuses_larger_bodies_with_413(tern):
     assert seen[0] == (b"/fits", b"f" * 1024)
     assert seen[1] == (b"/chunks", None), seen
     b.stop()
+
+
+def test_access_log_counts_a_body_that_came_with_its_head(backends, tern, tmp_path):
+    """IN is every byte of the request: a body sent in one write with its
+    head (read with it) counts as much as one read later, and the next
+    pipelined request's bytes are not this one's."""
+    (b,) = backends(1)
+    port = free_port()
+    log = tmp_path / "access.log"
+    cfg = simple_config(port, [b]).replace("workers: 2", f"workers: 1\n  access_log: {log}")
+    t = tern(cfg, [port])
+    post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n" + b"p" * 3000
+    nxt = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw_exchange(port, post + nxt, timeout=5)
+    assert out.count(b"HTTP/1.1 200 ") == 2, out
+    t.stop()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    ins = [int(line.split('" ')[1].split()[1]) for line in lines]
+    assert ins == [len(post), len(nxt)], (ins, lines)
