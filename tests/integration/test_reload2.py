@@ -35,11 +35,25 @@ def cfg(listeners, pools, aport=None, token_file=None, global_extra="", workers=
     return out.replace("workers: 2\n", f"workers: {workers}\n", 1)
 
 
-def write_conf(t, text):
+def write_file(path, text):
     # Atomically, as config managers do: a reload must not read half a file.
-    with open(t.conf + ".new", "w") as f:
+    with open(path + ".new", "w") as f:
         f.write(text)
-    os.replace(t.conf + ".new", t.conf)
+    os.replace(path + ".new", path)
+
+
+def write_conf(t, text):
+    write_file(t.conf, text)
+
+
+def attempt_after(api, after, timeout=5.0):
+    """GET /api/v1/reload once it shows an attempt later than after."""
+    def newer():
+        last = api.get("/api/v1/reload")[2]
+        return last if (last["time"] or 0) > after else None
+    last = wait_for(newer, timeout)
+    assert last, f"no reload attempt reported in GET /api/v1/reload within {scaled(timeout)} s"
+    return last
 
 
 def applied(t):
@@ -163,7 +177,7 @@ def test_invalid_sighup_under_load_changes_nothing_and_is_reported(backends, ter
     moved = cfg([("web", port, "web")], {"web": [b2]}, aport, token_file)
     lines = moved.splitlines()
     at = next(i for i, line in enumerate(lines) if "servers:" in line)
-    schema_error = "\n".join(lines[:at] + [lines[at].replace("servers", "servres")] + lines[at + 1:])
+    schema_error = "\n".join(lines[:at] + ["    servres:"] + lines[at + 1:])
     syntax_error = moved.replace(f"address: {b2.address} }}", f"address: {b2.address}")
     cases = [
         (schema_error, f"{t.conf}:{at + 1}:5: pools.web.servres: unknown key"),
@@ -177,9 +191,7 @@ def test_invalid_sighup_under_load_changes_nothing_and_is_reported(backends, ter
             before = api.get("/api/v1/reload")[2]["time"] or 0
             write_conf(t, text)
             t.proc.send_signal(signal.SIGHUP)
-            last = wait_for(lambda: (lambda r: r if (r["time"] or 0) > before else None)(
-                api.get("/api/v1/reload")[2]), 5)
-            assert last, "the SIGHUP never showed in GET /api/v1/reload"
+            last = attempt_after(api, before)
             assert last["ok"] is False, last
             assert any(e.startswith(expected) for e in last["errors"]), (expected, last)
             assert expected in t.log()
@@ -197,6 +209,32 @@ def test_invalid_sighup_under_load_changes_nothing_and_is_reported(backends, ter
     sighup_and_wait(t, moved)
     last = api.get("/api/v1/reload")[2]
     assert last["ok"] is True and last["errors"] == [], last
+    assert get(port)[1] == "b2"
+
+
+def test_sighup_rereads_included_files_and_names_the_one_in_error(backends, tern, token_file):
+    b1, b2 = backends(2)
+    port, aport = free_port(), free_port()
+    main = cfg([("web", port, "web")], {}, aport, token_file).replace("pools:\n", "")
+    main += "include: pools.yaml\n"
+
+    def pools(server, key="servers"):
+        return (f"pools:\n  web:\n    {key}:\n"
+                f"      - {{ name: {server.name}, address: {server.address} }}\n")
+
+    t = tern(main, [port, aport], extra_files={"pools.yaml": pools(b1)})
+    inc = os.path.join(t.dir, "pools.yaml")
+    api = Api(aport)
+    assert get(port)[1] == "b1"
+    # Only the included file changes: SIGHUP reads it again.
+    write_file(inc, pools(b2))
+    sighup_and_wait(t, open(t.conf).read())
+    assert get(port)[1] == "b2"
+    before = api.get("/api/v1/reload")[2]["time"]
+    write_file(inc, pools(b1, key="servres"))
+    t.proc.send_signal(signal.SIGHUP)
+    last = attempt_after(api, before)
+    assert any(e.startswith(f"{inc}:3:5: pools.web.servres") for e in last["errors"]), last
     assert get(port)[1] == "b2"
 
 
