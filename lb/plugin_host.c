@@ -15,6 +15,12 @@
  * pointing at its struct plugin, so every call knows its caller: logs are
  * prefixed with its name, and what it registered (timers, subscriptions,
  * metrics, routes, jobs) is taken back when it is unloaded, before fini().
+ *
+ * Unloading never waits on the control loop for a job that is running (an
+ * SMTP send hanging on a silent server for its whole timeout, a slow
+ * clone): the plugin stops at once (running false: its queued jobs are
+ * dropped and its calls that would register anything are refused), and its
+ * fini() waits on the retiring list until its last job has ended.
  */
 #include "lb/plugin_host.h"
 
@@ -106,8 +112,13 @@ static struct tern_timer *
 h_timer_add(const struct tern_host *h, double after, double repeat, tern_timer_cb cb, void *arg)
 {
     struct plugin *p = self(h);
-    struct tern_timer *t = calloc(1, sizeof(*t));
+    struct tern_timer *t;
 
+    /* A job's done callback of a plugin being unloaded: a timer added now
+     * would outlive the plugin and call into freed state. */
+    if (!p->running)
+        return NULL;
+    t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
     t->owner = p;
@@ -146,6 +157,8 @@ h_job_submit(const struct tern_host *h, tern_job_run_cb run, tern_job_done_cb do
 
     if (!p->ps->jobs_up)
         return -EAGAIN;
+    if (!p->running)
+        return -ECANCELED;
     return lb_jobs_submit(&p->ps->jobs, p, run, done, arg);
 }
 
@@ -260,8 +273,11 @@ static int
 h_subscribe(const struct tern_host *h, unsigned mask, tern_event_cb cb, void *arg)
 {
     struct plugin *p = self(h);
-    struct bus_sub *s = calloc(1, sizeof(*s)), **l;
+    struct bus_sub *s, **l;
 
+    if (!p->running)
+        return -ECANCELED;
+    s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
     *s = (struct bus_sub){
@@ -409,6 +425,8 @@ h_api_register(const struct tern_host *h, const char *route, tern_api_cb cb, voi
     struct plugin *p = self(h);
     struct api_route *r;
 
+    if (!p->running)
+        return -ECANCELED;
     for (r = p->ps->routes; r != NULL; r = r->next)
         if (strcmp(r->route, route) == 0)
             return -EEXIST;
@@ -490,47 +508,109 @@ plugin_free(struct plugin *p)
     free(p);
 }
 
-/* Takes back what p registered, then lets it go. fini is false for a
- * plugin whose init failed: it has no state to finish. */
-static void
-plugin_unload(struct lb_plugins *ps, struct plugin *p, bool fini)
+/* Plugins unloaded while a job of theirs ran: off ps->list, nothing of
+ * theirs registered any more, fini() pending. One host per process. */
+static struct plugin *retiring;
+
+/* Queued or running jobs of p, done callbacks included. */
+static unsigned
+jobs_of(struct lb_plugins *ps, struct plugin *p)
 {
-    struct plugin **l;
+    unsigned n;
 
-    if (p->running) {
-        for (struct tern_timer *t = ps->timers, *next; t != NULL; t = next) {
-            next = t->next;
-            if (t->owner == p)
-                timer_unlink(ps, t);
-        }
-        unsubscribe_where(ps, 0, p->id);
-        for (struct api_route **r = &ps->routes; *r != NULL;) {
-            struct api_route *x = *r;
+    if (!ps->jobs_up)
+        return 0;
+    pthread_mutex_lock(&ps->jobs.mu);
+    n = p->jobs;
+    pthread_mutex_unlock(&ps->jobs.mu);
+    return n;
+}
 
-            if (x->owner == p->id) {
-                *r = x->next;
-                free(x->route);
-                free(x);
-            } else {
-                r = &x->next;
-            }
+/* Waits for p's jobs (none are left unless wait is meant), then fini()
+ * and free. */
+static void
+plugin_finish(struct lb_plugins *ps, struct plugin *p, bool fini)
+{
+    if (ps->jobs_up)
+        lb_jobs_drain_owner(&ps->jobs, p);
+    if (fini && p->desc->fini != NULL)
+        p->desc->fini(p->state);
+    lb_metrics_remove_owner(&ps->metrics, p->id);
+    if (fini)
+        lb_info("plugin %s unloaded", p->name);
+    plugin_free(p);
+}
+
+/* Finishes the retiring plugins whose last job has ended (all of them,
+ * waiting, when wait). */
+static void
+finish_retired(struct lb_plugins *ps, bool wait)
+{
+    for (struct plugin **l = &retiring; *l != NULL;) {
+        struct plugin *p = *l;
+
+        if (p->ps == ps && (wait || jobs_of(ps, p) == 0)) {
+            *l = p->next;
+            plugin_finish(ps, p, true);
+        } else {
+            l = &p->next;
         }
-        if (ps->jobs_up)
-            lb_jobs_drain_owner(&ps->jobs, p);
-        if (fini && p->desc->fini != NULL)
-            p->desc->fini(p->state);
-        p->running = false;
-        lb_metrics_remove_owner(&ps->metrics, p->id);
-        if (fini)
-            lb_info("plugin %s unloaded", p->name);
     }
-    for (l = &ps->list; *l != NULL; l = &(*l)->next) {
+}
+
+/* Takes back what p registered, then lets it go. fini is false for a
+ * plugin whose init failed: it has no state to finish. With defer, a
+ * plugin with a job still running retires instead of making the control
+ * thread wait for it (finish_retired). */
+static void
+plugin_unload(struct lb_plugins *ps, struct plugin *p, bool fini, bool defer)
+{
+    bool was_running = p->running;
+    unsigned busy;
+
+    for (struct plugin **l = &ps->list; *l != NULL; l = &(*l)->next) {
         if (*l == p) {
             *l = p->next;
             break;
         }
     }
-    plugin_free(p);
+    if (!was_running) {
+        plugin_free(p);
+        return;
+    }
+    /* Under the pool's lock: its threads drop the queued jobs of a plugin
+     * that no longer runs. */
+    if (ps->jobs_up)
+        pthread_mutex_lock(&ps->jobs.mu);
+    p->running = false;
+    if (ps->jobs_up)
+        pthread_mutex_unlock(&ps->jobs.mu);
+    for (struct tern_timer *t = ps->timers, *next; t != NULL; t = next) {
+        next = t->next;
+        if (t->owner == p)
+            timer_unlink(ps, t);
+    }
+    unsubscribe_where(ps, 0, p->id);
+    for (struct api_route **r = &ps->routes; *r != NULL;) {
+        struct api_route *x = *r;
+
+        if (x->owner == p->id) {
+            *r = x->next;
+            free(x->route);
+            free(x);
+        } else {
+            r = &x->next;
+        }
+    }
+    busy = jobs_of(ps, p);
+    if (defer && fini && busy > 0) {
+        lb_info("plugin %s: stopped; unloaded once its %u job%s end%s", p->name, busy,
+                busy == 1 ? "" : "s", busy == 1 ? "s" : "");
+        p->next = retiring;
+        retiring = p;
+        return;
+    }
+    plugin_finish(ps, p, fini);
 }
 
 /* The path of the module of a known plugin, or NULL after logging. */
@@ -640,7 +720,7 @@ plugin_load(struct lb_plugins *ps, const char *path, const char *want_name, bool
     if (r < 0) {
         lb_err("plugin %s: init failed (%s); the plugin is disabled, tern serves on without it",
                p->name, strerror(-r));
-        plugin_unload(ps, p, false);
+        plugin_unload(ps, p, false, false);
         return;
     }
     lb_info("plugin %s loaded from %s", p->name, path);
@@ -653,6 +733,7 @@ static void
 on_sample(struct ev_loop *loop, ev_timer *w, int revents)
 {
     lb_sampler_run(w->data);
+    finish_retired(w->data, false);
 }
 
 static void
@@ -719,12 +800,12 @@ lb_plugins_reloaded(struct lb_ctl *ctl)
                 kept = kept || strcmp(c->global.plugins[i], p->path) == 0;
             if (!kept) {
                 lb_info("plugin %s: no longer in global.plugins", p->name);
-                plugin_unload(ps, p, true);
+                plugin_unload(ps, p, true, true);
                 continue;
             }
         } else if (!lb_plugin_section_present(c, p->section)) {
             lb_info("plugin %s: its section is gone", p->name);
-            plugin_unload(ps, p, true);
+            plugin_unload(ps, p, true, true);
             continue;
         }
         struct conf_arena *mem = NULL;
@@ -734,7 +815,7 @@ lb_plugins_reloaded(struct lb_ctl *ctl)
             char *path = strdup(p->path);
             bool external = p->external;
 
-            plugin_unload(ps, p, true);
+            plugin_unload(ps, p, true, true);
             if (path != NULL)
                 plugin_load(ps, path, NULL, external);
             free(path);
@@ -786,8 +867,11 @@ lb_plugins_stop(struct lb_ctl *ctl)
 
     if (ps == NULL)
         return;
+    /* Shutting down: jobs still running are waited for (each is bounded by
+     * its own timeout), as the module's code is theirs. */
     while (ps->list != NULL)
-        plugin_unload(ps, ps->list, true);
+        plugin_unload(ps, ps->list, true, false);
+    finish_retired(ps, true);
     ev_timer_stop(ctl->loop, &ps->sample_timer);
     if (ps->jobs_up)
         lb_jobs_stop(&ps->jobs);

@@ -24,6 +24,7 @@ worker(void *arg)
     pthread_mutex_lock(&j->mu);
     for (;;) {
         struct lb_job *job;
+        bool run;
 
         while (j->queue == NULL && !j->stop)
             pthread_cond_wait(&j->work, &j->mu);
@@ -33,10 +34,18 @@ worker(void *arg)
         j->queue = job->next;
         if (j->queue == NULL)
             j->queue_tail = NULL;
+        /* Its plugin is being unloaded (plugin_host.c sets running under
+         * this lock): the job is dropped, as lb_jobs_drain_owner would. */
+        run = job->owner->running;
         pthread_mutex_unlock(&j->mu);
 
-        job->result = job->run(job->arg);
-        job->status = 0;
+        if (run) {
+            job->result = job->run(job->arg);
+            job->status = 0;
+        } else {
+            job->result = NULL;
+            job->status = -ECANCELED;
+        }
 
         pthread_mutex_lock(&j->mu);
         job->next = NULL;

@@ -579,14 +579,18 @@ delivery_done(void *arg, void *result, int status)
 
         if (backoff > 300)
             backoff = 300;
-        h->log(h, TERN_LOG_WARN, "notifier %s: %s failed (attempt %d of %d): %s; retrying in %.0fs",
-               d->notifier, channel_names[d->ch], d->attempts, wn->max_attempts, d->err, backoff);
-        if (nt != NULL)
-            nt->retries++;
-        remember(wn, d, "retrying");
+        /* No timer while the plugin is being unloaded: then this is the
+         * last attempt. */
         d->retry = h->timer_add(h, backoff, 0, on_retry, d);
-        if (d->retry != NULL)
+        if (d->retry != NULL) {
+            h->log(h, TERN_LOG_WARN,
+                   "notifier %s: %s failed (attempt %d of %d): %s; retrying in %.0fs", d->notifier,
+                   channel_names[d->ch], d->attempts, wn->max_attempts, d->err, backoff);
+            if (nt != NULL)
+                nt->retries++;
+            remember(wn, d, "retrying");
             return;
+        }
     }
     h->log(h, TERN_LOG_ERR, "notifier %s: %s failed after %d attempt%s, giving up: %s (%s)",
            d->notifier, channel_names[d->ch], d->attempts, d->attempts == 1 ? "" : "s", d->err,

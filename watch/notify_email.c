@@ -15,8 +15,9 @@
  *     greeting) and it raises smaller values to them unless told
  *     Timeout_OVERRIDE_RFC2822_MINIMUM;
  *   - smtp_start_session() returns success when the protocol ran, even if
- *     the server refused the message: success is a 2xx transfer status and
- *     a 2xx status for every recipient.
+ *     the server refused the message: success is a 2xx transfer status,
+ *     and a recipient refused at RCPT is reported but not retried, since
+ *     the others already have the message.
  * AUTH credentials come through the interact callback's argument, not the
  * statics of libesmtp's example, because several sends may run at once.
  */
@@ -40,8 +41,9 @@
 
 struct send_ctx {
     const struct watch_email_cfg *cfg;
-    char event[200]; /* what libesmtp's events said went wrong */
-    char rcpt_err[200];
+    char event[200];    /* what libesmtp's events said went wrong */
+    char rcpt_err[200]; /* every refused recipient, with the server's reply */
+    unsigned rcpt_ok, rcpt_refused;
     bool auth_sent; /* an AUTH command went out */
     int auth_code;  /* the final reply to the last AUTH; 0: none yet */
     char auth_reply[120];
@@ -167,15 +169,35 @@ auth_problem(const struct send_ctx *sc, char *out, size_t outlen)
                  sc->auth_code ? sc->auth_reply : "no reply");
 }
 
+/* The length of a reply's text without the line end libesmtp keeps. */
+static int
+text_len(const smtp_status_t *st)
+{
+    size_t n = st != NULL && st->text != NULL ? strlen(st->text) : 0;
+
+    while (n > 0 && (st->text[n - 1] == '\n' || st->text[n - 1] == '\r' || st->text[n - 1] == ' '))
+        n--;
+    return (int)n;
+}
+
+/* A recipient without a status (code 0) was never tried: the session
+ * ended before RCPT, which the message's own status explains. */
 static void
 check_rcpt(smtp_recipient_t r, const char *mailbox, void *arg)
 {
     struct send_ctx *sc = arg;
     const smtp_status_t *st = smtp_recipient_status(r);
+    size_t n = strlen(sc->rcpt_err);
 
-    if (sc->rcpt_err[0] == '\0' && (st == NULL || st->code / 100 != 2))
-        snprintf(sc->rcpt_err, sizeof(sc->rcpt_err), "recipient %s refused: %d %s", mailbox,
-                 st ? st->code : 0, st && st->text ? st->text : "");
+    if (st == NULL || st->code == 0)
+        return;
+    if (st->code / 100 == 2) {
+        sc->rcpt_ok++;
+        return;
+    }
+    sc->rcpt_refused++;
+    snprintf(sc->rcpt_err + n, sizeof(sc->rcpt_err) - n, "%srecipient %s refused: %d %.*s",
+             n ? "; " : "", mailbox, st->code, text_len(st), st->text ? st->text : "");
 }
 
 static SSL_CTX *
@@ -265,6 +287,7 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
                  smtp_strerror(smtp_errno(), buf, sizeof(buf)));
         goto out;
     }
+    smtp_enumerate_recipients(m, check_rcpt, &sc);
     st = smtp_message_transfer_status(m);
     if (st == NULL || st->code / 100 != 2) {
         /* Only a refused AUTH explains what follows (often a 530); a session
@@ -280,10 +303,15 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
         }
         if (sc.event[0])
             snprintf(err, errlen, "%s", sc.event);
+        else if (sc.rcpt_refused > 0 && sc.rcpt_ok == 0)
+            /* Then libesmtp sends DATA anyway and reports the server's
+             * "need RCPT" instead of the reason. */
+            snprintf(err, errlen, "%s", sc.rcpt_err);
         else if (st != NULL && st->code != 0)
-            snprintf(err, errlen, "message refused: %d %s", st->code, st->text ? st->text : "");
+            snprintf(err, errlen, "message refused: %d %.*s", st->code, text_len(st),
+                     st->text ? st->text : "");
         else if ((st = smtp_reverse_path_status(m)) != NULL && st->code / 100 > 3)
-            snprintf(err, errlen, "sender %s refused: %d %s", c->from, st->code,
+            snprintf(err, errlen, "sender %s refused: %d %.*s", c->from, st->code, text_len(st),
                      st->text ? st->text : "");
         else
             snprintf(err, errlen,
@@ -291,17 +319,16 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
                      "failed, or the server closed)");
         goto out;
     }
-    smtp_enumerate_recipients(m, check_rcpt, &sc);
-    if (sc.rcpt_err[0]) {
-        snprintf(err, errlen, "%s", sc.rcpt_err);
-        goto out;
-    }
     rc = 0;
-    /* Delivered: sending it again would duplicate the alert, so a refused
-     * AUTH is a warning for the operator, not a failure. */
+    /* Delivered: sending it again would duplicate the alert for everyone
+     * who got it, so a refused recipient or a refused AUTH is a warning for
+     * the operator, not a failure. */
     auth_problem(&sc, auth, sizeof(auth));
     if (auth[0])
-        snprintf(err, errlen, "%s; the server took the message without it", auth);
+        snprintf(err, errlen, "%s%s%s; the server took the message without it", sc.rcpt_err,
+                 sc.rcpt_err[0] ? "; " : "", auth);
+    else
+        snprintf(err, errlen, "%s", sc.rcpt_err);
     goto out;
 lib_error : {
     char buf[128];
