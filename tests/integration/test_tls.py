@@ -9,6 +9,7 @@ Clients are real: curl, openssl s_client and Python's ssl module.
 """
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -843,6 +844,45 @@ def test_tcp_listener_terminates_tls(pki, backends, tern):
     out = raw_exchange(port, b"GET / HTTP/1.1\r\n\r\n", timeout=2)
     assert b"b1" not in out
     assert t.proc.poll() is None
+
+
+def test_tcp_listener_with_tls_counts_its_sessions(pki, backends, tern):
+    """A tcp listener that terminates TLS runs its sessions in the TLS
+    tunnel; its listener counters still count them, in plaintext bytes, and
+    not a handshake that failed."""
+    (b,) = backends(1)
+    port, aport = free_port(), free_port()
+    cfg = tls_cfg(port, [b], RSA_EC(pki), mode="tcp").replace(
+        "listeners:", f"admin:\n  listen: 127.0.0.1:{aport}\nlisteners:")
+    tern(cfg, [aport])
+    sent = recv = 0
+    for path in ("/", "/big?n=5000"):
+        req = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        with handshake(port, client_ctx(pki), "site.test") as s:
+            s.sendall(req)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        assert status_of(out) == 200, out
+        sent, recv = sent + len(req), recv + len(out)
+    raw_exchange(port, b"not a TLS hello\r\n\r\n", timeout=2)
+
+    def figures():
+        c = http.client.HTTPConnection("127.0.0.1", aport, timeout=scaled(5))
+        c.request("GET", "/api/v1/listeners")
+        (ls,) = json.loads(c.getresponse().read())["listeners"]
+        return {k: ls[k] for k in ("connections_total", "active_connections", "requests_total",
+                                   "bytes_in", "bytes_out")}
+
+    want = {"connections_total": 3, "active_connections": 0, "requests_total": 2,
+            "bytes_in": sent, "bytes_out": recv}
+    deadline = time.monotonic() + scaled(5)
+    while figures() != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert figures() == want
 
 
 def test_tcp_listener_to_tls_pool(pki, origins, tern):
