@@ -967,12 +967,14 @@ static const struct conf_field vrrp_fields[] = {
      .min = 1,
      .max = 100,
      .def = "5",
-     .doc = "gratuitous ARPs / unsolicited NAs sent on becoming master"},
+     .doc = "gratuitous ARPs / unsolicited NAs sent for each virtual address on becoming "
+            "master, back to back right after the first advertisement"},
     {.key = "garp_refresh",
      .kind = CONF_DURATION,
      CONF_AT(struct conf_vrrp, garp_refresh),
      .def = "0",
-     .doc = "repeat them this often while master; 0: never"},
+     .doc = "while master, one more gratuitous ARP / unsolicited NA per virtual address this "
+            "often (keepalived's vrrp_garp_master_refresh); 0: never"},
     END,
 };
 
