@@ -80,6 +80,10 @@ def get(port, path="/", timeout=10):
         c.close()
 
 
+# Long enough for a reload and a request to happen while it is in flight.
+SLOW = f"/slow?ms={int(scaled(1.5) * 1000)}"
+
+
 def in_flight(port, path, backend):
     """Starts GET path in a thread and returns once backend has received it;
     the thread's result lands in the returned list."""
@@ -242,7 +246,7 @@ def test_request_in_flight_finishes_on_its_snapshot(backends, tern):
     b1, b2 = backends(2)
     port = free_port()
     t = tern(cfg([("web", port, "web")], {"web": [b1]}), [port])
-    th, out = in_flight(port, "/slow?ms=1500", b1)
+    th, out = in_flight(port, SLOW, b1)
     sighup_and_wait(t, cfg([("web", port, "web")], {"web": [b2]}))
     # New requests already go to the new pool while the old one is busy.
     assert get(port) == (200, "b2", b"b2\n")
@@ -264,9 +268,10 @@ def test_removed_listener_finishes_its_request_then_refuses(backends, tern):
     (b1,) = backends(1)
     p1, p2 = free_port(), free_port()
     t = tern(cfg([("a", p1, "web"), ("b", p2, "web")], {"web": [b1]}), [p1, p2])
-    th, out = in_flight(p1, "/slow?ms=1500", b1)
+    th, out = in_flight(p1, SLOW, b1)
     sighup_and_wait(t, cfg([("b", p2, "web")], {"web": [b1]}))
     assert get(p2)[0] == 200
+    assert not out, "the slow request ended before the check above"
     th.join(scaled(10))
     assert out == [(200, "b1", b"slow\n")], out
     assert wait_for(lambda: refused(p1), 3), f"port {p1} still accepts after its removal"
@@ -340,8 +345,9 @@ def test_counters_count_a_request_that_spans_a_reload(backends, tern, token_file
     t = tern(text, [port, aport])
     api = Api(aport)
     assert get(port)[0] == 200
-    th, out = in_flight(port, "/slow?ms=1000", b1)
+    th, out = in_flight(port, SLOW, b1)
     sighup_and_wait(t, text.replace("workers:", "max_connections: 5000\n  workers:"))
+    assert not out, "the slow request ended before the reload"
     th.join(scaled(10))
     assert out and out[0][0] == 200, out
     assert get(port)[0] == 200
