@@ -28,7 +28,14 @@ struct lb_accesslog {
     char buf[ALOG_BUF];
 };
 
+/* alog_fd is what workers write to, -1 when the log is off. Once a file has
+ * been open its descriptor number (alog_num) stays for the life of the
+ * process: a worker may hold the number between its load and its write(2),
+ * and closing it would hand the number to the next socket accepted, and the
+ * log lines to that client. A reopen puts the new file under the number
+ * (dup3, atomically); switching the log off puts /dev/null there. */
 static atomic_int alog_fd = -1;
+static int alog_num = -1;
 static char *alog_path;
 
 int
@@ -44,23 +51,20 @@ lb_accesslog_open(const char *dest)
         }
         if (fd < 0)
             return -errno;
+    } else if (alog_num >= 0) {
+        /* Without /dev/null the old file stays under the number, unused. */
+        fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     }
-    int old = atomic_load(&alog_fd);
-    if (old >= 0 && fd >= 0) {
-        /* A worker may hold the old number between its load and its
-         * write(2): closing it would hand the number to the next socket
-         * accepted, and the log lines to that client. The file changes
-         * under the number instead, atomically. */
-        int r = dup3(fd, old, O_CLOEXEC);
+    if (fd >= 0 && alog_num >= 0) {
+        int r = dup3(fd, alog_num, O_CLOEXEC);
         int e = errno;
         close(fd);
-        if (r < 0)
+        if (r < 0 && dest)
             return -e;
-    } else {
-        atomic_store(&alog_fd, fd);
-        if (old >= 0)
-            close(old);
+    } else if (fd >= 0) {
+        alog_num = fd;
     }
+    atomic_store(&alog_fd, dest ? alog_num : -1);
     free(alog_path);
     alog_path = (dest && strcmp(dest, "stdout") && strcmp(dest, "-")) ? strdup(dest) : NULL;
     return 0;
@@ -82,9 +86,10 @@ lb_accesslog_reopen(void)
 void
 lb_accesslog_close(void)
 {
-    int old = atomic_exchange(&alog_fd, -1);
-    if (old >= 0)
-        close(old);
+    atomic_store(&alog_fd, -1);
+    if (alog_num >= 0)
+        close(alog_num);
+    alog_num = -1;
     free(alog_path);
     alog_path = NULL;
 }
