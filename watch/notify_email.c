@@ -15,9 +15,9 @@
  *     greeting) and it raises smaller values to them unless told
  *     Timeout_OVERRIDE_RFC2822_MINIMUM;
  *   - smtp_start_session() returns success when the protocol ran, even if
- *     the server refused the message: success is a 2xx transfer status,
- *     and a recipient refused at RCPT is reported but not retried, since
- *     the others already have the message.
+ *     the server refused the message: success is a 2xx transfer status.
+ *     A recipient refused at RCPT is reported; the others have the
+ *     message, so a retry goes only to those refused for now (4xx).
  * AUTH credentials come through the interact callback's argument, not the
  * statics of libesmtp's example, because several sends may run at once.
  */
@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Order matters: libesmtp.h uses size_t without including stddef.h, and
@@ -43,9 +44,11 @@ struct send_ctx {
     const struct watch_email_cfg *cfg;
     char event[200];    /* what libesmtp's events said went wrong */
     char rcpt_err[200]; /* every refused recipient, with the server's reply */
-    unsigned rcpt_ok, rcpt_refused;
-    bool auth_sent; /* an AUTH command went out */
-    int auth_code;  /* the final reply to the last AUTH; 0: none yet */
+    unsigned rcpt_ok, rcpt_refused, rcpt_later;
+    size_t rcpt_next; /* recipients are enumerated in the order of cfg->to */
+    bool *later;      /* [cfg->nto]: refused for now (4xx), worth a retry */
+    bool auth_sent;   /* an AUTH command went out */
+    int auth_code;    /* the final reply to the last AUTH; 0: none yet */
     char auth_reply[120];
 };
 
@@ -187,7 +190,7 @@ check_rcpt(smtp_recipient_t r, const char *mailbox, void *arg)
 {
     struct send_ctx *sc = arg;
     const smtp_status_t *st = smtp_recipient_status(r);
-    size_t n = strlen(sc->rcpt_err);
+    size_t n = strlen(sc->rcpt_err), i = sc->rcpt_next++;
 
     if (st == NULL || st->code == 0)
         return;
@@ -196,8 +199,28 @@ check_rcpt(smtp_recipient_t r, const char *mailbox, void *arg)
         return;
     }
     sc->rcpt_refused++;
+    if (st->code / 100 == 4 && i < sc->cfg->nto) {
+        sc->later[i] = true;
+        sc->rcpt_later++;
+    }
     snprintf(sc->rcpt_err + n, sizeof(sc->rcpt_err) - n, "%srecipient %s refused: %d %.*s",
              n ? "; " : "", mailbox, st->code, text_len(st), st->text ? st->text : "");
+}
+
+/* Leaves in c->to only the recipients refused for now: a retry goes to
+ * them, not again to those who have the mail or were refused for good. */
+static void
+keep_later(struct watch_email_cfg *c, const bool *later)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < c->nto; i++) {
+        if (later[i])
+            c->to[n++] = c->to[i];
+        else
+            free(c->to[i]);
+    }
+    c->nto = n;
 }
 
 static SSL_CTX *
@@ -225,10 +248,10 @@ make_ssl_ctx(const struct watch_email_cfg *c, char *err, size_t errlen)
 }
 
 int
-watch_email_send(const struct watch_email_cfg *c, const char *subject, const char *body, char *err,
+watch_email_send(struct watch_email_cfg *c, const char *subject, const char *body, char *err,
                  size_t errlen)
 {
-    struct send_ctx sc = {.cfg = c};
+    struct send_ctx sc = {.cfg = c, .later = calloc(c->nto ? c->nto : 1, sizeof(bool))};
     static const int steps[] = {Timeout_GREETING, Timeout_ENVELOPE, Timeout_DATA, Timeout_TRANSFER,
                                 Timeout_DATA2};
     smtp_session_t s = NULL;
@@ -240,8 +263,13 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
     int rc = -1;
 
     err[0] = '\0';
+    if (sc.later == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     s = smtp_create_session();
     if (s == NULL) {
+        free(sc.later);
         snprintf(err, errlen, "cannot create an SMTP session");
         return -1;
     }
@@ -303,11 +331,13 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
         }
         if (sc.event[0])
             snprintf(err, errlen, "%s", sc.event);
-        else if (sc.rcpt_refused > 0 && sc.rcpt_ok == 0)
+        else if (sc.rcpt_refused > 0 && sc.rcpt_ok == 0) {
             /* Then libesmtp sends DATA anyway and reports the server's
              * "need RCPT" instead of the reason. */
             snprintf(err, errlen, "%s", sc.rcpt_err);
-        else if (st != NULL && st->code != 0)
+            if (sc.rcpt_later > 0)
+                keep_later(c, sc.later);
+        } else if (st != NULL && st->code != 0)
             snprintf(err, errlen, "message refused: %d %.*s", st->code, text_len(st),
                      st->text ? st->text : "");
         else if ((st = smtp_reverse_path_status(m)) != NULL && st->code / 100 > 3)
@@ -319,10 +349,16 @@ watch_email_send(const struct watch_email_cfg *c, const char *subject, const cha
                      "failed, or the server closed)");
         goto out;
     }
+    if (sc.rcpt_later > 0) {
+        /* Delivered, but some were told to come back later. */
+        snprintf(err, errlen, "%s", sc.rcpt_err);
+        keep_later(c, sc.later);
+        goto out;
+    }
     rc = 0;
     /* Delivered: sending it again would duplicate the alert for everyone
-     * who got it, so a refused recipient or a refused AUTH is a warning for
-     * the operator, not a failure. */
+     * who got it, so a recipient refused for good or a refused AUTH is a
+     * warning for the operator, not a failure. */
     auth_problem(&sc, auth, sizeof(auth));
     if (auth[0])
         snprintf(err, errlen, "%s%s%s; the server took the message without it", sc.rcpt_err,
@@ -336,6 +372,7 @@ lib_error : {
     snprintf(err, errlen, "libesmtp: %s", smtp_strerror(smtp_errno(), buf, sizeof(buf)));
 }
 out:
+    free(sc.later);
     smtp_destroy_session(s);
     if (a != NULL)
         auth_destroy_context(a);

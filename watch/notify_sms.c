@@ -111,20 +111,24 @@ out:
 }
 
 int
-watch_sms_send(const struct watch_sms_cfg *c, const struct watch_fields *f, const char *text,
-               char *err, size_t errlen)
+watch_sms_send(struct watch_sms_cfg *c, const struct watch_fields *f, const char *text, char *err,
+               size_t errlen)
 {
-    int rc = 0;
+    size_t left = 0;
 
     for (size_t i = 0; i < c->nto; i++) {
         char one[256];
 
         if (send_one(c, f, text, c->to[i], one, sizeof(one)) < 0) {
             /* Report the first failure; try every number anyway. */
-            if (rc == 0)
+            if (left == 0)
                 snprintf(err, errlen, "to %s: %s", c->to[i], one);
-            rc = -1;
+            c->to[left++] = c->to[i];
+        } else {
+            /* Texted: a retry is not for this number. */
+            free(c->to[i]);
         }
     }
-    return rc;
+    c->nto = left;
+    return left > 0 ? -1 : 0;
 }

@@ -64,16 +64,20 @@ struct watch_sms_cfg {
 
 /* Sends one mail. Returns 0, or -1 with err set to a sentence; on 0, a
  * non-empty err is a warning (the mail went out, but not as configured).
- * Any thread; blocks up to a few timeouts. */
-int watch_email_send(const struct watch_email_cfg *c, const char *subject, const char *body,
-                     char *err, size_t errlen);
+ * When some recipients got it and others were refused for now (4xx), it
+ * returns -1 with c->to cut down to those, so that a retry reaches only
+ * them. Any thread; blocks up to a few timeouts. */
+int watch_email_send(struct watch_email_cfg *c, const char *subject, const char *body, char *err,
+                     size_t errlen);
 /* One-time setup and teardown of libesmtp's process state. */
 void watch_email_global_init(void);
 void watch_email_global_exit(void);
 
 /* Sends text to every number of c through the gateway: one request each,
- * the template filled from f and text. Returns 0 or -1 with err set. */
-int watch_sms_send(const struct watch_sms_cfg *c, const struct watch_fields *f, const char *text,
+ * the template filled from f and text. Returns 0, or -1 with err set and
+ * c->to cut down to the numbers that failed, so that a retry texts only
+ * them. */
+int watch_sms_send(struct watch_sms_cfg *c, const struct watch_fields *f, const char *text,
                    char *err, size_t errlen);
 
 /* Fills template tpl: {alarm} {metric} {state} {from} {value} {threshold}

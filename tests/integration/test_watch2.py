@@ -92,12 +92,20 @@ def test_starttls_optional(backends, tern, certs, offers_tls):  # noqa: F811
 
 
 class PickyMailbox(Mailbox):
-    """Refuses gone@example.com at RCPT, as a server does for an unknown
-    mailbox; keeps every delivery, so a repeat shows."""
+    """Refuses recipients at RCPT as told: replies[address] is the reply of
+    each attempt in turn (the last one stays; None accepts). By default
+    gone@example.com is refused for good, as an unknown mailbox. Keeps
+    every delivery, so a repeat shows."""
+
+    def __init__(self, replies=None):
+        super().__init__()
+        self.replies = replies or {"gone@example.com": ["550 5.1.1 no such mailbox"]}
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address == "gone@example.com":
-            return "550 5.1.1 no such mailbox"
+        turns = self.replies.get(address, [None])
+        reply = turns.pop(0) if len(turns) > 1 else turns[0]
+        if reply is not None:
+            return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -148,6 +156,29 @@ def test_every_recipient_refused_is_a_failure(backends, tern):
     assert not box.messages
     assert f"email failed after 1 attempt, giving up: {REFUSED}" in log, log
     assert REFUSED in doc["notifiers"][0]["last_error"], doc
+
+
+def test_recipient_refused_for_now_is_retried_alone(backends, tern):
+    """A 4xx at RCPT (mailbox busy, greylisting) is worth a retry, to that
+    recipient only: the others have the mail already."""
+    (b,) = backends(1)
+    box = PickyMailbox({"later@example.com": ["450 4.2.1 mailbox busy", None]})
+    smtp = smtp_server(box)
+    watch = picky_watch(smtp, 3, "[ ops@example.com, later@example.com ]")
+    try:
+        t, admin = run_until(tern, b, lambda: None, watch,
+                             lambda t: "notifier ops: email sent" in t.log(), 15)
+        doc = alarms_api(admin)
+        log = t.stop()
+    finally:
+        smtp.stop()
+    alarm_mails = [m["to"] for m in box.messages
+                   if subject_of(m["text"]).startswith("[tern] ALARM")]
+    assert alarm_mails == [["ops@example.com"], ["later@example.com"]], (alarm_mails, log)
+    assert ("email failed (attempt 1 of 3): recipient later@example.com refused: 450 4.2.1 "
+            "mailbox busy; retrying in 2s") in log, log
+    n = doc["notifiers"][0]
+    assert n["retries"] == 1 and n["failed"] == 0 and n["sent"] >= 1, n
 
 
 class SilentSMTP:
@@ -277,11 +308,15 @@ def test_reload_that_drops_watch_does_not_wait_for_a_hanging_send(backends, tern
 
 
 class MethodGateway(http.server.BaseHTTPRequestHandler):
+    """Records each request; answers 402 when the body names a number in
+    server.refuse."""
+
     def answer(self):
         n = int(self.headers.get("Content-Length", 0))
-        self.server.got.append({"method": self.command, "path": self.path,
-                                "body": self.rfile.read(n).decode()})
-        self.send_response(200)
+        got = {"method": self.command, "path": self.path, "body": self.rfile.read(n).decode()}
+        self.server.got.append(got)
+        refused = any(f'"{num}"' in got["body"] for num in self.server.refuse)
+        self.send_response(402 if refused else 200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(b'{"status": "queued"}')
@@ -292,22 +327,26 @@ class MethodGateway(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture
+def gateway():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MethodGateway)
+    srv.got = []
+    srv.refuse = set()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
-def test_sms_method(backends, tern, method):
+def test_sms_method(backends, tern, gateway, method):
     """Each method the schema allows reaches the gateway as that method; GET
     carries the fields in the URL (form-escaped), the others in the body."""
     (b,) = backends(1)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MethodGateway)
-    srv.got = []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-
-    def stop():
-        srv.shutdown()
-        srv.server_close()
-
+    srv = gateway
     url = f"http://127.0.0.1:{srv.server_port}/send?to={{to}}&state={{state}}"
     watch = notify_watch(f"sms: {{ url: \"{url}\", method: {method}, to: [ \"+15550001\" ] }}")
-    t, _ = run_until(tern, b, stop, watch, lambda t: srv.got, 15)
+    t, _ = run_until(tern, b, lambda: None, watch, lambda t: srv.got, 15)
     t.stop()
     req = srv.got[0]
     assert req["method"] == method, req
@@ -509,3 +548,17 @@ def test_third_party_api_route_answers(backends, tern, spy_dir):
             assert json.loads(r.read()) == {"route": "/api/v1/spy"}
     finally:
         t.stop()
+
+
+def test_sms_retry_texts_only_the_numbers_that_failed(backends, tern, gateway):
+    (b,) = backends(1)
+    gateway.refuse.add("+15550002")
+    url = f"http://127.0.0.1:{gateway.server_port}/send"
+    watch = notify_watch(f"sms: {{ url: \"{url}\", to: [ \"+15550001\", \"+15550002\" ] }}",
+                         extra_watch="  retries: 3\n")
+    t, _ = run_until(tern, b, lambda: None, watch, lambda t: "giving up" in t.log(), 20)
+    log = t.stop()
+    alarm_texts = [json.loads(r["body"])["to"] for r in gateway.got
+                   if json.loads(r["body"])["text"].startswith("[ALARM]")]
+    assert sorted(alarm_texts) == ["+15550001"] + ["+15550002"] * 3, (alarm_texts, log)
+    assert "sms failed after 3 attempts, giving up: to +15550002: the gateway answered 402" in log
