@@ -52,16 +52,25 @@ struct send_ctx {
     char auth_reply[120];
 };
 
+/* Instances of the plugin using libesmtp. Two can overlap: one whose
+ * section a reload removed finishes once its last send ends, after a
+ * later reload may have loaded the next, and auth_client_exit() unloads
+ * the AUTH mechanisms that one's sends use. init and fini run on the
+ * control thread. */
+static unsigned email_users;
+
 void
 watch_email_global_init(void)
 {
-    auth_client_init();
+    if (email_users++ == 0)
+        auth_client_init();
 }
 
 void
 watch_email_global_exit(void)
 {
-    auth_client_exit();
+    if (email_users > 0 && --email_users == 0)
+        auth_client_exit();
 }
 
 static int

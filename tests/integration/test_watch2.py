@@ -35,6 +35,7 @@ from test_watch import (  # noqa: F401 (certs is a fixture, used by name)
     smtp_server,
     subject_of,
 )
+from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402 (after test_watch's skip)
 
 
 def notify_watch(channel, extra_watch=""):
@@ -270,8 +271,9 @@ def test_silent_server_times_out_and_retries_without_blocking(backends, tern):
         assert closed is not None
         # Not before the timeout, and nowhere near libesmtp's minutes.
         assert 2.5 <= closed - opened <= 3 + scaled(5), conns
-    # The retry waits the documented 2 s after the first failure.
-    assert conns[1][0] - conns[0][1] >= 1.5, conns
+    # The retry waits the documented 2 s after the first failure (less 1 s
+    # for when this side noticed the close).
+    assert conns[1][0] - conns[0][1] >= 1.0, conns
     assert "email failed (attempt 1 of 2)" in log and "retrying in 2s" in log, log
     assert "email failed after 2 attempts, giving up" in log, log
 
@@ -302,6 +304,44 @@ def test_reload_that_drops_watch_does_not_wait_for_a_hanging_send(backends, tern
     assert len(conns) == 1, conns
     assert "email failed after 1 attempt, giving up" in log, log
     assert "retrying" not in log, log
+
+
+def test_watch_loaded_again_while_the_old_one_finishes(backends, tern):
+    """The watch: section goes while a send hangs, and comes back before
+    that send ends: the old instance finishes (fini) while the new one is
+    in the middle of an AUTH. The old one's exit must not unload libesmtp's
+    AUTH modules under the new one's session."""
+    (b,) = backends(1)
+    box = Mailbox()
+    holder = {}
+
+    def slow_auth(server, session, envelope, mechanism, data):
+        # Answers once the old instance is gone (aiosmtpd's loop waits).
+        wait_for(lambda: "plugin watch unloaded" in holder["t"].log(), 30)
+        ok = isinstance(data, LoginPassword) and data.password == b"s3cret"
+        return AuthResult(success=ok)
+
+    smtp = smtp_server(box, auth=slow_auth)
+    try:
+        with hanging_send(tern, b, "8s") as (srv, t, port, admin):
+            holder["t"] = t
+            with open(os.path.join(t.dir, "pw"), "w") as f:
+                f.write("s3cret\n")
+            with open(t.conf, "w") as f:
+                f.write(base_config(port, admin, b, ""))
+            t.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: "unloaded once its 1 job ends" in t.log(), 5), t.log()
+            again = email_watch(f"127.0.0.1:{smtp.port}",
+                                ", starttls: off, user: tern, password_file: pw, timeout: 60s")
+            with open(t.conf, "w") as f:
+                f.write(base_config(port, admin, b, again))
+            t.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: box.messages, 40), t.log()
+    finally:
+        smtp.stop()
+    log = t.stop()
+    assert box.messages[0]["auth"], box.messages
+    assert log.index("plugin watch unloaded") < log.index("notifier ops: email sent"), log
 
 
 # ---- SMS ----
@@ -496,10 +536,11 @@ def test_event_bus_reaches_a_third_party_plugin(backends, tern, spy_dir):
 
     # Scaling: the group launches its minimum through the exec provider.
     assert wait_for(lambda: events(t.log(), type=8, state="successful"), 15), t.log()
-    (started,) = events(t.log(), type=8, state="started")
+    # The first of each: a later reconcile may replace the server.
+    started = events(t.log(), type=8, state="started")[0]
     assert started["name"] == "grow" and started["pool"] == "grow", started
     assert started["source"] == "scale" and started["fresh"] == "1", started
-    (done,) = events(t.log(), type=8, state="successful")
+    done = events(t.log(), type=8, state="successful")[0]
     assert done["pool"] == "grow" and done["server"] != "-", done
     assert done["detail"].startswith(f"launch {done['server']}: "), done
 
