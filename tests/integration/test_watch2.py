@@ -577,8 +577,6 @@ def test_event_bus_reaches_a_third_party_plugin(backends, tern, spy_dir):
     t.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="lb/admin_routes.c serves only the fixed routes "
-                   "/api/v1/alarms and /api/v1/scale; a third party's api_register route is 404")
 def test_third_party_api_route_answers(backends, tern, spy_dir):
     b1, b2 = backends(2)
     port, admin = free_port(), free_port()
