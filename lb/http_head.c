@@ -255,11 +255,15 @@ http_start_request(struct http_sess *s)
 {
     if (s->gen != s->w->gen) {
         /* A reload happened while this connection was idle: this request
-         * runs on the new configuration, its limits included. */
+         * runs on the new configuration, its limits included. A listener
+         * the reload removed (or turned into tcp) has none: the request
+         * runs on the configuration the connection started with, which
+         * then ends with it. */
         struct lb_listener *nl = successor(s);
-        if (!nl)
-            return http_send_error(s, 503);
-        migrate(s, nl);
+        if (nl)
+            migrate(s, nl);
+        else
+            s->client_close = true;
     }
     const struct conf_listener *cl = lcf(s);
     struct http1_limits lim = {

@@ -127,14 +127,15 @@ arm_timer(struct http_sess *s, uint64_t ms)
 }
 
 /* The listener of the worker's current generation that this session's
- * listener became after a reload (same name and mode), or NULL. */
+ * listener became after a reload: the one on the same address (the reload
+ * kept its socket, whatever its name) in mode http, or NULL. */
 static inline struct lb_listener *
 successor(struct http_sess *s)
 {
     struct lb_wgen *g = s->w->gen;
     for (size_t i = 0; i < g->nlisteners; i++) {
         struct lb_listener *l = &g->listeners[i];
-        if (l->cf->mode == CONF_MODE_HTTP && strcmp(l->cf->name, lcf(s)->name) == 0)
+        if (l->cf->mode == CONF_MODE_HTTP && lb_addr_equal(&l->cf->bind, &lcf(s)->bind))
             return l;
     }
     return NULL;

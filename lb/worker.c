@@ -21,8 +21,9 @@
  *
  * listeners[].max_connections works the same way for one listener: its
  * connections in all workers are counted in a struct lb_lcount found by the
- * listener's name, so the count survives reloads (a limit set by a reload
- * sees the connections already open). A worker whose listener is full stops
+ * listener's address, as reload.c keeps its socket, so the count survives
+ * reloads, renames included (a limit set by a reload sees the connections
+ * already open). A worker whose listener is full stops
  * watching that socket only, and counts as waiting for a wake-up.
  */
 #include <errno.h>
@@ -398,7 +399,9 @@ lb_wgen_new(struct lb_worker *w, struct lb_snapshot *snap, int *fds)
         l->cf = &c->listeners[j];
         l->index = (int)j;
         l->fd = fds[j];
-        l->lc = lcount_find(l->cf->name);
+        char where[INET6_ADDRSTRLEN + 8];
+        lb_addr_ipport(&l->cf->bind.sa, where, sizeof(where));
+        l->lc = lcount_find(where);
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     }
     return g;

@@ -322,3 +322,44 @@ def test_reload_sets_and_lifts_a_listener_limit(backends, tern):
     assert served(third)
     for s in held + [third]:
         s.close()
+
+
+# ---- keep-alive connections of a renamed or removed listener ----
+
+
+def test_idle_keepalive_follows_a_renamed_listener(backends, tern):
+    """reload.c keeps a listening socket by its address, whatever its name:
+    an idle keep-alive connection's next request runs on the renamed
+    listener's configuration like a new connection's, not 503."""
+    b1, b2 = backends(2)
+    port = free_port()
+    t = tern(cfg([("web", port, "p1")], {"p1": [b1], "p2": [b2]}), [port])
+    c = asked(port)
+    assert served(c)
+    reload_applied(t, cfg([("front", port, "p2")], {"p1": [b1], "p2": [b2]}))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = answer(c, 5)
+    assert r.startswith(b"HTTP/1.1 200") and r.endswith(b"b2\n"), r
+    assert again(c)  # and the connection goes on
+    c.close()
+
+
+def test_idle_keepalive_of_a_removed_listener_is_served_once_then_closed(backends, tern):
+    """A listener removed by a reload: its idle keep-alive connection's next
+    request is still answered, on the configuration the connection started
+    with (DESIGN: a connection keeps its snapshot until it ends), with
+    Connection: close, and the connection ends."""
+    b1, b2 = backends(2)
+    port, port2 = free_port(), free_port()
+    t = tern(cfg([("web", port, "p1"), ("other", port2, "p2")], {"p1": [b1], "p2": [b2]}),
+             [port, port2])
+    c = asked(port)
+    assert served(c)
+    reload_applied(t, cfg([("other", port2, "p2")], {"p2": [b2]}))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = answer(c, 5)
+    assert r.startswith(b"HTTP/1.1 200") and r.endswith(b"b1\n"), r
+    assert b"connection: close" in r.lower(), r
+    c.settimeout(scaled(3))
+    assert c.recv(1) == b""
+    c.close()
