@@ -84,10 +84,17 @@ echo "== unit tests"
 run_unit build
 [ $asan_ok = 1 ] && run_unit build-asan
 
-run_pytest() { # label, binary
-    local label=$1 bin=$2 out line
-    out=$(TERN_BIN="$ROOT/$bin" TERN_BUILD="$ROOT/$(dirname "$(dirname "$bin")")" \
-        "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/integration 2>&1)
+# One pytest pass over tests/integration with one binary, its output to a
+# file (so that two passes can run at once).
+pytest_pass() { # binary, outfile
+    local bin=$1
+    TERN_BIN="$ROOT/$bin" TERN_BUILD="$ROOT/$(dirname "$(dirname "$bin")")" \
+        "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/integration >"$2" 2>&1
+}
+
+tally_pytest() { # label, outfile
+    local label=$1 out line
+    out=$(cat "$2")
     echo "$out" | tail -40
     line=$(grep -E '^[0-9]+ (passed|failed|skipped|error)|^=+ .*(passed|failed|skipped|error).* =+$|no tests ran' <<<"$out" | tail -1)
     local p f s e
@@ -105,12 +112,41 @@ run_pytest() { # label, binary
     echo "integration $label: $p passed, $((f + e)) failed, $s skipped"
 }
 
-echo "== integration tests (release)"
-run_pytest release build/lb/tern
+# The two passes run side by side: the suite mostly waits (timeouts,
+# intervals, processes starting), about a third of one core on average, so
+# together they take little more than the longer one. Every test gets its
+# own ports, temporary files and network namespaces (named by pid), and
+# bounds its timings with scaled(); TERN_TEST_SERIAL=1 runs them one after
+# the other.
+logs=$(mktemp -d)
+asan_pass=0
 if [ $asan_ok = 1 ] && [ -z "${TERN_TEST_QUICK:-}" ]; then
-    echo "== integration tests (asan+ubsan)"
-    run_pytest asan build-asan/lb/tern
+    asan_pass=1
 fi
+if [ -n "${TERN_TEST_SERIAL:-}" ] || [ $asan_pass = 0 ]; then
+    echo "== integration tests (release)"
+    pytest_pass build/lb/tern "$logs/release"
+    tally_pytest release "$logs/release"
+    if [ $asan_pass = 1 ]; then
+        echo "== integration tests (asan+ubsan)"
+        pytest_pass build-asan/lb/tern "$logs/asan"
+        tally_pytest asan "$logs/asan"
+    fi
+else
+    echo "== integration tests (release and asan+ubsan, side by side)"
+    pytest_pass build/lb/tern "$logs/release" &
+    rel=$!
+    pytest_pass build-asan/lb/tern "$logs/asan" &
+    asn=$!
+    trap 'kill $rel $asn 2>/dev/null' INT TERM
+    wait $rel $asn
+    trap - INT TERM
+    echo "== integration tests (release)"
+    tally_pytest release "$logs/release"
+    echo "== integration tests (asan+ubsan)"
+    tally_pytest asan "$logs/asan"
+fi
+rm -rf "$logs"
 
 echo "== format"
 if command -v clang-format >/dev/null; then
