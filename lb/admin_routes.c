@@ -523,7 +523,7 @@ h_listeners(struct ctx *x)
         /* The counters of /metrics' tern_listener_* families. */
         struct lb_listener_totals t;
         json_t *resp = json_object();
-        lb_listener_stats_sum(x->a->ctl->workers, x->a->ctl->nworkers, l->name, &t);
+        lb_listener_stats_sum(x->a->ctl->workers, x->a->ctl->nworkers, l, &t);
         json_object_set_new(o, "connections_total", json_integer((json_int_t)t.connections));
         json_object_set_new(o, "active_connections", json_integer((json_int_t)t.active));
         json_object_set_new(o, "requests_total", json_integer((json_int_t)t.requests));

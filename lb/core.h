@@ -119,11 +119,11 @@ struct lb_tls;
  * shared with another worker); the control thread reads them with relaxed
  * loads and sums the workers (lb_listener_stats_sum). A worker keeps them by
  * listener name, so they carry over a reload, and sessions still on an older
- * generation count where the new one does. */
+ * generation count where the new one does. The connections open now are not
+ * here: worker.c counts them for max_connections (lb_listener_open). */
 struct lb_listener_stats {
     _Atomic uint64_t key;      /* lb_hash64 of the name | 1; 0: slot free */
     atomic_ulong connections;  /* accepted */
-    atomic_ulong active;       /* open now */
     atomic_ulong requests;     /* HTTP requests or TCP sessions that ended */
     atomic_ulong responses[6]; /* HTTP: index status/100, 0 for none or other */
     atomic_ulong bytes_in;     /* received from clients (after TLS) */
@@ -255,6 +255,8 @@ void lb_wgen_unref(struct lb_wgen *g);
 void lb_worker_conn_add(struct lb_worker *w, struct lb_conn_link *l);
 void lb_worker_conn_del(struct lb_worker *w, struct lb_conn_link *l);
 void lb_worker_conn_closed(struct lb_worker *w);
+/* Client connections open on listener cf's address, all workers. */
+uint32_t lb_listener_open(const struct conf_listener *cf);
 uint64_t lb_worker_rand(struct lb_worker *w);
 
 /* listener.c: opens one SO_REUSEPORT socket per worker and listener.
@@ -320,9 +322,10 @@ size_t lb_addr_ip(const struct sockaddr_storage *sa, char *out, size_t cap);
 size_t lb_addr_ipport(const struct sockaddr_storage *sa, char *out, size_t cap);
 
 /* metrics.c: the worker's counters for listener name (taking a free slot
- * the first time), and their sums over workers ws[0..n) (control thread). */
+ * the first time), and the totals of listener cf: its counters summed over
+ * workers ws[0..n) and its open connections (control thread). */
 struct lb_listener_stats *lb_listener_stats_find(struct lb_worker *w, const char *name);
-void lb_listener_stats_sum(const struct lb_worker *ws, int n, const char *name,
+void lb_listener_stats_sum(const struct lb_worker *ws, int n, const struct conf_listener *cf,
                            struct lb_listener_totals *out);
 
 static inline struct lb_listener_stats *

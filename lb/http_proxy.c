@@ -782,7 +782,6 @@ sess_free(struct http_sess *s)
     free(s->cert_subject);
     close(s->cfd);
     lb_buf_release(&w->bufs, &s->cin, true);
-    lb_stat_add(&lb_lstats(s->l)->active, -1);
     lb_worker_conn_del(w, &s->link);
     lb_wgen_unref(s->gen);
     free(s);
@@ -1440,8 +1439,6 @@ lb_http_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *pee
     s->link.idle_close = idle_close;
     s->link.force_close = force_close;
     lb_worker_conn_add(w, &s->link);
-    lb_stat_add(&lb_lstats(l)->connections, 1);
-    lb_stat_add(&lb_lstats(l)->active, 1);
     ev_io_init(&s->cio, client_cb, fd, EV_READ);
     ev_init(&s->timer, timer_cb);
     s->head_timer = true;

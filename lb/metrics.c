@@ -335,12 +335,13 @@ lb_listener_stats_find(struct lb_worker *w, const char *name)
 }
 
 void
-lb_listener_stats_sum(const struct lb_worker *ws, int n, const char *name,
+lb_listener_stats_sum(const struct lb_worker *ws, int n, const struct conf_listener *cf,
                       struct lb_listener_totals *t)
 {
-    uint64_t key = name_key(name);
+    uint64_t key = name_key(cf->name);
 
     memset(t, 0, sizeof(*t));
+    t->active = lb_listener_open(cf);
     for (int w = 0; w < n; w++) {
         for (size_t i = 0; i < LB_LISTENER_STATS; i++) {
             const struct lb_listener_stats *e = &ws[w].lstats[i];
@@ -351,7 +352,6 @@ lb_listener_stats_sum(const struct lb_worker *ws, int n, const char *name,
             if (k != key)
                 continue;
             t->connections += rd(&e->connections);
-            t->active += rd(&e->active);
             t->requests += rd(&e->requests);
             for (int c = 0; c < 6; c++)
                 t->responses[c] += rd(&e->responses[c]);
@@ -388,7 +388,7 @@ listener_metrics(struct admin_sbuf *o, const struct lb_ctl *ctl)
     if (t == NULL)
         return;
     for (size_t i = 0; i < c->nlisteners; i++)
-        lb_listener_stats_sum(ctl->workers, ctl->nworkers, c->listeners[i].name, &t[i]);
+        lb_listener_stats_sum(ctl->workers, ctl->nworkers, &c->listeners[i], &t[i]);
     for (size_t f = 0; f < sizeof(listener_families) / sizeof(listener_families[0]); f++) {
         family(o, listener_families[f].name, listener_families[f].type, listener_families[f].help);
         for (size_t i = 0; i < c->nlisteners; i++) {

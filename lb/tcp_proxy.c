@@ -88,7 +88,6 @@ tcp_free(struct tcp_sess *s, const char *why)
     }
     struct lb_wpool *wp = &s->gen->wpools[s->pool];
     struct lb_listener_stats *ls = lb_lstats(s->l);
-    lb_stat_add(&ls->active, -1);
     lb_stat_add(&ls->requests, 1);
     lb_stat_add(&ls->bytes_in, (long)s->up.bytes); /* as far as they went on */
     lb_stat_add(&ls->bytes_out, (long)s->down.bytes);
@@ -408,7 +407,6 @@ void
 lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer)
 {
     struct lb_worker *w = l->w;
-    lb_stat_add(&lb_lstats(l)->connections, 1);
     /* Bytes that must be decrypted or encrypted cannot be spliced. */
     if (l->cf->tls.enabled || l->gen->snap->pools[l->cf->pool_index].cf->tls) {
         lb_tls_tunnel_accept(l, fd, peer);
@@ -449,7 +447,6 @@ lb_tcp_accept(struct lb_listener *l, int fd, const struct sockaddr_storage *peer
     s->link.force_close = force_close;
     s->q.retry = queue_retry;
     lb_worker_conn_add(w, &s->link);
-    lb_stat_add(&lb_lstats(l)->active, 1);
     ev_io_init(&s->cio, client_cb, fd, EV_READ);
     ev_io_init(&s->sio, sock_cb, -1, EV_READ);
     ev_init(&s->timer, timer_cb);

@@ -113,7 +113,6 @@ tun_free(struct tun *t, const char *why)
             lb_accesslog_write(w, &a);
     }
     struct lb_listener_stats *ls = lb_lstats(t->l);
-    lb_stat_add(&ls->active, -1);
     if (t->state != T_HANDSHAKE) { /* as in the access log */
         lb_stat_add(&ls->requests, 1);
         lb_stat_add(&ls->bytes_in, (long)t->bytes_up);
@@ -514,7 +513,6 @@ lb_tls_tunnel_accept(struct lb_listener *l, int fd, const struct sockaddr_storag
     t->t_start = lb_now_us(w->loop);
     t->link.force_close = force_close;
     lb_worker_conn_add(w, &t->link);
-    lb_stat_add(&lb_lstats(l)->active, 1);
     ev_io_init(&t->c.io, client_cb, fd, EV_READ);
     ev_io_init(&t->s.io, server_cb, -1, EV_READ);
     ev_init(&t->timer, timer_cb);

@@ -72,14 +72,17 @@ static _Thread_local bool at_limit, slot_held;
 static _Thread_local struct lb_lcount *held_lc;
 static _Thread_local unsigned nfull;
 
+/* The count of listener cf's address, made when create and missing. */
 static struct lb_lcount *
-lcount_find(const char *name)
+lcount_find(const struct conf_listener *cf, bool create)
 {
+    char name[INET6_ADDRSTRLEN + 8];
+    lb_addr_ipport(&cf->bind.sa, name, sizeof(name));
     pthread_mutex_lock(&lcounts.mu);
     struct lb_lcount *c = lcounts.head;
     while (c && strcmp(c->name, name) != 0)
         c = c->next;
-    if (!c && (c = calloc(1, sizeof(*c) + strlen(name) + 1))) {
+    if (!c && create && (c = calloc(1, sizeof(*c) + strlen(name) + 1))) {
         strcpy(c->name, name);
         atomic_init(&c->open, 0);
         c->next = lcounts.head;
@@ -87,6 +90,13 @@ lcount_find(const char *name)
     }
     pthread_mutex_unlock(&lcounts.mu);
     return c;
+}
+
+uint32_t
+lb_listener_open(const struct conf_listener *cf)
+{
+    struct lb_lcount *c = lcount_find(cf, false);
+    return c ? atomic_load_explicit(&c->open, memory_order_relaxed) : 0;
 }
 
 static void
@@ -101,24 +111,28 @@ lcounts_free(void)
     pthread_mutex_unlock(&lcounts.mu);
 }
 
+/* Adds one to *c unless it is at max (0: no bound). */
+static bool
+count_take(_Atomic uint32_t *c, uint32_t max)
+{
+    if (!max) {
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+        return true;
+    }
+    uint32_t n = atomic_load_explicit(c, memory_order_relaxed);
+    do {
+        if (n >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(c, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
 /* Counts a connection about to be accepted on l, within its limit. */
 static bool
 lcount_take(const struct lb_listener *l)
 {
-    uint32_t max = l->cf->max_connections;
-    if (!l->lc)
-        return true;
-    if (!max) {
-        atomic_fetch_add_explicit(&l->lc->open, 1, memory_order_relaxed);
-        return true;
-    }
-    uint32_t n = atomic_load_explicit(&l->lc->open, memory_order_relaxed);
-    do {
-        if (n >= max)
-            return false;
-    } while (!atomic_compare_exchange_weak_explicit(&l->lc->open, &n, n + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    return true;
+    return !l->lc || count_take(&l->lc->open, l->cf->max_connections);
 }
 
 uint64_t
@@ -142,14 +156,7 @@ conn_limit(const struct lb_worker *w)
 static bool
 slot_take(const struct lb_worker *w)
 {
-    uint32_t max = conn_limit(w);
-    uint32_t n = atomic_load_explicit(&slots.open, memory_order_relaxed);
-    do {
-        if (n >= max)
-            return false;
-    } while (!atomic_compare_exchange_weak_explicit(&slots.open, &n, n + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    return true;
+    return count_take(&slots.open, conn_limit(w)); /* the schema keeps it >= 1 */
 }
 
 /* The count and the waiting flags are each written before the other is read
@@ -328,6 +335,7 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 lb_warn("listener %s: accept: %s", l->cf->name, strerror(errno));
             return;
         }
+        lb_stat_add(&lb_lstats(l)->connections, 1);
         slot_held = true;
         held_lc = l->lc;
         if (l->cf->mode == CONF_MODE_HTTP)
@@ -399,9 +407,7 @@ lb_wgen_new(struct lb_worker *w, struct lb_snapshot *snap, int *fds)
         l->cf = &c->listeners[j];
         l->index = (int)j;
         l->fd = fds[j];
-        char where[INET6_ADDRSTRLEN + 8];
-        lb_addr_ipport(&l->cf->bind.sa, where, sizeof(where));
-        l->lc = lcount_find(where);
+        l->lc = lcount_find(l->cf, true);
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     }
     return g;
