@@ -929,6 +929,20 @@ update_watchers(struct http_sess *s)
     }
 }
 
+/* A response that cannot be completed is never passed off as a whole one:
+ * while the client has seen nothing of it, it gets a 502; after that its
+ * connection is cut. Returns true when the session is gone. */
+static bool
+response_failed(struct http_sess *s)
+{
+    if (!s->x->bytes_out) {
+        send_error(s, 502);
+        return false;
+    }
+    sess_close(s);
+    return true;
+}
+
 /* Backend went away (EOF or error) while a response was expected. Returns
  * true when the session is gone. */
 static bool
@@ -944,14 +958,7 @@ backend_lost(struct http_sess *s, bool error)
             s->x->b_eof = true;
             return false;
         }
-        /* Truncated body: the client must see a cut, not a short success;
-         * or, when nothing of the answer has gone out yet, a 502. */
-        if (!s->x->bytes_out) {
-            send_error(s, 502);
-            return false;
-        }
-        sess_close(s);
-        return true;
+        return response_failed(s); /* a truncated body */
     }
     if (lb_buf_len(&s->x->sin) == 0 && s->x->b && s->x->b->reused && replayable(s->x)) {
         /* Most likely the backend closed the idle connection just as we
@@ -1170,12 +1177,9 @@ sess_run(struct http_sess *s)
         if (s->x->resp_head_done && approve_response(s) < 0) {
             lb_warn("pool %s server %s: malformed chunked response", pcf(s)->name,
                     s->x->b ? s->x->b->srv->name : "?");
-            if (!s->x->bytes_out) { /* the client has seen nothing of it yet */
-                send_error(s, 502);
-                continue;
-            }
-            sess_close(s);
-            return;
+            if (response_failed(s))
+                return;
+            continue;
         }
         if (s->c_wr && ((s->x->cout.data && s->x->cout.tail > s->x->cout.head) || s->x->resp_fwd)) {
             ssize_t k = write_out_more(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
