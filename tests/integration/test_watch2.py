@@ -448,6 +448,16 @@ static char *api(void *arg, const char *route)
     return out;
 }
 
+/* A route that answers something that is not JSON. */
+static char *api_bad(void *arg, const char *route)
+{
+    char *out = (char *)__builtin_malloc(16);
+
+    if (out != NULL)
+        strcpy(out, "{not json");
+    return out;
+}
+
 static int init(const struct tern_host *h, const struct tern_value *sec, void **state)
 {
     int r;
@@ -455,6 +465,8 @@ static int init(const struct tern_host *h, const struct tern_value *sec, void **
     the_state.h = h;
     *state = &the_state;
     r = h->api_register(h, "/api/v1/spy", api, &the_state);
+    if (r == 0)
+        r = h->api_register(h, "/api/v1/spy/bad", api_bad, &the_state);
     if (r == 0 && h->subscribe(h, TERN_EV_ALL, on_event, &the_state) <= 0)
         r = -ENOMEM;
     if (r == 0 && h->timer_add(h, 0.1, 0.1, tick, &the_state) == NULL)
@@ -585,6 +597,13 @@ def test_third_party_api_route_answers(backends, tern, spy_dir):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/v1/spy", timeout=5) as r:
             assert json.loads(r.read()) == {"route": "/api/v1/spy"}
+        # A plugin's answer that is not JSON is the server's fault: 500; a
+        # path nobody registered stays 404.
+        for path, status in (("/api/v1/spy/bad", 500), ("/api/v1/spy/none", 404)):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=5)
+            assert e.value.code == status, path
+            assert path in json.loads(e.value.read())["error"], path
     finally:
         t.stop()
 
