@@ -332,8 +332,12 @@ def test_dashboard_shows_alarms_as_they_change(tern, backends, browser):
     d.get(f"http://127.0.0.1:{aport}/")
 
     def shown(d):
-        items = d.find_elements("css selector", '#alarms [data-alarm="web-busy"] [data-field="state"]')
-        return items[0].text if items else None
+        # Read in one step inside the page: the panel is re-rendered whole
+        # when it changes, which would leave an element found here stale.
+        return d.execute_script(
+            "const e = document.querySelector("
+            "'#alarms [data-alarm=\"web-busy\"] [data-field=\"state\"]');"
+            "return e ? e.textContent : null;")
 
     def api_state():
         return {a["name"]: a["state"] for a in api(aport, "/api/v1/alarms")[1]["alarms"]}["web-busy"]
