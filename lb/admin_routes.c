@@ -308,6 +308,18 @@ lookup(struct ctx *x, bool want_server)
     return true;
 }
 
+/* After a call that may have changed x->srv's admin state: plugins hear
+ * the server go down or up now, not at the sampler's next second. */
+static void
+tell_plugins(struct ctx *x)
+{
+    char why[64];
+
+    snprintf(why, sizeof(why), "set to %s through the admin API",
+             lb_srv_state_name(atomic_load(&x->srv->state)));
+    lb_plugins_server_changed(x->a->ctl, x->pool, x->srv, why);
+}
+
 /* ---- handlers ---- */
 
 static void
@@ -425,6 +437,7 @@ h_server_action(struct ctx *x)
     } else {
         lb_server_set_maint(x->pool, x->srv, true);
     }
+    tell_plugins(x);
     reply(x, status, server_json(x->a, x->pool, x->srv));
 }
 
@@ -461,6 +474,7 @@ h_server_patch(struct ctx *x)
         lb_server_drain(x->pool, x->srv, false, lb_monotonic_ms());
     else if (state)
         lb_server_set_maint(x->pool, x->srv, true);
+    tell_plugins(x);
     reply(x, 200, server_json(x->a, x->pool, x->srv));
 }
 
@@ -496,9 +510,11 @@ h_server_delete(struct ctx *x)
         return;
     if (now) {
         lb_server_remove(x->pool, x->srv);
+        tell_plugins(x);
         reply(x, 200, server_json(x->a, x->pool, x->srv));
     } else {
         lb_server_drain(x->pool, x->srv, true, lb_monotonic_ms());
+        tell_plugins(x);
         reply(x, 202, server_json(x->a, x->pool, x->srv));
     }
 }

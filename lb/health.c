@@ -7,8 +7,9 @@
  * Two opinions make up a server's health: the active checks' (rise/fall
  * over probe results) and the outlier detector's (ejected or not). The server
  * is up when both agree it may be; the single place that turns them into a
- * transition is set_effective(), which is also where server up/down events
- * for plugins will be published.
+ * transition is set_effective(), which also tells the plugin host, so the
+ * server up/down event is published with the transition itself rather than
+ * at the sampler's next second (a flap shorter than that would be lost).
  *
  * Choices, as HAProxy and Envoy make them:
  * - Servers start UP, with or without checks, so traffic flows the moment
@@ -45,6 +46,7 @@
 
 #include "lb/health_check.h"
 #include "lb/log.h"
+#include "lb/plugin_host.h"
 #include "lb/tls.h"
 
 #define TICK_S 0.1
@@ -179,10 +181,11 @@ begin_serving(struct hc_server *hs, uint64_t now)
 /*
  * The one place where a server's health changes: both opinions (active
  * checks, outlier detection) are combined here and the transition goes
- * through lb_server_set_health, which logs it with why.
+ * through lb_server_set_health, which logs it with why. detail is what
+ * the plugins' event says (NULL: why).
  */
 static void
-set_effective(struct hc_server *hs, const char *why)
+set_effective(struct hc_server *hs, const char *why, const char *detail)
 {
     struct lb_server *s = srv_of(hs);
     bool up = hs->active_up && !hs->ejected;
@@ -194,8 +197,7 @@ set_effective(struct hc_server *hs, const char *why)
     hs->serving = is_serving(s);
     if (ramp)
         ramp_log(hs);
-    /* Hook: server up/down events for plugins (DESIGN.md, Plugins) are
-     * published from here once the event bus exists. */
+    lb_plugins_server_changed(hs->hp->h->ctl, hs->hp->pool, s, detail ? detail : why);
 }
 
 /* ---- active checks ---- */
@@ -272,7 +274,7 @@ probe_done(struct hc_probe *pr, enum hc_result res, const char *why)
                 if (hs->ejected)
                     lb_info("pool %s: server %s passes its checks (%s) but stays ejected", pool,
                             name, why);
-                set_effective(hs, reason);
+                set_effective(hs, reason, "health check passed");
             } else {
                 lb_debug("pool %s: server %s: check passed (%s), %u/%u to go up", pool, name, why,
                          hs->ok_run, cf->rise);
@@ -288,7 +290,7 @@ probe_done(struct hc_probe *pr, enum hc_result res, const char *why)
                 hs->active_up = false;
                 snprintf(reason, sizeof(reason), "%s; %u check%s failed", why, hs->fail_run,
                          hs->fail_run == 1 ? "" : "s");
-                set_effective(hs, reason);
+                set_effective(hs, reason, "health check failed");
             } else {
                 lb_info("pool %s: server %s: check failed (%s), %u/%u to go down", pool, name, why,
                         hs->fail_run, cf->fall);
@@ -380,7 +382,7 @@ uneject(struct hc_server *hs, uint64_t now, const char *why)
     hs->ejected = false;
     hs->clean_since = now;
     atomic_store_explicit(&srv_of(hs)->consecutive_failures, 0, memory_order_relaxed);
-    set_effective(hs, why);
+    set_effective(hs, why, NULL);
 }
 
 static void
@@ -433,7 +435,7 @@ outlier_look(struct hc_server *hs, uint64_t now, size_t *nejected, size_t max_ej
     (*nejected)++;
     snprintf(reason, sizeof(reason), "ejected: %u consecutive failures; back in %s", cf,
              fmt_ms(a, sizeof(a), dur));
-    set_effective(hs, reason);
+    set_effective(hs, reason, NULL);
 }
 
 static void
@@ -667,7 +669,7 @@ lb_health_reloaded(struct lb_ctl *ctl)
                 hs->ejected = false;
                 why = "outlier detection turned off";
             }
-            set_effective(hs, why);
+            set_effective(hs, why, NULL);
             hs->serving = is_serving(srv_of(hs));
         }
         bump(hp->pool);

@@ -393,6 +393,7 @@ h_server_drain(const struct tern_host *h, const char *pool, const char *name, bo
 {
     struct lb_pool *p;
     struct lb_server *s;
+    char why_buf[128];
     int r = find_server(h, pool, name, &p, &s, why);
 
     if (r < 0)
@@ -400,6 +401,8 @@ h_server_drain(const struct tern_host *h, const char *pool, const char *name, bo
     lb_info("%s: draining server %s of pool %s%s", h->name, name, pool,
             remove ? " (removed once idle)" : "");
     lb_server_drain(p, s, remove, lb_monotonic_ms());
+    snprintf(why_buf, sizeof(why_buf), "drained by plugin %s", h->name);
+    lb_sampler_server_changed(self(h)->ps, p, s, why_buf);
     return 0;
 }
 
@@ -414,6 +417,7 @@ h_server_remove(const struct tern_host *h, const char *pool, const char *name, c
         return r;
     lb_info("%s: removing server %s of pool %s", h->name, name, pool);
     lb_server_remove(p, s);
+    lb_sampler_server_changed(self(h)->ps, p, s, NULL);
     return 0;
 }
 
@@ -459,6 +463,14 @@ lb_plugins_publish(struct lb_ctl *ctl, const struct tern_event *ev)
 {
     if (ctl->plugins != NULL)
         lb_bus_publish(ctl->plugins, NULL, ev);
+}
+
+void
+lb_plugins_server_changed(struct lb_ctl *ctl, const struct lb_pool *p, const struct lb_server *s,
+                          const char *why)
+{
+    if (ctl->plugins != NULL)
+        lb_sampler_server_changed(ctl->plugins, p, s, why);
 }
 
 int

@@ -41,6 +41,20 @@ char *lb_plugins_api_json(struct lb_ctl *ctl, const char *route);
  */
 void lb_plugins_publish(struct lb_ctl *ctl, const struct tern_event *ev);
 
+/*
+ * For whatever changes a server's health or admin state on the control
+ * thread (health checks, outlier detection, the admin API, a plugin's
+ * drain): call it right after the change, with why as the event's detail
+ * (NULL: said from the change). It publishes the server up / down event
+ * (or removed) at once, so a flap shorter than the sampler's second is
+ * heard as two events in order; the sampler publishes only changes nobody
+ * reported, and never one twice. A call with nothing changed publishes
+ * nothing. Up means taking new requests: health up and state ready; down,
+ * health down or drain or maint; the event's state is the admin state.
+ */
+void lb_plugins_server_changed(struct lb_ctl *ctl, const struct lb_pool *p,
+                               const struct lb_server *s, const char *why);
+
 /* Reads a metric of the registry (the admin API or /metrics may show
  * them). Returns 0, -ENOENT or -ENODATA, as tern_host.metric_get. */
 int lb_plugins_metric(struct lb_ctl *ctl, const char *name, double *value);

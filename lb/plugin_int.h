@@ -101,6 +101,11 @@ struct sampler {
 
 void lb_sampler_run(struct lb_plugins *ps);
 void lb_sampler_free(struct sampler *s);
+/* Publishes at once what changed for server sv of pool p (both of the
+ * current snapshot) since the sampler or this last looked: up, down, added,
+ * removed, with why as the detail (NULL: said from the change). */
+void lb_sampler_server_changed(struct lb_plugins *ps, const struct lb_pool *p,
+                               const struct lb_server *sv, const char *why);
 
 /* ---- job pool (plugin_jobs.c) ---- */
 

@@ -20,6 +20,16 @@
  * tern sends itself when no server can take a request: with every server
  * down those are the only answers, and the rate is 1, not missing.
  * The host's own figures come from /proc.
+ *
+ * Server events (added, up, down, removed) come from comparing a server
+ * with what the last event about it said (look()). Whatever changes a
+ * server on the control loop asks for that comparison at once
+ * (lb_plugins_server_changed), so plugins hear each transition when it
+ * happens, a quick flap as two events; the sampler's pass makes the same
+ * comparison each second and so publishes only what nobody reported (an
+ * addition through the admin API, a removal after a drain), never a
+ * transition twice. Up means taking new requests (health up, state
+ * ready), so maintenance and drains are heard too.
  */
 #include <errno.h>
 #include <math.h>
@@ -272,12 +282,13 @@ put_figures(struct lb_plugins *ps, const char *kind, const char *pool, const cha
 
 static void
 event(struct lb_plugins *ps, enum tern_event_type type, const char *pool, const char *srv,
-      const char *detail)
+      const char *state, const char *detail)
 {
     struct tern_event ev = {
         .type = type,
         .pool = pool,
         .server = srv,
+        .state = state,
         .detail = detail,
         .value = NAN,
         .threshold = NAN,
@@ -397,6 +408,81 @@ count_responses(struct figures *f, const unsigned long *now, const unsigned long
     }
 }
 
+/* Whether a server in this state takes new requests: what server up and
+ * down events follow, whichever of health or admin state changed. */
+static bool
+serving(int state, int health)
+{
+    return state == LB_SRV_UP && health == LB_HEALTH_UP;
+}
+
+/* Why a server went up or down, from what changed since the last look, for
+ * a change nobody explained (lb_sampler_server_changed's why). */
+static const char *
+guess_why(const struct sampler_srv *ss, int state, int health)
+{
+    if (serving(state, health))
+        return ss->health != LB_HEALTH_UP ? "health check passed" : "ready";
+    if (state == LB_SRV_DRAIN)
+        return "draining";
+    if (state == LB_SRV_MAINT)
+        return "in maintenance";
+    return "health check failed";
+}
+
+/*
+ * Compares slot k with what its events last said and publishes the
+ * difference: added, up, down, removed. Both the sampler and the control
+ * loop's transitions (lb_sampler_server_changed) come here, and each look
+ * moves the memory on, so a transition is published once, by whichever
+ * looks first: at once when its maker says so, else within a second.
+ * Returns whether the slot holds a server to sample.
+ */
+static bool
+look(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_pool *p, size_t k,
+     const char *why)
+{
+    const struct lb_server *sv = &p->servers[k];
+    struct sampler_srv *ss = &sp->srv[k];
+    int state = atomic_load(&sv->state), health = atomic_load(&sv->health);
+
+    if (ss->name == NULL) {
+        if (state == LB_SRV_REMOVED)
+            return false;
+        /* A new slot: added at runtime since the last look, and servers
+         * are added ready and up (lb_server_add), so a change since is
+         * published after the addition. */
+        ss->name = strdup(sv->name);
+        if (ss->name == NULL)
+            return false;
+        ss->health = LB_HEALTH_UP;
+        ss->state = LB_SRV_UP;
+        event(ps, TERN_EV_SERVER_ADDED, p->cf->name, sv->name, NULL, "server added");
+        /* Read again: a subscriber may have changed it already. */
+        return look(ps, sp, p, k, why);
+    }
+    if (state == LB_SRV_REMOVED) {
+        bool was = ss->state == LB_SRV_REMOVED;
+
+        ss->state = state;
+        if (!was)
+            event(ps, TERN_EV_SERVER_REMOVED, p->cf->name, sv->name, NULL, "server removed");
+        return false;
+    }
+    /* health -1: present when the snapshot was made, not looked at yet. */
+    bool changed = ss->health >= 0 && serving(ss->state, ss->health) != serving(state, health);
+    const char *detail = why ? why : guess_why(ss, state, health);
+
+    /* Before publishing: a subscriber that changes the server from its
+     * callback comes back here and must compare with this state. */
+    ss->state = state;
+    ss->health = health;
+    if (changed)
+        event(ps, serving(state, health) ? TERN_EV_SERVER_UP : TERN_EV_SERVER_DOWN, p->cf->name,
+              sv->name, lb_srv_state_name(state), detail);
+    return true;
+}
+
 static void
 sample_server(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_pool *p, size_t k,
               double dt, struct figures *pf)
@@ -407,28 +493,8 @@ sample_server(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_po
     struct figures f = {.active = atomic_load(&sv->active)};
     unsigned long responses[6], lat[LB_LAT_BUCKETS + 1], requests = rd(&sv->st.requests);
 
-    if (ss->name == NULL) {
-        if (state == LB_SRV_REMOVED)
-            return;
-        /* A new slot: added at runtime since the last pass. */
-        ss->name = strdup(sv->name);
-        if (ss->name == NULL)
-            return;
-        ss->health = -1;
-        event(ps, TERN_EV_SERVER_ADDED, p->cf->name, sv->name, "server added");
-    }
-    if (state == LB_SRV_REMOVED) {
-        if (ss->state != LB_SRV_REMOVED)
-            event(ps, TERN_EV_SERVER_REMOVED, p->cf->name, sv->name, "server removed");
-        ss->state = state;
+    if (!look(ps, sp, p, k, NULL))
         return;
-    }
-    ss->state = state;
-    if (ss->health >= 0 && ss->health != health)
-        event(ps, health == LB_HEALTH_UP ? TERN_EV_SERVER_UP : TERN_EV_SERVER_DOWN, p->cf->name,
-              sv->name, health == LB_HEALTH_UP ? "health check passed" : "health check failed");
-    ss->health = health;
-
     for (int i = 0; i < 6; i++)
         responses[i] = rd(&sv->st.responses[i]);
     for (int i = 0; i <= LB_LAT_BUCKETS; i++)
@@ -447,12 +513,35 @@ sample_server(struct lb_plugins *ps, struct sampler_pool *sp, const struct lb_po
     }
     pf->active += f.active;
     put_figures(ps, "server", p->cf->name, sv->name, &f, ss->known && dt > 0);
-    put(ps, "server", p->cf->name, sv->name, "healthy",
-        health == LB_HEALTH_UP && state == LB_SRV_UP ? 1 : 0, true);
+    put(ps, "server", p->cf->name, sv->name, "healthy", serving(state, health) ? 1 : 0, true);
     ss->known = true;
     ss->requests = requests;
     memcpy(ss->responses, responses, sizeof(responses));
     memcpy(ss->lat, lat, sizeof(lat));
+}
+
+void
+lb_sampler_server_changed(struct lb_plugins *ps, const struct lb_pool *p,
+                          const struct lb_server *sv, const char *why)
+{
+    struct sampler *s = &ps->sampler;
+    const struct lb_snapshot *snap = ps->ctl->snap;
+
+    /* A reload's transitions (lb_health_reloaded) come before the
+     * sampler's own pass over the new snapshot. */
+    if (s->snap != snap && rebuild(s, snap) < 0) {
+        lb_warn("plugins: out of memory while following server %s", sv->name);
+        return;
+    }
+    for (size_t i = 0; i < snap->npools; i++) {
+        if (&snap->pools[i] != p)
+            continue;
+        size_t k = (size_t)(sv - p->servers);
+
+        if (k < s->pools[i].capacity)
+            look(ps, &s->pools[i], p, k, why);
+        return;
+    }
 }
 
 /* The answers tern gave for the pool without a server, into the pool's
