@@ -759,12 +759,16 @@ static const struct conf_field scale_fields[] = {
      CONF_AT(struct conf_scale, warmup),
      .max = 3600000,
      .def = "0s",
-     .doc = "instance warm-up, like AWS Auto Scaling's default instance warmup: a server "
-            "launched by the group is warming up from its launch until this long after it "
-            "joined the pool, and while any is, the group does not scale in (neither scale_in "
-            "nor target_tracking lowers desired), as a new server's load is not yet what it will "
-            "be; scale-out is not held, and target tracking counts warming servers as capacity. "
-            "0: until it joins the pool. Servers adopted after a restart do not warm up"},
+     .doc = "instance warm-up: a server launched by the group is warming up from its launch "
+            "until this long after it joined the pool, and while any is, the group does not "
+            "scale in: the scale_in alarm is not acted on, and target_tracking lowers desired "
+            "for no reading and ignores one below its target (not kept for "
+            "scale_in_stabilization either), as a new server's idle start would pull the metric "
+            "down; scale-out is not held. Warming servers count as capacity and their figures "
+            "stay in every metric: pool.<pool>.* are the pool's as it serves, read by alarms "
+            "too, so unlike AWS Auto Scaling's instance warmup no server's metrics are left out "
+            "of the metric a policy follows. 0: until it joins the pool. Servers adopted after a "
+            "restart do not warm up"},
     {.key = "remove_first",
      .kind = CONF_CHOICE,
      .names = remove_first_names,

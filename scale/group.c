@@ -251,8 +251,14 @@ apply_policies(struct scale_group *g)
 
         if (g->h->metric_get(g->h, g->cfg.tt_metric, &v) != 0)
             return;
-        if (warming(g) && v < g->pol.cfg.target)
-            return; /* a new server's idle start would pull the metric down */
+        /* A warming server's figures are in the metric (the host's, read by
+         * alarms too): its idle start would pull it down, so a low reading
+         * is not even recorded for the scale-in window, and no reading may
+         * lower desired, also one above the target while a failed launch
+         * left the group short of desired. */
+        if (warming(g) &&
+            (v < g->pol.cfg.target || scale_policy_recommend(&g->pol.cfg, cur ? cur : 1, v) < old))
+            return;
         n = scale_policy_track(&g->pol, cur ? cur : 1, v, t, &why);
         if (n != old)
             group_activity(g, "desired", NULL, "successful", "%u -> %u: %s is %.3g, target %.3g",
