@@ -10,7 +10,8 @@
 #
 # TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests.
 # TERN_FUZZ_SECONDS bounds each fuzz run (default: 30 s for fuzz_http1, 15 s
-# for each other target, about a minute in all).
+# for fuzz_conf and fuzz_vrrp, 10 s for each other target, under two minutes
+# in all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -172,8 +173,11 @@ if command -v clang >/dev/null; then
             [ -f "$f" ] && [ -x "$f" ] || continue
             name=$(basename "$f")
             corpus=tests/fuzz/corpus/${name#fuzz_}
-            secs=15
-            [ "$name" = fuzz_http1 ] && secs=30
+            case $name in
+            fuzz_http1) secs=30 ;;
+            fuzz_conf | fuzz_vrrp) secs=15 ;;
+            *) secs=10 ;;
+            esac
             dict=()
             [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
             work=$(mktemp -d)
