@@ -180,9 +180,11 @@ struct tern_conf_key {
 /* ---- events ---- */
 
 enum tern_event_type {
-    TERN_EV_SERVER_UP = 1, /* a server's health went up */
-    TERN_EV_SERVER_DOWN,   /* ... or down */
-    TERN_EV_SERVER_ADDED,  /* a server appeared in a pool (config, API, plugin) */
+    /* Up: the server takes new requests (health up, state ready). Down:
+     * it stopped (health down, drain or maint). Published when it happens. */
+    TERN_EV_SERVER_UP = 1,
+    TERN_EV_SERVER_DOWN,
+    TERN_EV_SERVER_ADDED, /* a server appeared in a pool (config, API, plugin) */
     TERN_EV_SERVER_REMOVED,
     TERN_EV_ALARM_RAISED,  /* an alarm entered ALARM */
     TERN_EV_ALARM_CLEARED, /* an alarm left ALARM */
