@@ -6,8 +6,10 @@
  * generation; a reload builds a new one and swaps it in.
  *
  * Durations are in milliseconds. Addresses are kept both as the text the user
- * wrote (for logs and the API) and resolved to a sockaddr (numeric addresses
- * and "localhost" only: a load balancer must not depend on DNS at start).
+ * wrote (for logs and the API) and resolved to a sockaddr. They are numeric
+ * (or "localhost") everywhere but in pools[].servers[].address, whose host
+ * may be a name that conf_load() resolves, as HAProxy and nginx do at load:
+ * a name that does not resolve fails the load like any other error.
  *
  * conf/ knows YAML and schemas, not proxies: nothing here includes lb/.
  */
@@ -318,7 +320,9 @@ struct conf {
  * a position (a file that cannot be opened) reads "FILE: message". Files
  * named by "include:" are read too (see conf/REFERENCE.md). Uses no global
  * state but the resolver below and may run on any thread; reads the
- * environment for ${VAR}.
+ * environment for ${VAR}. Server addresses that name a host are resolved
+ * here (getaddrinfo), so a load can take as long as the resolver's timeouts:
+ * the daemon's control loop reloads on another thread (lb/reload.c).
  */
 int conf_load(const char *path, FILE *err, struct conf **out);
 
@@ -345,8 +349,8 @@ void conf_write_reference(FILE *out);
 int conf_parse_duration(const char *s, uint64_t *ms);
 
 /* Parses "host:port", "[v6]:port", "*:port" or ":port". host is numeric or
- * "localhost". Returns 0 or -1 with *why set to a static message.
- * Fills out->sa and out->salen only ("*" and "" give 0.0.0.0, "localhost"
+ * "localhost" (never a name: see conf_resolve_addr() in parse.h). Returns 0 or -1 with *why set to
+ * a static message. Fills out->sa and out->salen only ("*" and "" give 0.0.0.0, "localhost"
  * 127.0.0.1); out->text is left to the caller, who owns the string. */
 int conf_parse_addr(const char *s, struct conf_addr *out, const char **why);
 

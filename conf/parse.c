@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,10 @@ parse_port(const char *s, uint16_t *port, const char **why)
     return 0;
 }
 
+/* RFC 1035: a name of at most 253 characters (255 octets on the wire). */
+#define CONF_HOST_MAX 253
+#define NOT_NUMERIC "host must be a numeric IPv4 or IPv6 address, localhost or *"
+
 /* Fills out->sa from a numeric host (no brackets) and port. */
 static int
 fill_host(const char *host, uint16_t port, struct conf_addr *out, const char **why)
@@ -227,10 +232,10 @@ fill_host(const char *host, uint16_t port, struct conf_addr *out, const char **w
         out->salen = sizeof(sin6);
         return 0;
     } else {
-        *why = strchr(host, '%') != NULL
-                   ? "IPv6 zone ids ('%') are not supported"
-                   : "host must be a numeric IPv4 or IPv6 address, localhost or * "
-                     "(tern does not resolve names)";
+        *why = strchr(host, '%') != NULL ? "IPv6 zone ids ('%') are not supported"
+                                         : NOT_NUMERIC
+                   " (only pools[].servers[].address in the configuration file "
+                   "may name a host)";
         return -1;
     }
     memset(&out->sa, 0, sizeof(out->sa));
@@ -239,14 +244,16 @@ fill_host(const char *host, uint16_t port, struct conf_addr *out, const char **w
     return 0;
 }
 
-int
-conf_parse_addr(const char *s, struct conf_addr *out, const char **why)
+/* Splits "host:port" or "[v6]:port" into host (brackets removed, checked
+ * as IPv6) and port. *bracketed tells which form it was. */
+static int
+split_addr(const char *s, char host[CONF_HOST_MAX + 1], uint16_t *port, bool *bracketed,
+           const char **why)
 {
-    char host[INET6_ADDRSTRLEN + 8];
     const char *colon, *port_text;
-    uint16_t port;
     size_t hlen;
 
+    *bracketed = s[0] == '[';
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
 
@@ -260,7 +267,7 @@ conf_parse_addr(const char *s, struct conf_addr *out, const char **why)
             return -1;
         }
         hlen = (size_t)(close - s - 1);
-        if (hlen == 0 || hlen >= sizeof(host)) {
+        if (hlen == 0 || hlen > INET6_ADDRSTRLEN + 8) {
             *why = "bad IPv6 address in brackets";
             return -1;
         }
@@ -286,18 +293,114 @@ conf_parse_addr(const char *s, struct conf_addr *out, const char **why)
             return -1;
         }
         hlen = (size_t)(colon - s);
-        if (hlen >= sizeof(host)) {
-            *why = "host must be a numeric IPv4 or IPv6 address, localhost or * "
-                   "(tern does not resolve names)";
+        if (hlen > CONF_HOST_MAX) {
+            *why = "host name longer than 253 characters";
             return -1;
         }
         memcpy(host, s, hlen);
         host[hlen] = '\0';
         port_text = colon + 1;
     }
-    if (parse_port(port_text, &port, why) < 0)
+    return parse_port(port_text, port, why);
+}
+
+int
+conf_parse_addr(const char *s, struct conf_addr *out, const char **why)
+{
+    char host[CONF_HOST_MAX + 1];
+    uint16_t port;
+    bool bracketed;
+
+    if (split_addr(s, host, &port, &bracketed, why) < 0)
         return -1;
     return fill_host(host, port, out, why);
+}
+
+/*
+ * A DNS host name as RFC 1123 allows it (plus '_', which real zones have):
+ * dot-separated labels of 1..63 letters, digits, '-' and '_', not starting
+ * or ending with '-', one trailing dot allowed. A last label of digits only
+ * is refused, so a mistyped IPv4 address ("10.1.2") is an error rather than
+ * something the resolver's inet_aton() reads as 10.1.0.2.
+ */
+static bool
+valid_host_name(const char *h)
+{
+    size_t n = strlen(h), label = 0;
+    bool digits_only = true;
+
+    if (n > 0 && h[n - 1] == '.')
+        n--;
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i <= n; i++) {
+        char c = i < n ? h[i] : '.';
+
+        if (c == '.') {
+            if (label == 0 || h[i - 1] == '-')
+                return false;
+            if (i == n)
+                return !digits_only;
+            label = 0;
+            digits_only = true;
+            continue;
+        }
+        if (!isalnum((unsigned char)c) && c != '-' && c != '_')
+            return false;
+        if (label == 0 && c == '-')
+            return false;
+        if (!isdigit((unsigned char)c))
+            digits_only = false;
+        if (++label > 63)
+            return false;
+    }
+    return false;
+}
+
+int
+conf_resolve_addr(const char *s, struct conf_addr *out, const char **why)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    char host[CONF_HOST_MAX + 1];
+    uint16_t port;
+    bool bracketed;
+    int r;
+
+    if (split_addr(s, host, &port, &bracketed, why) < 0)
+        return -1;
+    if (fill_host(host, port, out, why) == 0)
+        return 0;
+    if (bracketed || strchr(host, '%') != NULL)
+        return -1;
+    if (!valid_host_name(host)) {
+        *why = NOT_NUMERIC ", or a host name (letters, digits, '-', '_' and dots)";
+        return -1;
+    }
+    r = getaddrinfo(host, NULL, &hints, &res);
+    if (r != 0) {
+        *why = r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r);
+        return -2;
+    }
+    /* The first answer, in the order getaddrinfo sorted them (RFC 6724 and
+     * /etc/gai.conf): one server is one address, as in nginx without
+     * "resolve". */
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+            ai->ai_addrlen <= sizeof(out->sa)) {
+            memset(&out->sa, 0, sizeof(out->sa));
+            memcpy(&out->sa, ai->ai_addr, ai->ai_addrlen);
+            out->salen = ai->ai_addrlen;
+            if (ai->ai_family == AF_INET)
+                ((struct sockaddr_in *)&out->sa)->sin_port = htons(port);
+            else
+                ((struct sockaddr_in6 *)&out->sa)->sin6_port = htons(port);
+            freeaddrinfo(res);
+            return 0;
+        }
+    }
+    freeaddrinfo(res);
+    *why = "the name has no IPv4 or IPv6 address";
+    return -2;
 }
 
 int

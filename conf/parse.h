@@ -27,6 +27,16 @@ int conf_parse_double(const char *s, double *v);
 /* "4096", "32k", "1m", "2g" (binary multiples; "kb", "KiB" spell the same). */
 int conf_parse_size(const char *s, uint64_t *bytes);
 
+/*
+ * Like conf_parse_addr() (config.h), but the host may also be a DNS name,
+ * resolved here with getaddrinfo(), which blocks for as long as the
+ * resolver takes: callers on the control thread must not use it. Of several
+ * addresses the first in getaddrinfo's order is taken. Returns 0; -1 for a
+ * malformed address; -2 when the name does not resolve (*why is then the
+ * resolver's message, valid until the next call on this thread).
+ */
+int conf_resolve_addr(const char *s, struct conf_addr *out, const char **why);
+
 /* A numeric IPv4 or IPv6 address with no port ("[::1]" also accepted); the
  * port of out->sa is 0. out->text is not touched. */
 int conf_parse_ip(const char *s, struct conf_addr *out, const char **why);

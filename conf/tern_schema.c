@@ -454,6 +454,28 @@ static const struct conf_schema listener_schema = {
 
 /* ---- pools ---- */
 
+/* A server's address may name a host (see the row's doc). The text stays as
+ * written: the API, the dashboard and the logs show the name. */
+static int
+parse_server_address(struct conf_ctx *ctx, const struct conf_field *f, const struct conf_node *v,
+                     void *obj)
+{
+    struct conf_addr *a = (struct conf_addr *)((char *)obj + f->offset);
+    const char *why = NULL;
+    int rc = conf_resolve_addr(v->str, a, &why);
+
+    if (rc == -2) {
+        conf_error(ctx, v, NULL, "cannot resolve '%s': %s", v->str, why);
+        return -1;
+    }
+    if (rc < 0) {
+        conf_error(ctx, v, NULL, "bad address '%s': %s", v->str, why);
+        return -1;
+    }
+    a->text = conf_strdup(ctx, v->str);
+    return a->text != NULL ? 0 : -1;
+}
+
 static const struct conf_field server_fields[] = {
     {.key = "name",
      .kind = CONF_STRING,
@@ -461,10 +483,20 @@ static const struct conf_field server_fields[] = {
      CONF_AT(struct conf_server, name),
      .doc = "unique within the pool; state carries over reloads by name"},
     {.key = "address",
-     .kind = CONF_ADDR,
+     .kind = CONF_CUSTOM,
      .flags = CONF_F_REQUIRED,
+     .parse = parse_server_address,
+     .type_doc = "host:port",
      CONF_AT(struct conf_server, address),
-     .doc = "numeric host:port (names are not resolved: no DNS at start)"},
+     .doc = "`10.0.0.11:8080`, `[fd00::11]:8080`, or a host name, `app1.internal:8080`, "
+            "resolved (getaddrinfo: /etc/hosts, then DNS) when the file is loaded, at start, "
+            "by `tern -t` and at every reload, and never in between, as nginx does without "
+            "`resolve`: a changed record takes effect at the next reload. One server is one "
+            "address: of several (A and AAAA records, round-robin DNS) the first getaddrinfo "
+            "returns is used, in its preference order (RFC 6724, /etc/gai.conf), IPv4 or IPv6. "
+            "A name that does not resolve is an error, and a reload with it is refused, the "
+            "running configuration unchanged. The API and logs show the address as written. "
+            "Servers added through the admin API or by scaling need a numeric address"},
     {.key = "weight",
      .kind = CONF_UINT,
      CONF_AT(struct conf_server, weight),

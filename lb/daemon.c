@@ -66,8 +66,7 @@ static void
 on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
-    lb_info("SIGHUP: reloading %s", d->ctl.conf_path);
-    lb_reload(&d->ctl);
+    lb_reload_request(&d->ctl); /* loads on a thread: names may take the resolver's timeouts */
 }
 
 static void
@@ -316,8 +315,10 @@ out:
             lb_workers_command(ctl->workers, ctl->nworkers, LB_CMD_STOP);
         lb_workers_join(ctl->workers, ctl->nworkers);
     }
-    if (ctl->loop)
+    if (ctl->loop) {
+        lb_reload_stop(ctl);
         ev_loop_destroy(ctl->loop);
+    }
     if (fds)
         lb_listeners_close(fds, ctl->nworkers, c->nlisteners);
     if (ctl->snap)

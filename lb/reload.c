@@ -7,6 +7,15 @@
  * generations posted, so a failed reload leaves the running configuration
  * exactly as it was.
  *
+ * Loading the file can block: server addresses may name hosts, and
+ * getaddrinfo() waits as long as the resolver's timeouts when a name server
+ * does not answer. The control loop must not (VRRP adverts, health checks and
+ * the admin API run on it), so a SIGHUP reload loads the file on a thread of
+ * its own and hands the result to the loop (ev_async), where the rest of the
+ * reload (snapshot, sockets, hand-over) runs as before. One load at a time: a
+ * SIGHUP during a load is remembered and starts one more load when it ends,
+ * however many came, since that one reads the file as it is by then.
+ *
  * Listeners are matched by bind address: a listener whose address stays
  * keeps its sockets (the kernel's accept queues are never closed, so no
  * connection is refused while reloading), even when its name, mode or pool
@@ -16,6 +25,8 @@
 #include "lb/reload.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,26 +77,43 @@ reopen_logs(const struct conf *old, const struct conf *c)
         lb_err("reload: cannot open access log %s; keeping the old one", c->global.access_log);
 }
 
+/* Loads and validates path: 0 and *out, or the number of errors with their
+ * text in *errors (caller frees). Blocks while names resolve. Any thread. */
 static int
-reload_apply(struct lb_ctl *ctl)
+load_file(const char *path, struct conf **out, char **errors)
+{
+    char *errbuf = NULL;
+    size_t errlen = 0;
+    FILE *err = open_memstream(&errbuf, &errlen);
+
+    *out = NULL;
+    *errors = NULL;
+    if (!err) {
+        *errors = strdup("out of memory\n");
+        return 1;
+    }
+    int nerr = conf_load(path, err, out);
+    fclose(err);
+    if (nerr || !*out) {
+        *errors = errbuf;
+        return nerr ? nerr : 1;
+    }
+    free(errbuf);
+    return 0;
+}
+
+/* The second half of a reload, on the control thread, with the outcome of
+ * load_file(): takes c and errbuf. */
+static int
+reload_apply(struct lb_ctl *ctl, int nerr, struct conf *c, char *errbuf)
 {
     const struct conf *oc = ctl->snap->conf;
     int nw = ctl->nworkers;
-    char *errbuf = NULL;
-    size_t errlen = 0;
-    struct conf *c = NULL;
     struct lb_snapshot *ns = NULL;
     struct lb_wgen **gens = NULL;
     int **nfds = NULL;
     bool *opened = NULL;
 
-    FILE *err = open_memstream(&errbuf, &errlen);
-    if (!err) {
-        lb_err("reload: out of memory");
-        return -1;
-    }
-    int nerr = conf_load(ctl->conf_path, err, &c);
-    fclose(err);
     if (nerr || !c) {
         lb_err("reload of %s refused, the running configuration is unchanged:", ctl->conf_path);
         for (const char *line = errbuf; line && *line;) {
@@ -212,13 +240,180 @@ fail:
     return -1;
 }
 
+/* The load in flight, if any. The thread owns job until it hands it over
+ * under mu; after lb_reload_stop() it frees it instead. */
+struct load_job {
+    char *path;
+    struct conf *conf;
+    char *errors;
+    int nerr;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct lb_ctl *ctl;
+    ev_async done;
+    bool running;              /* a load thread exists (control thread's view) */
+    bool again;                /* a SIGHUP came while it ran */
+    bool stopped;              /* under mu: the loop is going away */
+    struct load_job *finished; /* under mu */
+} bg = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+job_free(struct load_job *job)
+{
+    if (!job)
+        return;
+    if (job->conf)
+        conf_free(job->conf);
+    free(job->errors);
+    free(job->path);
+    free(job);
+}
+
+static void *
+load_thread(void *arg)
+{
+    struct load_job *job = arg;
+
+    job->nerr = load_file(job->path, &job->conf, &job->errors);
+    pthread_mutex_lock(&bg.mu);
+    if (!bg.stopped) {
+        bg.finished = job;
+        ev_async_send(bg.ctl->loop, &bg.done);
+        job = NULL;
+    }
+    pthread_mutex_unlock(&bg.mu);
+    job_free(job);
+    return NULL;
+}
+
+static int
+start_load(struct lb_ctl *ctl)
+{
+    struct load_job *job = calloc(1, sizeof(*job));
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t all, old;
+    int r;
+
+    if (job)
+        job->path = strdup(ctl->conf_path);
+    if (!job || !job->path) {
+        job_free(job);
+        return -ENOMEM;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* Signals stay with the control loop's watchers. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    r = pthread_create(&t, &attr, load_thread, job);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        job_free(job);
+        return -r;
+    }
+    bg.running = true;
+    lb_notify_reloading();
+    return 0;
+}
+
+static void
+load_done(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct load_job *job;
+
+    pthread_mutex_lock(&bg.mu);
+    job = bg.finished;
+    bg.finished = NULL;
+    pthread_mutex_unlock(&bg.mu);
+    if (!job)
+        return;
+    bg.running = false;
+    reload_apply(bg.ctl, job->nerr, job->conf, job->errors); /* takes conf and errors */
+    job->conf = NULL;
+    job->errors = NULL;
+    job_free(job);
+    lb_notify_ready();
+    if (bg.again) {
+        bg.again = false;
+        lb_reload_request(bg.ctl);
+    }
+}
+
+/* Logs one "SIGHUP: reloading" per load, so that each such line is followed
+ * by one outcome ("in effect" or "refused"). */
+void
+lb_reload_request(struct lb_ctl *ctl)
+{
+    if (!bg.ctl) {
+        /* Started before any thread can send: ev_async_start() forgets a
+         * send that came before it. */
+        bg.ctl = ctl;
+        ev_async_init(&bg.done, load_done);
+        ev_async_start(ctl->loop, &bg.done);
+        ev_unref(ctl->loop); /* it alone does not keep the loop running */
+    }
+    if (bg.running) {
+        if (!bg.again)
+            lb_info("SIGHUP during the load of %s: it is loaded once more after this load",
+                    ctl->conf_path);
+        bg.again = true;
+        return;
+    }
+    lb_info("SIGHUP: reloading %s", ctl->conf_path);
+    int r = start_load(ctl);
+    if (r < 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s: cannot start loading the file: %s\n", ctl->conf_path,
+                 strerror(-r));
+        lb_err("reload of %s refused, the running configuration is unchanged: %s", ctl->conf_path,
+               msg);
+        record(ctl, false, strdup(msg));
+    }
+}
+
+void
+lb_reload_stop(struct lb_ctl *ctl)
+{
+    if (bg.ctl != ctl)
+        return;
+    pthread_mutex_lock(&bg.mu);
+    bg.stopped = true;
+    struct load_job *job = bg.finished;
+    bg.finished = NULL;
+    pthread_mutex_unlock(&bg.mu);
+    job_free(job);
+    if (ev_is_active(&bg.done)) {
+        ev_ref(ctl->loop);
+        ev_async_stop(ctl->loop, &bg.done);
+    }
+}
+
 int
 lb_reload(struct lb_ctl *ctl)
 {
+    struct conf *c;
+    char *errors;
+
+    if (bg.running) {
+        /* Two loads at once would race in the plugin schema cache, and the
+         * older file could land last. */
+        lb_warn("reload of %s refused: a reload (SIGHUP) is still loading the file",
+                ctl->conf_path);
+        record(ctl, false,
+               strdup("a reload started by SIGHUP is still loading the file (resolving server "
+                      "names); this one was not started: try again once GET /api/v1/reload "
+                      "shows its outcome\n"));
+        return -1;
+    }
     /* systemd shows the unit as reloading until READY=1 comes back, which it
      * does whether or not the new file was accepted. */
     lb_notify_reloading();
-    int r = reload_apply(ctl);
+    int nerr = load_file(ctl->conf_path, &c, &errors);
+    int r = reload_apply(ctl, nerr, c, errors);
     lb_notify_ready();
     return r;
 }

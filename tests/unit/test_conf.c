@@ -275,7 +275,7 @@ test_parse_addr(void **state)
         {"1.2.3.4:65536", 0, NULL, 0, "1 to 65535"},
         {"1.2.3.4:8a", 0, NULL, 0, "1 to 65535"},
         {"1.2.3:80", 0, NULL, 0, "numeric"},
-        {"example.com:80", 0, NULL, 0, "does not resolve"},
+        {"example.com:80", 0, NULL, 0, "may name a host"},
         {"[::1]", 0, NULL, 0, "missing port"},
         {"[::1:80", 0, NULL, 0, "']'"},
         {"[1.2.3.4]:80", 0, NULL, 0, "IPv6"},
