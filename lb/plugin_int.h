@@ -119,14 +119,47 @@ struct lb_job {
     int status;
 };
 
+/*
+ * The pool's bound. A job is one blocking call bounded by its own timeout
+ * (an SMTP send's 30 s, a clone, a script), so the threads worth having are
+ * the calls in flight at once: a round of notifications with a scale-out's
+ * launches is a handful. 16 leaves room for that while an unreachable mail
+ * server hangs every send, and bounds what such a backend can hold: 16
+ * threads, their stacks, and as many sockets.
+ */
+#define LB_JOBS_MAX 16
+/* How long a thread beyond the first few waits idle before it exits: long
+ * enough that alarms repeating every minute reuse their threads rather
+ * than make new ones, short enough that one burst does not keep 16. */
+#define LB_JOBS_IDLE_MS 60000
+
+enum lb_jobs_slot {
+    LB_JOBS_FREE,   /* no thread */
+    LB_JOBS_LIVE,   /* running or waiting for a job */
+    LB_JOBS_EXITED, /* returned after idling, not yet joined */
+};
+
+struct lb_jobs_thread {
+    pthread_t tid;
+    struct lb_jobs *j;
+    enum lb_jobs_slot state; /* under mu */
+};
+
 struct lb_jobs {
     pthread_mutex_t mu;
-    pthread_cond_t work;  /* a job was queued, or stop */
+    pthread_cond_t work;  /* a job was queued, or stop (CLOCK_MONOTONIC) */
     pthread_cond_t ended; /* a job finished */
     struct lb_job *queue, *queue_tail;
     struct lb_job *done, *done_tail;
-    pthread_t threads[4];
-    int nthreads;
+    struct lb_jobs_thread threads[LB_JOBS_MAX];
+    /* All under mu. The pool starts base threads, adds one whenever a job
+     * is queued with no idle thread to take it, up to LB_JOBS_MAX, and lets
+     * those beyond base exit after idle_ms without a job. */
+    int nthreads; /* LIVE slots */
+    int nidle;    /* threads not running a job (waiting, or starting) */
+    int nqueued;  /* jobs in queue */
+    int base;
+    int idle_ms;
     bool stop;
     ev_async async;
     struct ev_loop *loop;
