@@ -21,6 +21,7 @@
 #include "lb/http1.h"
 #include "lb/http_proxy_int.h"
 #include "lb/log.h"
+#include "lb/runtime.h"
 
 /* ---- request head ---- */
 
@@ -195,11 +196,17 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
         put_hdr(&o, h->name, h->value);
     }
     if (!r->host.len && !r->minor_version) {
-        /* HTTP/1.0 allows a missing Host; the backend still wants one. */
-        puts_(&o, "Host: ");
-        puts_(&o,
-              s->gen->snap->pools[s->x->pool].servers[s->x->srv >= 0 ? s->x->srv : 0].addr.text);
-        puts_(&o, "\r\n");
+        /* HTTP/1.0 allows a missing Host; the backend still wants one. A
+         * pool with no server yet (filled at runtime) has no address to give:
+         * its slot 0 is empty, and the request goes without, as 1.0 allows. */
+        const struct lb_pool *p = &s->gen->snap->pools[s->x->pool];
+        const char *host =
+            lb_pool_nservers(p) ? p->servers[s->x->srv >= 0 ? s->x->srv : 0].addr.text : NULL;
+        if (host) {
+            puts_(&o, "Host: ");
+            puts_(&o, host);
+            puts_(&o, "\r\n");
+        }
     }
     if (s->cert_subject) {
         puts_(&o, "X-Client-Cert-Subject: ");
