@@ -281,8 +281,9 @@ struct tern_host {
                                     tern_timer_cb cb, void *arg);
     void (*timer_cancel)(const struct tern_host *h, struct tern_timer *t);
 
-    /* Runs run(arg) on the job pool (2-4 threads shared by all plugins),
-     * then done(arg, result, 0) on the control thread. For every blocking
+    /* Runs run(arg) on the job pool (2-4 threads shared by all plugins,
+     * growing to 16 while all are busy; those added exit after a minute
+     * idle), then done(arg, result, 0) on the control thread. For every blocking
      * call: libvirt, SMTP, HTTP, fork/exec. Returns 0 or -ENOMEM (done is
      * then not called). Before fini(), jobs not started are dropped (done
      * with -ECANCELED) and running ones are waited for. */
