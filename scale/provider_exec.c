@@ -4,7 +4,8 @@
  *
  * create runs the `create` program with TERN_ACTION=create, TERN_GROUP,
  * TERN_POOL and TERN_SERVER; its last line of output is the new server's
- * host:port. destroy runs `destroy` with TERN_ACTION=destroy and
+ * host:port, with a numeric host (a name is refused: see refuse_name()).
+ * destroy runs `destroy` with TERN_ACTION=destroy and
  * TERN_ADDRESS too. list runs the `list` program with TERN_ACTION=list and
  * no TERN_SERVER; it prints "name host:port" lines for the servers that
  * exist, optionally with a third word, the server's state: "running" (the
@@ -34,6 +35,7 @@
  * the helper and the program before exec(); the environment is built
  * before.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -321,6 +323,41 @@ last_line(const char *out, char *buf, size_t len)
     snprintf(buf, len, "%.*s", (int)(end - start), start);
 }
 
+/* Whether host is a name rather than an address tern takes as it is (the
+ * numeric forms of conf_parse_addr: IPv4, IPv6, localhost, "*", ""). */
+static bool
+names_a_host(const char *host)
+{
+    struct in6_addr a;
+
+    return host[0] != '\0' && strcmp(host, "*") != 0 && strcmp(host, "localhost") != 0 &&
+           inet_pton(AF_INET, host, &a) != 1 && inet_pton(AF_INET6, host, &a) != 1;
+}
+
+/*
+ * create printed a host name. A server added at runtime is one fixed
+ * address: tern resolves names only when it loads its configuration file,
+ * and a name resolved here would be shown, and handed to destroy, as an
+ * address the script never printed. So the launch fails (and backs off, as
+ * any failed create) with a message that says what to print. The server
+ * exists by now: destroy it, with the address as printed, rather than leave
+ * it running unknown to the group.
+ */
+static void
+refuse_name(const struct exec_prov *e, const char *group, const char *server, const char *line,
+            char *err, size_t errlen)
+{
+    char derr[200] = "";
+    char *out = NULL;
+    int r = run(e, e->destroy, "destroy", group, server, line, &out, derr, sizeof(derr));
+
+    free(out);
+    snprintf(err, errlen,
+             "exited 0 but printed a host name, \"%.100s\": print the server's numeric IP "
+             "address (tern resolves names only in its configuration file); destroy %s%s",
+             line, r == 0 ? "ran" : "failed: ", r == 0 ? "" : derr);
+}
+
 static int
 exec_create(void *p, const char *group, const char *server, char *address, size_t addrlen,
             char *err, size_t errlen)
@@ -334,6 +371,9 @@ exec_create(void *p, const char *group, const char *server, char *address, size_
         if (scale_split_hostport(line, host, sizeof(host), port, sizeof(port)) < 0 ||
             atoi(port) <= 0 || atoi(port) > 65535) {
             snprintf(err, errlen, "exited 0 but its last line \"%.100s\" is no host:port", line);
+            rc = -1;
+        } else if (line[0] != '[' && names_a_host(host)) {
+            refuse_name(e, group, server, line, err, errlen);
             rc = -1;
         } else {
             snprintf(address, addrlen, "%s", line);

@@ -26,6 +26,8 @@ import time
 import pytest
 
 from conftest import BACKEND, TERN, Tern, scaled, wait_for
+from test_scale import calls, scale_api, scripts  # noqa: F401 (scripts: a fixture)
+from test_scale import config as scale_config
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -369,3 +371,31 @@ def test_admin_api_refuses_a_server_named_by_host(netns):
         assert "only pools[].servers[].address in the configuration file may name a host" in body
     finally:
         os.unlink(tok.name)
+
+
+def test_scale_create_that_prints_a_host_name_fails_and_destroys(netns, scripts):
+    """A server added at runtime is one fixed address, so an exec create
+    that prints a name fails its launch, saying what to print, and the
+    server it made is destroyed rather than left running unknown."""
+    netns.write("hosts", "127.0.0.1 localhost\n127.0.0.1 app1.test\n")
+    create = os.path.join(scripts, "create.sh")
+    with open(create) as f:
+        text = f.read()
+    with open(create, "w") as f:
+        f.write(text.replace("echo 127.0.0.1:$port\n", "echo app1.test:$port\n"))
+    t = netns.tern(scale_config(PORT, ADMIN, scripts))
+
+    def failed_launch():
+        g = in_netns(netns.name, scale_api, ADMIN)
+        acts = [a for a in (g or {}).get("activities", []) if a["action"] == "launch"]
+        return (g, acts) if acts and acts[0]["result"].startswith("failed") else None
+
+    found = wait_for(failed_launch, 20)
+    assert found, f"{in_netns(netns.name, scale_api, ADMIN)}\n{t.log()}"
+    g, acts = found
+    assert "printed a host name" in acts[0]["result"], acts
+    assert "print the server's numeric IP address" in acts[0]["result"], acts
+    assert "destroy ran" in acts[0]["result"], acts
+    assert wait_for(lambda: any(c.startswith("destroy web web web-tern-1 app1.test:")
+                                for c in calls(scripts)), 5), calls(scripts)
+    assert g["servers"] == [] or all(s["state"] != "in_service" for s in g["servers"]), g
