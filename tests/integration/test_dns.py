@@ -318,6 +318,26 @@ def test_control_loop_answers_while_a_reload_waits_for_a_silent_resolver(netns):
         dns.close()
 
 
+def test_stop_during_a_slow_load_does_not_wait_for_it(netns):
+    """SIGTERM while a reload waits for the resolver stops tern at once and
+    cleanly: the load is abandoned, not waited for."""
+    netns.write("hosts", "127.0.0.1 localhost\n127.0.0.2 app1.test\n")
+    netns.backend("b-two", "127.0.0.2", 8080)
+    t = netns.tern(config("app1.test:8080"))
+    dns = SilentNameServer(netns.name)
+    try:
+        netns.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n")
+        t.rewrite(config("slow.test:8080"))
+        t.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: dns.queries > 0, 5), t.log()
+        t0 = time.monotonic()
+        log = t.stop()  # exit status 0, no sanitizer report
+        assert time.monotonic() - t0 < 5, log
+        assert "in effect" not in log and "cannot resolve" not in log, log
+    finally:
+        dns.close()
+
+
 def test_sighups_during_a_slow_load_are_not_lost(netns):
     """A SIGHUP that comes while a load waits for the resolver starts one
     more load after it, which reads the file as it is then."""
