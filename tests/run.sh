@@ -10,7 +10,7 @@
 #
 # TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests.
 # TERN_FUZZ_SECONDS bounds each fuzz run (default: 30 s for fuzz_http1, 15 s
-# for fuzz_conf and fuzz_vrrp, 10 s for each other target, under two minutes
+# for fuzz_conf and fuzz_vrrp, 10 s for each other target, about two minutes
 # in all).
 set -uo pipefail
 cd "$(dirname "$0")/.."

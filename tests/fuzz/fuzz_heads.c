@@ -143,8 +143,9 @@ fuzz_request(struct http_sess *s, struct conf_listener *cl, const char *buf, siz
      * empty Host field gets a second Host (build_request_head tests the
      * value's length, not the field's presence), which the backend must
      * refuse (RFC 9112 3.2). tests/fuzz/crashes/heads-http10-empty-host
-     * shows it; drop this once it is fixed. */
-    if (r.minor_version == 0 && r.host.len == 0 && count(r.headers, r.nheaders, "host") > 0) {
+     * shows it (with TERN_FUZZ_ALL=1); drop this once it is fixed. */
+    if (known_bugs_hidden() && r.minor_version == 0 && r.host.len == 0 &&
+        count(r.headers, r.nheaders, "host") > 0) {
         free(out);
         return;
     }
