@@ -1453,6 +1453,10 @@ class Campaign:
                         self.find("sanitizer", ops[0] if ops else -1, f"report with ops {ops} in flight", b"")
                         self.stop.set()
                         break
+                    if len(self.findings) >= 25:
+                        self.say("25 findings: stopping here")
+                        self.stop.set()
+                        break
                     if time.monotonic() - last_canary > 5:
                         last_canary = time.monotonic()
                         why = self.canary(self.hang_s)
@@ -1584,6 +1588,8 @@ def main():
     ap.add_argument("--hang", type=float, help="seconds of silence that make a hang")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
+    # SIGTERM unwinds like an exception, so tern and the backends are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     c = Campaign(os.path.abspath(a.tern), seed, a.duration, a.count, a.threads, a.keep, a.hang)
     findings = c.run(a.replay_op)
     if not findings and not a.keep:
