@@ -142,8 +142,11 @@ lb_metrics_set(struct lb_metrics *m, const char *name, double value, bool valid,
             }
             i = (int32_t)m->n++;
         }
-        m->v[i] = (struct lb_metric){.name = copy, .owner = owner, .next = *link};
-        *link = i;
+        /* Linked at the head of its chain, not through link: link may point
+         * into the old m->v, which the realloc above can have moved. */
+        int32_t *head = &m->buckets[hash(copy) & (m->nbuckets - 1)];
+        m->v[i] = (struct lb_metric){.name = copy, .owner = owner, .next = *head};
+        *head = i;
         if (m->n > 2 * m->nbuckets)
             rehash(m);
     }
