@@ -10,6 +10,9 @@
  *   IDLE    waiting for a request (keep-alive),
  *   REQ     part of a request arrived; the whole of it must come in time,
  *   WRITE   an answer is being sent (no reading meanwhile: back pressure),
+ *   WAIT    the answer comes later (POST /api/v1/reload waits for its load):
+ *           no timeout, no further request taken until lb_admin_loads_
+ *           finished() answers it,
  *   LINGER  answered with "close": our side is shut, input is discarded a
  *           little while so the client reads the answer rather than a reset.
  */
@@ -24,8 +27,9 @@
 
 #include "lb/admin_int.h"
 #include "lb/log.h"
+#include "lb/reload.h"
 
-enum conn_phase { C_IDLE, C_REQ, C_WRITE, C_LINGER };
+enum conn_phase { C_IDLE, C_REQ, C_WRITE, C_WAIT, C_LINGER };
 
 struct admin_conn {
     struct admin *a;
@@ -41,6 +45,12 @@ struct admin_conn {
     bool close_after;   /* close once out is sent */
     bool eof;           /* the client shut its side */
     bool sent_continue; /* 100 Continue sent for the request being read */
+    /* A deferred answer (struct admin_resp.defer) and how to frame it. */
+    bool waiting;
+    bool wait_head, wait_keep;
+    uint64_t wait_load;
+    void (*finish)(struct admin *a, struct admin_resp *rs);
+    bool resume; /* answered, to be run again (lb_admin_loads_finished) */
 };
 
 static const char *
@@ -118,6 +128,10 @@ static void
 set_events(struct admin_conn *c, int events)
 {
     struct ev_loop *loop = c->a->ctl->loop;
+    if (!events) {
+        ev_io_stop(loop, &c->io);
+        return;
+    }
     if ((c->io.events & (EV_READ | EV_WRITE)) == events && ev_is_active(&c->io))
         return;
     ev_io_stop(loop, &c->io);
@@ -196,6 +210,16 @@ dispatch(struct admin_conn *c, const struct http1_request *req, size_t head_len,
             rq.query = (struct http1_str){q + 1, (size_t)(req->target.p + req->target.len - q - 1)};
         admin_sync(c->a);
         admin_route(c->a, &rq, &rs);
+    }
+    if (rs.defer) {
+        c->waiting = true;
+        c->wait_head = req->meth == HTTP1_M_HEAD;
+        c->wait_keep = keep;
+        c->wait_load = rs.wait_load;
+        c->finish = rs.finish;
+        admin_sbuf_free(&rs.body);
+        free(rs.location);
+        return;
     }
     put_response(c, &rs, req->meth == HTTP1_M_HEAD, keep);
     admin_sbuf_free(&rs.body);
@@ -298,6 +322,16 @@ settle(struct admin_conn *c)
         set_events(c, EV_WRITE);
         if (was != C_WRITE)
             set_timer(c, ADMIN_TIMEOUT_WRITE);
+    } else if (c->waiting) {
+        /* No timeout: the load ends by itself (within the resolver's
+         * timeouts). Input goes on being read, up to the buffer's bound, so
+         * that a client that resets is freed at once; after EOF the socket
+         * stays readable, so reading stops (a client that only shut its
+         * side still gets the answer, as with any request). */
+        c->phase = C_WAIT;
+        ev_timer_stop(c->a->ctl->loop, &c->timer);
+        bool room = c->in_len < c->in_cap || c->in_cap < ADMIN_MAX_HEAD + ADMIN_MAX_BODY;
+        set_events(c, c->eof || !room ? 0 : EV_READ);
     } else if (c->close_after) {
         if (c->eof) {
             conn_close(c);
@@ -329,7 +363,7 @@ run(struct admin_conn *c)
     for (;;) {
         if (!flush(c))
             return;
-        if (pending(c) || c->close_after)
+        if (pending(c) || c->close_after || c->waiting)
             break;
         int r = next_request(c);
         if (r < 0)
@@ -506,6 +540,41 @@ fail:
     if (fd >= 0)
         close(fd);
     return -1;
+}
+
+void
+lb_admin_loads_finished(struct lb_ctl *ctl)
+{
+    struct admin *a = ctl->admin;
+    uint64_t done = lb_reload_finished(ctl);
+
+    if (!a)
+        return;
+    /* Every answer is written before any connection runs on: a pipelined
+     * request behind one may start another load, whose outcome must not
+     * reach the others. */
+    for (struct admin_conn *c = a->conns; c; c = c->next) {
+        if (!c->waiting || c->wait_load > done)
+            continue;
+        struct admin_resp rs = {.status = 200};
+        c->finish(a, &rs);
+        put_response(c, &rs, c->wait_head, c->wait_keep);
+        admin_sbuf_free(&rs.body);
+        free(rs.location);
+        c->waiting = false;
+        c->resume = true;
+    }
+    /* Running one may close it, or (through a route) answer others: look
+     * for the next one afresh each time. */
+    for (;;) {
+        struct admin_conn *c = a->conns;
+        while (c && !c->resume)
+            c = c->next;
+        if (!c)
+            break;
+        c->resume = false;
+        run(c);
+    }
 }
 
 void

@@ -112,6 +112,13 @@ struct admin_resp {
     char allow[64]; /* for 405 */
     char *location; /* for 201, owned */
     bool www_auth;  /* 401: WWW-Authenticate: Bearer */
+    /* The answer comes later (a reload loading the file): the connection
+     * waits, reading no further request, until load number wait_load has
+     * finished (lb_reload_finished()); then finish fills a fresh response
+     * (status 200, the rest empty) and the connection goes on. */
+    bool defer;
+    uint64_t wait_load;
+    void (*finish)(struct admin *a, struct admin_resp *rs);
 };
 
 /* admin.c: brings rates and the token up to date after a snapshot change

@@ -611,26 +611,46 @@ h_reload_get(struct ctx *x)
     reply(x, 200, o);
 }
 
+/* The answer to POST /api/v1/reload, once its load has finished: that
+ * load's outcome, which ctl->last_reload holds until the next one ends. */
 static void
-h_reload_post(struct ctx *x)
+reload_outcome(struct admin *a, struct admin_resp *rs)
 {
-    if (!fields(x, NULL, 0))
-        return;
-    struct lb_ctl *ctl = x->a->ctl;
-    int r = lb_reload(ctl);
-    admin_sync(x->a);
+    struct ctx x = {.a = a, .rs = rs};
+    const struct lb_ctl *ctl = a->ctl;
+
+    admin_sync(a);
     json_t *o = json_object();
-    json_object_set_new(o, "ok", json_boolean(r == 0));
+    json_object_set_new(o, "ok", json_boolean(ctl->last_reload.ok));
     json_object_set_new(o, "time", json_real(ctl->last_reload.time));
-    if (r == 0) {
-        reply(x, 200, o);
+    if (ctl->last_reload.ok) {
+        reply(&x, 200, o);
         return;
     }
     json_t *errs = reload_errors(ctl);
     if (json_array_size(errs) == 0)
         json_array_append_new(errs, json_string("reload failed; see the log"));
     json_object_set_new(o, "errors", errs);
-    reply(x, 400, o);
+    reply(&x, 400, o);
+}
+
+/* Loading the file may wait for name servers: the load runs on a thread and
+ * the answer waits for the load that reads the file as it is now (after one
+ * already running, when one is). */
+static void
+h_reload_post(struct ctx *x)
+{
+    if (!fields(x, NULL, 0))
+        return;
+    struct lb_ctl *ctl = x->a->ctl;
+    uint64_t n = lb_reload_request_api(ctl);
+    if (lb_reload_finished(ctl) >= n) { /* it could not start */
+        reload_outcome(x->a, x->rs);
+        return;
+    }
+    x->rs->defer = true;
+    x->rs->wait_load = n;
+    x->rs->finish = reload_outcome;
 }
 
 /* ---- routing ---- */

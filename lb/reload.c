@@ -10,11 +10,14 @@
  * Loading the file can block: server addresses may name hosts, and
  * getaddrinfo() waits as long as the resolver's timeouts when a name server
  * does not answer. The control loop must not (VRRP adverts, health checks and
- * the admin API run on it), so a SIGHUP reload loads the file on a thread of
- * its own and hands the result to the loop (ev_async), where the rest of the
- * reload (snapshot, sockets, hand-over) runs as before. One load at a time: a
- * SIGHUP during a load is remembered and starts one more load when it ends,
- * however many came, since that one reads the file as it is by then.
+ * the admin API run on it), so a reload (SIGHUP or POST /api/v1/reload)
+ * loads the file on a thread of its own and hands the result to the loop
+ * (ev_async), where the rest of the reload (snapshot, sockets, hand-over)
+ * runs as before. One load at a time: a request during a load is remembered
+ * and starts one more load when it ends, however many came, since that one
+ * reads the file as it is by then. Loads are numbered so that a POST can wait
+ * for the one that reads the file as it was when it came: the admin API
+ * parks its connection and answers it when that load has finished.
  *
  * Listeners are matched by bind address: a listener whose address stays
  * keeps its sockets (the kernel's accept queues are never closed, so no
@@ -247,16 +250,20 @@ struct load_job {
     struct conf *conf;
     char *errors;
     int nerr;
+    uint64_t seq;
 };
 
 static struct {
     pthread_mutex_t mu;
     struct lb_ctl *ctl;
     ev_async done;
-    bool running;              /* a load thread exists (control thread's view) */
-    bool again;                /* a SIGHUP came while it ran */
-    bool stopped;              /* under mu: the loop is going away */
-    struct load_job *finished; /* under mu */
+    bool running;                  /* a load thread exists (control thread's view) */
+    bool again;                    /* a request came while it ran */
+    bool again_sighup;             /* ... and a SIGHUP was one of them */
+    uint64_t started;              /* the number of the last load started */
+    uint64_t finished;             /* ... and of the last one whose outcome is recorded */
+    bool stopped;                  /* under mu: the loop is going away */
+    struct load_job *finished_job; /* under mu */
 } bg = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -279,7 +286,7 @@ load_thread(void *arg)
     job->nerr = load_file(job->path, &job->conf, &job->errors);
     pthread_mutex_lock(&bg.mu);
     if (!bg.stopped) {
-        bg.finished = job;
+        bg.finished_job = job;
         ev_async_send(bg.ctl->loop, &bg.done);
         job = NULL;
     }
@@ -289,7 +296,7 @@ load_thread(void *arg)
 }
 
 static int
-start_load(struct lb_ctl *ctl)
+start_load(struct lb_ctl *ctl, uint64_t seq)
 {
     struct load_job *job = calloc(1, sizeof(*job));
     pthread_attr_t attr;
@@ -303,6 +310,7 @@ start_load(struct lb_ctl *ctl)
         job_free(job);
         return -ENOMEM;
     }
+    job->seq = seq;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     /* Signals stay with the control loop's watchers. */
@@ -320,14 +328,25 @@ start_load(struct lb_ctl *ctl)
     return 0;
 }
 
+/* Load seq's outcome is in ctl->last_reload: the admin requests that waited
+ * for it are answered now, before a later load can overwrite it. */
+static void
+finish(struct lb_ctl *ctl, uint64_t seq)
+{
+    bg.finished = seq;
+    lb_admin_loads_finished(ctl);
+}
+
+static uint64_t request(struct lb_ctl *ctl, bool sighup);
+
 static void
 load_done(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct load_job *job;
 
     pthread_mutex_lock(&bg.mu);
-    job = bg.finished;
-    bg.finished = NULL;
+    job = bg.finished_job;
+    bg.finished_job = NULL;
     pthread_mutex_unlock(&bg.mu);
     if (!job)
         return;
@@ -335,19 +354,24 @@ load_done(struct ev_loop *loop, ev_async *w, int revents)
     reload_apply(bg.ctl, job->nerr, job->conf, job->errors); /* takes conf and errors */
     job->conf = NULL;
     job->errors = NULL;
+    uint64_t seq = job->seq;
     job_free(job);
     lb_notify_ready();
-    if (bg.again) {
-        bg.again = false;
-        lb_reload_request(bg.ctl);
-    }
+    /* The answers may let pipelined POSTs in, which start the next load
+     * themselves: the one the coalesced requests wait for. */
+    finish(bg.ctl, seq);
+    if (bg.again && !bg.running)
+        request(bg.ctl, bg.again_sighup);
 }
 
-/* Logs one "SIGHUP: reloading" per load, so that each such line is followed
- * by one outcome ("in effect" or "refused"). */
-void
-lb_reload_request(struct lb_ctl *ctl)
+/* Logs one "SIGHUP: reloading" per load a SIGHUP asked for (or one
+ * "admin API: reloading" when only the API did), so that each such line is
+ * followed by one outcome ("in effect" or "refused"). */
+static uint64_t
+request(struct lb_ctl *ctl, bool sighup)
 {
+    const char *who = sighup ? "SIGHUP" : "admin API";
+
     if (!bg.ctl) {
         /* Started before any thread can send: ev_async_start() forgets a
          * send that came before it. */
@@ -357,14 +381,20 @@ lb_reload_request(struct lb_ctl *ctl)
         ev_unref(ctl->loop); /* it alone does not keep the loop running */
     }
     if (bg.running) {
-        if (!bg.again)
-            lb_info("SIGHUP during the load of %s: it is loaded once more after this load",
+        if (!bg.again || (sighup && !bg.again_sighup))
+            lb_info("%s during the load of %s: it is loaded once more after this load", who,
                     ctl->conf_path);
         bg.again = true;
-        return;
+        bg.again_sighup |= sighup;
+        return bg.started + 1;
     }
-    lb_info("SIGHUP: reloading %s", ctl->conf_path);
-    int r = start_load(ctl);
+    /* A SIGHUP waiting for this load names it, whoever starts it. */
+    if (bg.again_sighup)
+        who = "SIGHUP";
+    bg.again = bg.again_sighup = false;
+    uint64_t seq = ++bg.started;
+    lb_info("%s: reloading %s", who, ctl->conf_path);
+    int r = start_load(ctl, seq);
     if (r < 0) {
         char msg[256];
         snprintf(msg, sizeof(msg), "%s: cannot start loading the file: %s\n", ctl->conf_path,
@@ -372,7 +402,28 @@ lb_reload_request(struct lb_ctl *ctl)
         lb_err("reload of %s refused, the running configuration is unchanged: %s", ctl->conf_path,
                msg);
         record(ctl, false, strdup(msg));
+        finish(ctl, seq);
     }
+    return seq;
+}
+
+uint64_t
+lb_reload_request(struct lb_ctl *ctl)
+{
+    return request(ctl, true);
+}
+
+uint64_t
+lb_reload_request_api(struct lb_ctl *ctl)
+{
+    return request(ctl, false);
+}
+
+uint64_t
+lb_reload_finished(const struct lb_ctl *ctl)
+{
+    (void)ctl;
+    return bg.finished;
 }
 
 void
@@ -382,38 +433,12 @@ lb_reload_stop(struct lb_ctl *ctl)
         return;
     pthread_mutex_lock(&bg.mu);
     bg.stopped = true;
-    struct load_job *job = bg.finished;
-    bg.finished = NULL;
+    struct load_job *job = bg.finished_job;
+    bg.finished_job = NULL;
     pthread_mutex_unlock(&bg.mu);
     job_free(job);
     if (ev_is_active(&bg.done)) {
         ev_ref(ctl->loop);
         ev_async_stop(ctl->loop, &bg.done);
     }
-}
-
-int
-lb_reload(struct lb_ctl *ctl)
-{
-    struct conf *c;
-    char *errors;
-
-    if (bg.running) {
-        /* Two loads at once would race in the plugin schema cache, and the
-         * older file could land last. */
-        lb_warn("reload of %s refused: a reload (SIGHUP) is still loading the file",
-                ctl->conf_path);
-        record(ctl, false,
-               strdup("a reload started by SIGHUP is still loading the file (resolving server "
-                      "names); this one was not started: try again once GET /api/v1/reload "
-                      "shows its outcome\n"));
-        return -1;
-    }
-    /* systemd shows the unit as reloading until READY=1 comes back, which it
-     * does whether or not the new file was accepted. */
-    lb_notify_reloading();
-    int nerr = load_file(ctl->conf_path, &c, &errors);
-    int r = reload_apply(ctl, nerr, c, errors);
-    lb_notify_ready();
-    return r;
 }

@@ -7,20 +7,28 @@
 #ifndef LB_RELOAD_H
 #define LB_RELOAD_H
 
+#include <stdint.h>
+
 #include "lb/runtime.h"
 
-/* Reloads now and returns 0 when the new configuration is in effect, -1
- * when nothing changed (ctl->last_reload.errors says why). Blocks the
- * control loop while server names resolve (POST /api/v1/reload, whose
- * answer is the outcome). Refused while a lb_reload_request() load runs.
- * Control thread only. */
-int lb_reload(struct lb_ctl *ctl);
+/* Starts a reload without blocking: the file is loaded, names resolved, on
+ * a thread of its own; the outcome applies on ctl's loop and lands in
+ * ctl->last_reload. Returns the number of the load that reads the file as it
+ * is now: the one it starts or, while a load runs, the one that follows it
+ * (requests during a load coalesce into that one). Loads finish in order;
+ * lb_reload_finished() says how far. lb_reload_request() is SIGHUP's,
+ * lb_reload_request_api() POST /api/v1/reload's: they differ in what they
+ * log. Control thread only. */
+uint64_t lb_reload_request(struct lb_ctl *ctl);
+uint64_t lb_reload_request_api(struct lb_ctl *ctl);
 
-/* Starts a reload without blocking (SIGHUP): the file is loaded, names
- * resolved, on a thread of its own; the outcome applies on ctl's loop and
- * lands in ctl->last_reload. A request during a load makes one more load
- * follow it. Control thread only. */
-void lb_reload_request(struct lb_ctl *ctl);
+/* The number of the last load whose outcome is in ctl->last_reload (0:
+ * none yet). */
+uint64_t lb_reload_finished(const struct lb_ctl *ctl);
+
+/* Defined by the admin API (lb/admin_http.c), called by each load's end:
+ * answers the requests that waited for loads up to lb_reload_finished(). */
+void lb_admin_loads_finished(struct lb_ctl *ctl);
 
 /* Before ctl's loop is destroyed: a load still running is abandoned (its
  * thread frees what it made). */

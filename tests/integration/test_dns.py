@@ -419,3 +419,220 @@ def test_scale_create_that_prints_a_host_name_fails_and_destroys(netns, scripts)
     assert wait_for(lambda: any(c.startswith("destroy web web web-tern-1 app1.test:")
                                 for c in calls(scripts)), 5), calls(scripts)
     assert g["servers"] == [] or all(s["state"] != "in_service" for s in g["servers"]), g
+
+
+# ---- POST /api/v1/reload: the answer waits for the load, the loop does not ----
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def token_file():
+    tok = tempfile.NamedTemporaryFile("w", prefix="tern-token-", delete=False)
+    tok.write(TOKEN + "\n")
+    tok.close()
+    yield tok.name
+    os.unlink(tok.name)
+
+
+def with_token(text, token_path):
+    return text.replace(f"  listen: 127.0.0.1:{ADMIN}\n",
+                        f"  listen: 127.0.0.1:{ADMIN}\n  token_file: {token_path}\n")
+
+
+def post_reload(timeout=60.0):
+    c = http.client.HTTPConnection("127.0.0.1", ADMIN, timeout=scaled(timeout))
+    try:
+        c.request("POST", "/api/v1/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        c.close()
+
+
+class Pending:
+    """A call made in the namespace on a thread of its own; .done once it
+    returned, .value its value (or .error its exception)."""
+
+    def __init__(self, ns, fn, *args):
+        self.done = threading.Event()
+        self.value = self.error = None
+
+        def run():
+            try:
+                self.value = in_netns(ns, fn, *args)
+            except BaseException as e:  # noqa: B036 - handed to the caller
+                self.error = e
+            self.done.set()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def result(self, timeout):
+        assert self.done.wait(scaled(timeout)), "no answer in time"
+        if self.error:
+            raise self.error
+        return self.value
+
+
+def answered_meanwhile(t, pending):
+    """GET /api/v1/pools on other connections, as long as every call in
+    pending waits: how many answered before any of them did."""
+    n = 0
+    while not any(p.done.is_set() for p in pending):
+        status, body = t.get(ADMIN, "/api/v1/pools")
+        assert status == 200 and json.loads(body)["pools"][0]["name"] == "web", body
+        if any(p.done.is_set() for p in pending):
+            break
+        n += 1
+        time.sleep(0.2)
+    return n
+
+
+def slow_start(netns, token_file, resolv="timeout:2 attempts:2"):
+    """tern serving app1.test (b-two), a silent name server, and the file
+    naming slow.test, which the name server will never answer for."""
+    netns.write("hosts", "127.0.0.1 localhost\n127.0.0.2 app1.test\n127.0.0.3 app2.test\n")
+    netns.backend("b-two", "127.0.0.2", 8080)
+    netns.backend("b-three", "127.0.0.3", 8080)
+    t = netns.tern(with_token(config("app1.test:8080"), token_file))
+    dns = SilentNameServer(netns.name)
+    netns.write("resolv.conf", f"nameserver 127.0.0.1\noptions {resolv}\n")
+    t.rewrite(with_token(config("slow.test:8080"), token_file))
+    return t, dns
+
+
+def cannot_resolve_slow(body):
+    return body["ok"] is False and any(
+        "pools.web.servers[0].address: cannot resolve 'slow.test:8080'" in e
+        for e in body["errors"])
+
+
+def test_reload_post_waits_for_its_load_while_the_admin_api_answers(netns, token_file):
+    """POST /api/v1/reload answers with the outcome of its reload, but the
+    control loop does not wait for the resolver with it: other admin
+    connections are answered meanwhile."""
+    t, dns = slow_start(netns, token_file)
+    try:
+        post = Pending(netns.name, post_reload)
+        assert wait_for(lambda: dns.queries > 0 or post.done.is_set(), 5), t.log()
+        assert answered_meanwhile(t, [post]) >= 3, (post.value, t.log())
+        status, body = post.result(60)
+        assert status == 400 and cannot_resolve_slow(body), body
+        assert last_reload(t)["time"] == body["time"], (last_reload(t), body)
+        assert t.get(PORT) == (200, "b-two\n")
+        log = t.log()
+        assert "admin API: reloading" in log and "SIGHUP" not in log, log
+    finally:
+        dns.close()
+
+
+def pipelined_post_then_get():
+    """POST /api/v1/reload and GET /api/v1/reload sent at once on one
+    connection: both answers, in order."""
+    s = socket.create_connection(("127.0.0.1", ADMIN), timeout=scaled(60))
+    try:
+        s.sendall(f"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  "Content-Length: 0\r\n\r\nGET /api/v1/reload HTTP/1.1\r\nHost: x\r\n\r\n"
+                  .encode())
+        out = []
+        f = s.makefile("rb")
+        for _ in range(2):
+            status = int(f.readline().split()[1])
+            headers = {}
+            while (line := f.readline().strip()):
+                name, _, value = line.decode().partition(":")
+                headers[name.lower()] = value.strip()
+            body = f.read(int(headers["content-length"]))
+            out.append((status, json.loads(body), headers.get("connection")))
+        return out
+    finally:
+        s.close()
+
+
+def test_reload_posts_at_once_each_get_the_outcome(netns, token_file):
+    """Two POSTs while a load waits for the resolver: both are answered
+    with the outcome, the one pipelined with a GET before that GET; the
+    admin API answers others meanwhile."""
+    t, dns = slow_start(netns, token_file)
+    try:
+        first = Pending(netns.name, pipelined_post_then_get)
+        assert wait_for(lambda: dns.queries > 0 or first.done.is_set(), 5), t.log()
+        second = Pending(netns.name, post_reload)
+        assert answered_meanwhile(t, [first, second]) >= 3, t.log()
+        (st1, body1, conn1), (st_get, got, _) = first.result(60)
+        assert st1 == 400 and cannot_resolve_slow(body1) and conn1 == "keep-alive", body1
+        # The GET behind it ran once the POST was answered, not before.
+        assert st_get == 200 and got["time"] == body1["time"] and got["ok"] is False, got
+        status, body2 = second.result(60)
+        assert status == 400 and cannot_resolve_slow(body2), body2
+        # The second came during the first's load: it waited for a load
+        # that read the file after it came, the next one.
+        assert body2["time"] > body1["time"], (body1, body2)
+        assert t.log().count("admin API: reloading") == 2, t.log()
+    finally:
+        dns.close()
+
+
+def test_reload_post_during_a_sighup_load_gets_a_later_load(netns, token_file):
+    """A POST while a SIGHUP's load waits for the resolver is not refused:
+    it is answered with the outcome of a load that read the file after the
+    POST came, and the log still pairs the SIGHUP with its outcome."""
+    t, dns = slow_start(netns, token_file, "timeout:2 attempts:1")
+    try:
+        t.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: dns.queries > 0, 5), t.log()
+        t.rewrite(with_token(config("app2.test:8080"), token_file))
+        status, body = in_netns(netns.name, post_reload)
+        assert status == 200 and body["ok"] is True, (body, t.log())
+        assert last_reload(t)["time"] == body["time"]
+        assert t.get(PORT) == (200, "b-three\n")
+        log = t.log()
+        assert log.count("SIGHUP: reloading") == 1, log
+        assert log.count("admin API: reloading") == 1, log
+        assert "cannot resolve 'slow.test:8080'" in log and log.count(" in effect (") == 1, log
+    finally:
+        dns.close()
+
+
+def test_reload_post_whose_client_goes_away_while_waiting(netns, token_file):
+    """Clients that close (one cleanly, one with a reset) while their POST
+    waits for the load: the admin API goes on answering, the load ends as
+    usual, a later POST works, and tern stops cleanly (no leak or misuse
+    under the sanitizers)."""
+    t, dns = slow_start(netns, token_file)
+    try:
+        def send_post(reset):
+            s = socket.create_connection(("127.0.0.1", ADMIN), timeout=scaled(5))
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            s.sendall(f"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      f"{TOKEN}\r\nContent-Length: 0\r\n\r\n".encode())
+            return s
+
+        gone = [in_netns(netns.name, send_post, False)]
+        assert wait_for(lambda: dns.queries > 0, 5), t.log()
+        gone.append(in_netns(netns.name, send_post, True))
+        time.sleep(0.3)
+        for s in gone:
+            s.close()
+        started = time.monotonic()
+        # The loop is not held by the waiting answers, nor by their end.
+        answered = 0
+        while last_reload(t)["time"] is None:
+            status, body = t.get(ADMIN, "/api/v1/pools")
+            assert status == 200, body
+            answered += 1
+            assert time.monotonic() - started < scaled(60), t.log()
+            time.sleep(0.2)
+        assert answered >= 3, t.log()
+        # The second POST came during the first load: wait for its own load.
+        assert wait_for(lambda: t.log().count("cannot resolve 'slow.test:8080'") >= 2, 30), t.log()
+        netns.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        t.rewrite(with_token(config("app2.test:8080"), token_file))
+        status, body = in_netns(netns.name, post_reload)
+        assert status == 200 and body["ok"] is True, body
+        assert t.get(PORT) == (200, "b-three\n")
+        assert "out of" not in t.log() and "admin: " not in t.log(), t.log()
+    finally:
+        dns.close()
