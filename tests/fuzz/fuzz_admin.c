@@ -26,6 +26,7 @@
 #include <ev.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -275,7 +276,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               .sin_addr.s_addr = htonl(0x7f010000u | (++clients & 0xffffu))};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     check(fd >= 0 && bind(fd, (struct sockaddr *)&src, sizeof(src)) == 0);
-    check(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+    int r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+    if (r != 0 && errno == EINTR) {
+        /* libFuzzer's timer signal: the connect goes on without us. */
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof(err);
+        while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+            ;
+        r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0 ? 0 : -1;
+        errno = err;
+    }
+    if (r != 0) {
+        /* The listener is gone or refuses: say why before the abort. */
+        fprintf(stderr, "fuzz_admin: connect from 127.1.%u.%u: %s\n", (clients >> 8) & 255,
+                clients & 255, strerror(errno));
+        check(false);
+    }
     struct admin *a = ctl.admin;
     for (int i = 0; i < 100 && a->nconns == 0; i++)
         spin();

@@ -153,6 +153,13 @@ fuzz_request(struct http_sess *s, struct conf_listener *cl, const char *buf, siz
     /* What the backend reads: one whole head, the same message. */
     struct http1_limits roomy = {LB_BUF_SIZE, LB_BUF_SIZE, HTTP1_MAX_HEADERS};
     ssize_t n = http1_parse_request(out, dst.tail, &roomy, &o);
+    if (n == HTTP1_ERROR && o.error_status == 431 && r.nheaders + 5 > HTTP1_MAX_HEADERS) {
+        /* The proxy adds up to five fields: past the parser's own count
+         * limit this check cannot read the head back (a backend with a
+         * larger limit can). */
+        free(out);
+        return;
+    }
     check(n == (ssize_t)dst.tail);
     check(same(o.method, r.method) && same(o.target, r.target) &&
           o.minor_version == r.minor_version);
