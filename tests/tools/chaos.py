@@ -311,6 +311,8 @@ class Env:
         self.closed = free_port()  # nothing listens here
         self.cert = os.path.join(dir, "cert.pem")
         self.key = os.path.join(dir, "key.pem")
+        self.ec_cert = os.path.join(dir, "ec-cert.pem")
+        self.ec_key = os.path.join(dir, "ec-key.pem")
         self.token_file = os.path.join(dir, "admin.token")
         self.conf = os.path.join(dir, "tern.yaml")
         self.log = os.path.join(dir, "tern.log")
@@ -338,7 +340,9 @@ def make_config(env, variant=0):
     lt = f"    timeouts: {{ client: {T_CLIENT}s, header: {T_HEADER}s, tunnel: {T_TUNNEL}s }}\n"
     limits = ["", "    max_header_size: 8k\n    max_request_line: 1k\n", "    max_body_size: 64k\n"][variant % 3]
     pt = f"    timeouts: {{ connect: {T_CONNECT}s, server: {T_SERVER}s, queue: {T_QUEUE}s }}\n"
-    tlsb = f"    tls:\n      certificates: [ {{ cert: {env.cert}, key: {env.key} }} ]\n"
+    # Reloads swap the listeners' certificate between RSA and ECDSA under live TLS connections.
+    cert, key = (env.cert, env.key) if variant % 4 < 2 else (env.ec_cert, env.ec_key)
+    tlsb = f"    tls:\n      certificates: [ {{ cert: {cert}, key: {key} }} ]\n"
     s = "global:\n  workers: 2\n"
     s += f"  log: {env.log}\n"
     if variant % 4 != 3:
@@ -906,6 +910,9 @@ class Campaign:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                         "-subj", "/CN=chaos.test", "-keyout", e.key, "-out", e.cert],
                        check=True, capture_output=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-subj", "/CN=chaos.test", "-keyout", e.ec_key, "-out", e.ec_cert],
+                       check=True, capture_output=True)
         with open(e.token_file, "w") as f:
             f.write(TOKEN + "\n")
         for i in range(3):
@@ -979,7 +986,7 @@ class Campaign:
 
     OPS = [("http_mut", 30), ("http_valid", 12), ("tls_http", 10), ("tls_raw", 8), ("tcp_raw", 5),
            ("tcps", 3), ("admin_api", 14), ("admin_raw", 5), ("slow", 3), ("web2", 2),
-           ("flood", 1)]
+           ("flood", 1), ("slowread", 3)]
 
     def pick_op(self, rng):
         total = sum(w for _, w in self.OPS)
@@ -1113,6 +1120,43 @@ class Campaign:
             if rng.random() < 0.5:
                 set_rst(s)
             s.close()
+
+    def op_slowread(self, n, rng):
+        """Pipelined big answers to a client that reads slowly, stops
+        reading, or resets in the middle: back pressure on every path."""
+        path = rng.choice([b"/big?n=65536", b"/chunked", b"/mixed/big?n=65536", b"/bad/x"])
+        data = req(b"GET", path) * rng.randint(2, 30)
+        port = self.env.web
+        try:
+            s = connect(port, 5)
+        except OSError as ex:
+            self.find("connect-failed", n, f"port {port}: {ex}", data)
+            return
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rng.choice([2048, 8192, 65536]))
+            deliver(s, data, rng, rng.choice(["all", "halfclose"]), time.monotonic() + self.hang_s)
+            stop_at = time.monotonic() + rng.choice([0.5, 2, 6])
+            s.settimeout(0.5)
+            got = b""
+            while time.monotonic() < stop_at:
+                try:
+                    d = s.recv(rng.choice([1, 512, 4096]))
+                    if not d:
+                        return
+                    got += d
+                except socket.timeout:
+                    pass
+                except OSError:
+                    return
+                time.sleep(rng.choice([0, 0.01, 0.2]))
+            if rng.random() < 0.5:
+                set_rst(s)
+                return
+            o = read_all(s, self.hang_s)
+            o.data = got + o.data
+        finally:
+            s.close()
+        self.judge(n, "slow reader", data, o, None, True)
 
     def op_slow(self, n, rng):
         data = chaos_request(rng)
