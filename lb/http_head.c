@@ -97,6 +97,26 @@ conn_may_list(const struct http1_framing *f, struct http1_str name)
     return f->conn_other || (f->conn_close && http1_str_ieq(name, "close"));
 }
 
+/* Fields tern framed (or routed) the message by. Connection may list them,
+ * but dropping one would hand the next hop a message framed differently
+ * from ours: "Connection: content-length" would turn a request's body into
+ * a second request nobody routed. They go on as they came. */
+static bool
+frames_message(struct http1_str n, bool request)
+{
+    return http1_str_ieq(n, "content-length") || http1_str_ieq(n, "transfer-encoding") ||
+           (request && http1_str_ieq(n, "host"));
+}
+
+/* A field that Connection lists is hop-by-hop and stays here. */
+static bool
+dropped_as_listed(const struct http1_framing *f, const struct http1_header *hs, size_t n,
+                  struct http1_str name, bool request)
+{
+    return conn_may_list(f, name) && !frames_message(name, request) &&
+           listed_in_connection(hs, n, name);
+}
+
 static bool
 hop_by_hop(struct http1_str n)
 {
@@ -173,7 +193,7 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
                 put_hdr(&o, h->name, h->value);
             continue;
         }
-        if (conn_may_list(&r->f, h->name) && listed_in_connection(r->headers, r->nheaders, h->name))
+        if (dropped_as_listed(&r->f, r->headers, r->nheaders, h->name, true))
             continue;
         /* Only we can vouch for a client certificate, on any listener. */
         if (http1_str_ieq(h->name, "x-client-cert-subject"))
@@ -351,7 +371,7 @@ build_response_head(struct http_sess *s, const struct http1_response *r, struct 
                 put_hdr(&o, h->name, h->value);
             continue;
         }
-        if (conn_may_list(&r->f, h->name) && listed_in_connection(r->headers, r->nheaders, h->name))
+        if (dropped_as_listed(&r->f, r->headers, r->nheaders, h->name, false))
             continue;
         put_hdr(&o, h->name, h->value);
     }

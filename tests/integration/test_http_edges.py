@@ -353,3 +353,65 @@ def test_access_log_counts_a_body_that_came_with_its_head(backends, tern, tmp_pa
     assert len(lines) == 2, lines
     ins = [int(line.split('" ')[1].split()[1]) for line in lines]
     assert ins == [len(post), len(nxt)], (ins, lines)
+
+
+SMUGGLED = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("listed", ["Content-Length", "Transfer-Encoding", "Host"])
+def test_connection_cannot_unframe_a_request(backends, tern, listed):
+    """A client that lists Content-Length, Transfer-Encoding or Host in
+    Connection: the field still reaches the backend, so the body stays the
+    body (dropping Content-Length made it a second request nobody routed)
+    and the backend still learns the host."""
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    if listed == "Host":
+        req = b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n"
+    elif listed == "Content-Length":
+        req = (b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED)
+    else:
+        req = (b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Transfer-Encoding\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(SMUGGLED) + SMUGGLED
+               + b"\r\n0\r\n\r\n")
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(req)
+    r = http.client.HTTPResponse(c)
+    r.begin()
+    body = r.read()
+    c.close()
+    assert r.status == 200, body
+    if listed == "Host":
+        assert b"\r\nhost: x\r\n" in body.lower(), body
+    else:
+        assert body == SMUGGLED
+    time.sleep(scaled(0.3))
+    assert not any("SMUGGLED" in line for line in b.requests()), b.requests()
+
+
+@pytest.mark.parametrize("listed", ["Content-Length", "Transfer-Encoding"])
+def test_connection_cannot_unframe_a_response(tern, listed):
+    """The same from a backend: a response that lists its framing field in
+    Connection keeps it, and the client's keep-alive connection stays in
+    step (the next response is read as the next response)."""
+    framed = {
+        "Content-Length": b"Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding": b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    }[listed]
+
+    def handle(c, n, head, data):
+        c.sendall(b"HTTP/1.1 200 OK\r\nConnection: " + listed.encode() + b"\r\n" + framed)
+        return data
+
+    b = RawBackend(handle)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    conn = None
+    for _ in range(2):
+        r, data, conn = get(port, conn=conn)
+        assert r.status == 200 and data == b"hello"
+        assert r.getheader(listed) is not None, r.getheaders()
+    conn.close()
+    b.stop()
