@@ -15,5 +15,9 @@ int lb_admin_start(struct lb_ctl *ctl);
  * admin.listen needs a restart and is logged). */
 void lb_admin_reloaded(struct lb_ctl *ctl);
 void lb_admin_stop(struct lb_ctl *ctl);
+/* Called at the end of each configuration load (lb/reload.c): answers the
+ * POST /api/v1/reload requests that waited for loads up to
+ * lb_reload_finished(). */
+void lb_admin_loads_finished(struct lb_ctl *ctl);
 
 #endif

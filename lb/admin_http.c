@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lb/admin.h"
 #include "lb/admin_int.h"
 #include "lb/log.h"
 #include "lb/reload.h"

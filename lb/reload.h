@@ -26,10 +26,6 @@ uint64_t lb_reload_request_api(struct lb_ctl *ctl);
  * none yet). */
 uint64_t lb_reload_finished(const struct lb_ctl *ctl);
 
-/* Defined by the admin API (lb/admin_http.c), called by each load's end:
- * answers the requests that waited for loads up to lb_reload_finished(). */
-void lb_admin_loads_finished(struct lb_ctl *ctl);
-
 /* Before ctl's loop is destroyed: a load still running is abandoned (its
  * thread frees what it made). */
 void lb_reload_stop(struct lb_ctl *ctl);
