@@ -11,8 +11,8 @@
  * Invariants (abort() when broken): every value read is a terminated
  * string that fits its buffer; the clone's XML exists exactly when the
  * template has <name>...</name>, has no <mac address.../> left and no
- * <uuid>...</uuid> (unless removing a <mac> formed one), and names the clone when nothing it cuts
- * or rewrites can reach its <name>.
+ * <uuid>...</uuid> (unless removing a <mac> formed one), and names the
+ * clone when nothing it cuts or rewrites can reach its <name>.
  */
 #include <stdbool.h>
 #include <stdint.h>
