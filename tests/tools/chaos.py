@@ -1023,15 +1023,21 @@ class Campaign:
         if o:
             self.judge(n, f"{how} to port {port}", data, o, expect, lenient or not ok)
 
+    def open(self, n, port, data, refused_ok=False):
+        """A connection to port, or None (a finding unless refused_ok)."""
+        try:
+            return connect(port, 5)
+        except OSError as ex:
+            if not refused_ok:
+                self.find("connect-failed", n, f"port {port}: {ex}", data)
+            return None
+
     def send_read(self, n, port, data, rng, how, hang=None, done=None, settled=None, refused_ok=False):
         """Connects, sends data as how says and reads until the end. Returns
         (outcome, whether all was sent); outcome is None when the client
         cut the connection itself (rst, rst_mid, close) or could not connect."""
-        try:
-            s = connect(port, 5)
-        except OSError as ex:
-            if not refused_ok:
-                self.find("connect-failed", n, f"port {port}: {ex}", data)
+        s = self.open(n, port, data, refused_ok)
+        if not s:
             return None, False
         try:
             ok = deliver(s, data, rng, how, time.monotonic() + self.hang_s)
@@ -1126,14 +1132,19 @@ class Campaign:
         reading, or resets in the middle: back pressure on every path."""
         path = rng.choice([b"/big?n=65536", b"/chunked", b"/mixed/big?n=65536", b"/bad/x"])
         data = req(b"GET", path) * rng.randint(2, 30)
-        port = self.env.web
+        # A small receive buffer, set before connecting: shrunk afterwards,
+        # the kernel's window updates come only with delayed ACKs (4 KiB per
+        # 200 ms, with or without tern in the path).
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rng.choice([2048, 8192, 65536]))
+        s.settimeout(5)
         try:
-            s = connect(port, 5)
+            s.connect((HOST, self.env.web))
         except OSError as ex:
-            self.find("connect-failed", n, f"port {port}: {ex}", data)
+            s.close()
+            self.find("connect-failed", n, f"web: {ex}", data)
             return
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rng.choice([2048, 8192, 65536]))
             deliver(s, data, rng, rng.choice(["all", "halfclose"]), time.monotonic() + self.hang_s)
             stop_at = time.monotonic() + rng.choice([0.5, 2, 6])
             s.settimeout(0.5)
@@ -1209,10 +1220,8 @@ class Campaign:
         else:
             data, expect = mutate(chaos_request(rng), rng), None
         port = self.env.tls
-        try:
-            s = connect(port, 5)
-        except OSError as ex:
-            self.find("connect-failed", n, f"tls: {ex}", data)
+        s = self.open(n, port, data)
+        if not s:
             return
         try:
             try:
@@ -1262,10 +1271,8 @@ class Campaign:
     def op_tcps(self, n, rng):
         """The TCP listener with TLS: relays the decrypted bytes."""
         data, _ = valid_request(rng) if rng.random() < 0.5 else (rng.randbytes(rng.randint(1, 2000)), None)
-        try:
-            s = connect(self.env.tcps, 5)
-        except OSError as ex:
-            self.find("connect-failed", n, f"tcps: {ex}", data)
+        s = self.open(n, self.env.tcps, data)
+        if not s:
             return
         try:
             try:
