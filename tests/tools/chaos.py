@@ -60,12 +60,18 @@ TOKEN = "chaos-t0ken"
 T_CLIENT, T_HEADER, T_TUNNEL, T_SERVER, T_CONNECT, T_QUEUE = 4, 3, 5, 4, 1, 2
 
 
-def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_ports(n):
+    """n distinct free ports: each stays bound until all are picked, so no
+    two are the same."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def connect(port, timeout):
@@ -307,8 +313,9 @@ class Env:
     def __init__(self, dir, seed):
         self.dir = dir
         self.seed = seed
-        self.web, self.tls, self.tcp, self.tcps, self.admin, self.web2 = (free_port() for _ in range(6))
-        self.closed = free_port()  # nothing listens here
+        # The good backends' ports too, all distinct; nothing listens on closed.
+        (self.web, self.tls, self.tcp, self.tcps, self.admin, self.web2, self.closed,
+         *self.good_ports) = free_ports(10)
         self.cert = os.path.join(dir, "cert.pem")
         self.key = os.path.join(dir, "key.pem")
         self.ec_cert = os.path.join(dir, "ec-cert.pem")
@@ -915,8 +922,7 @@ class Campaign:
                        check=True, capture_output=True)
         with open(e.token_file, "w") as f:
             f.write(TOKEN + "\n")
-        for i in range(3):
-            port = free_port()
+        for i, port in enumerate(e.good_ports):
             p = subprocess.Popen([sys.executable, BACKEND, "--port", str(port), "--name", f"good{i + 1}"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.procs.append(p)
@@ -928,18 +934,37 @@ class Campaign:
             b = BadBackend(k, self.seed, self.stop)
             self.bad.append(b)
             e.bad[k] = b.port
-        write_config(e, make_config(e, 0))
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1:halt_on_error=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-        self.stderr = open(self.stderr_path, "w")
-        self.tern = subprocess.Popen([self.tern_bin, "-c", e.conf], stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr, env=env)
+        for attempt in range(3):
+            write_config(e, make_config(e, 0))
+            self.stderr = open(self.stderr_path, "w")
+            self.tern = subprocess.Popen([self.tern_bin, "-c", e.conf], stdout=subprocess.DEVNULL,
+                                         stderr=self.stderr, env=env)
+            if self.wait_listening() or attempt == 2:
+                return
+            # A port picked free was taken before tern bound it (other
+            # tests run beside this one): new ports, same campaign.
+            self.stderr.close()
+            e.web, e.tls, e.tcp, e.tcps, e.admin, e.web2 = free_ports(6)
+
+    def wait_listening(self):
+        """True once tern listens everywhere; False when it could not bind."""
+        e = self.env
         deadline = time.monotonic() + (60 if self.sanitized else 20)
         for port in (e.web, e.tls, e.tcp, e.tcps, e.admin):
             while True:
                 if self.tern.poll() is not None:
-                    raise RuntimeError(f"tern exited at start ({self.tern.returncode}):\n{self.stderr_text()}")
+                    # Its log goes to a file once the configuration is read.
+                    try:
+                        with open(e.log, errors="replace") as f:
+                            log = self.stderr_text() + f.read()
+                    except OSError:
+                        log = self.stderr_text()
+                    if "in use" in log:
+                        return False
+                    raise RuntimeError(f"tern exited at start ({self.tern.returncode}):\n{log}")
                 try:
                     connect(port, 0.5).close()
                     break
@@ -947,6 +972,7 @@ class Campaign:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"tern did not listen on {port}:\n{self.stderr_text()}")
                     time.sleep(0.05)
+        return True
 
     def teardown(self):
         self.stop.set()
