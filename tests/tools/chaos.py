@@ -1125,10 +1125,39 @@ class Campaign:
 
     def op_web2(self, n, rng):
         # web2 exists in every other valid configuration: refused is fine.
+        if rng.random() < 0.5:
+            self.keepalive(n, rng, rng.choice([self.env.web2, self.env.web]))
+            return
         data = mutate(chaos_request(rng), rng) if rng.random() < 0.7 else chaos_request(rng)
         o, _ = self.send_read(n, self.env.web2, data, rng, "halfclose", refused_ok=True)
         if o:
             self.judge(n, "to web2", data, o, None, True)
+
+    def keepalive(self, n, rng, port):
+        """Valid requests one after the other on one connection, with pauses
+        in which reloads add or remove its listener: each gets a whole
+        answer, or the connection closes between two of them."""
+        s = self.open(n, port, b"", refused_ok=True)
+        if not s:
+            return
+        sent = b""
+        try:
+            for _ in range(rng.randint(2, 6)):
+                data = req(b"GET", rng.choice([b"/", b"/mixed/", b"/chunked", b"/conn"]))
+                sent += data
+                try:
+                    s.sendall(data)
+                except OSError:
+                    return  # closed between two requests: allowed
+                o = read_all(s, self.hang_s, done=lambda d: parse_answers(d)[1] is None and parse_answers(d)[0])
+                if o.end in ("hang", "endless") or (o.data and parse_answers(o.data)[1] not in (None, "cut")):
+                    self.judge(n, f"keep-alive to {port}", sent, o, None, True)
+                    return
+                if o.end != "answered":
+                    return
+                self.stop.wait(rng.choice([0, 0.2, 1, 3]))
+        finally:
+            s.close()
 
     def op_flood(self, n, rng):
         """Many connections at once, each left with nothing, a part of a
