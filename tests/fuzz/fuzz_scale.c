@@ -180,8 +180,10 @@ static const struct tern_host host = {
 };
 
 /* The exec provider's create, from the point where its program exited 0
- * with pieces[0] on its standard output (exec_create in
- * scale/provider_exec.c, which also runs the program). */
+ * with pieces[0] on its standard output: exec_create in
+ * scale/provider_exec.c, step for step, as it also runs the program (and
+ * destroy, for a name). Keep the two in step until that parsing is a
+ * function of its own. */
 static int
 prov_create(void *p, const char *group, const char *server, char *address, size_t addrlen,
             char *err, size_t errlen)
@@ -200,6 +202,11 @@ prov_create(void *p, const char *group, const char *server, char *address, size_
     if (scale_split_hostport(line, h, sizeof(h), port, sizeof(port)) < 0 || atoi(port) <= 0 ||
         atoi(port) > 65535) {
         snprintf(err, errlen, "exited 0 but its last line \"%.100s\" is no host:port", line);
+        return -1;
+    }
+    if (line[0] != '[' && names_a_host(h)) {
+        /* refuse_name(), without running destroy. */
+        snprintf(err, errlen, "exited 0 but printed a host name, \"%.100s\"", line);
         return -1;
     }
     snprintf(address, addrlen, "%s", line);
