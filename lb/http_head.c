@@ -170,6 +170,16 @@ peer_ip(const struct http_sess *s, char *out, size_t cap)
 
 /* Writes the head sent to the backend: the request line as received, the
  * end-to-end fields, and what a proxy adds. Returns -1 if it does not fit. */
+/* An empty Host is a Host all the same: adding one would make two. */
+static bool
+has_host_field(const struct http1_request *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (http1_str_ieq(r->headers[i].name, "host"))
+            return true;
+    return false;
+}
+
 static int
 build_request_head(struct http_sess *s, const struct http1_request *r, struct lb_buf *dst)
 {
@@ -215,7 +225,7 @@ build_request_head(struct http_sess *s, const struct http1_request *r, struct lb
         }
         put_hdr(&o, h->name, h->value);
     }
-    if (!r->host.len && !r->minor_version) {
+    if (!r->host.len && !r->minor_version && !has_host_field(r)) {
         /* HTTP/1.0 allows a missing Host; the backend still wants one. A
          * pool with no server yet (filled at runtime) has no address to give:
          * its slot 0 is empty, and the request goes without, as 1.0 allows. */

@@ -139,17 +139,6 @@ fuzz_request(struct http_sess *s, struct conf_listener *cl, const char *buf, siz
     }
     check(dst.head == 0 && dst.tail <= LB_BUF_SIZE);
 
-    /* Known bug, reported, not ours to fix: an HTTP/1.0 request with an
-     * empty Host field gets a second Host (build_request_head tests the
-     * value's length, not the field's presence), which the backend must
-     * refuse (RFC 9112 3.2). tests/fuzz/crashes/heads-http10-empty-host
-     * shows it (with TERN_FUZZ_ALL=1); drop this once it is fixed. */
-    if (known_bugs_hidden() && r.minor_version == 0 && r.host.len == 0 &&
-        count(r.headers, r.nheaders, "host") > 0) {
-        free(out);
-        return;
-    }
-
     /* What the backend reads: one whole head, the same message. */
     struct http1_limits roomy = {LB_BUF_SIZE, LB_BUF_SIZE, HTTP1_MAX_HEADERS};
     ssize_t n = http1_parse_request(out, dst.tail, &roomy, &o);

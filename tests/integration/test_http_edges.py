@@ -415,3 +415,19 @@ def test_connection_cannot_unframe_a_response(tern, listed):
         assert r.getheader(listed) is not None, r.getheaders()
     conn.close()
     b.stop()
+
+
+@pytest.mark.parametrize("host", [b"", b"Host:\r\n", b"Host: a\r\n"])
+def test_http10_request_reaches_the_backend_with_one_host(backends, tern, host):
+    """HTTP/1.0 may come without Host: tern gives the backend one. An empty
+    Host is still a Host and goes on alone (a second one would make the
+    backend refuse the request, RFC 9112 3.2)."""
+    (b,) = backends(1)
+    port = free_port()
+    tern(simple_config(port, [b]), [port])
+    out = raw_exchange(port, b"GET /headers HTTP/1.0\r\n" + host + b"\r\n")
+    assert status_of(out) == 200, out
+    body = out.split(b"\r\n\r\n", 1)[1].lower()
+    assert body.count(b"\r\nhost:") == 1, body
+    if host:
+        assert host.lower().rstrip(b"\r\n") in body, body
