@@ -8,8 +8,9 @@ report (ASan, UBSan, LeakSanitizer), an exit code other than 0 on SIGTERM,
 a connection that gets neither an answer nor a close, a malformed or wrong
 answer, or a final normal request that is not served.
 
-The second test kills tern in the middle of a campaign and checks that the
-campaign says so: a harness that cannot see a crash would pass anything.
+Two tests check the harness itself, since one that cannot see a failure
+would pass anything: tern killed in the middle of a campaign, and a tern
+that writes a sanitizer report and exits 3 when stopped, must both fail it.
 """
 import os
 import sys
@@ -23,9 +24,9 @@ SEED = 20261124
 CHAOS_SECONDS = 25
 
 
-def campaign(tmp_path, seed, duration, **kw):
+def campaign(tmp_path, seed, duration, tern_bin=TERN, **kw):
     lines = []
-    c = chaos.Campaign(TERN, seed, duration, count=20000, threads=12, keep=str(tmp_path / "chaos"),
+    c = chaos.Campaign(tern_bin, seed, duration, count=20000, threads=12, keep=str(tmp_path / "chaos"),
                        hang_s=scaled(12), log=lines.append, **kw)
     findings = c.run()
     return findings, "\n".join(lines)
@@ -42,6 +43,24 @@ def test_chaos_campaign(tmp_path):
 def test_chaos_sees_a_crash(tmp_path):
     findings, out = campaign(tmp_path, SEED + 1, 60, kill_after=scaled(3))
     assert any(f["kind"] == "tern-died" for f in findings), out
+
+
+def test_chaos_sees_a_report_and_an_exit_code(tmp_path):
+    """A tern that serves well but writes a LeakSanitizer report and exits 3
+    on SIGTERM (a wrapper) fails the campaign on both counts."""
+    fake = tmp_path / "tern-with-a-report"
+    fake.write_text(
+        "#!/bin/bash\n"
+        f"'{TERN}' \"$@\" & child=$!\n"
+        "trap 'kill -HUP $child' HUP\n"
+        "trap 'kill -USR1 $child' USR1\n"
+        "trap 'kill -TERM $child; wait $child;"
+        " echo \"==1==ERROR: LeakSanitizer: detected memory leaks\" >&2; exit 3' TERM\n"
+        "while kill -0 $child 2>/dev/null; do wait $child; done\n")
+    fake.chmod(0o755)
+    findings, out = campaign(tmp_path, SEED + 2, 3, tern_bin=str(fake))
+    kinds = {f["kind"] for f in findings}
+    assert {"sanitizer", "exit-code"} <= kinds, out
 
 
 # ---- what chaos found, pinned down ----
