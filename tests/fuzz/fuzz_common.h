@@ -28,15 +28,6 @@ fits(const char *s, size_t size)
     return memchr(s, '\0', size) != NULL;
 }
 
-/* Whether the targets steer around the bugs they found that are reported
- * and not fixed yet, so that `make test` passes meanwhile. TERN_FUZZ_ALL=1
- * turns that off, to replay a reproducer from tests/fuzz/crashes/. */
-static inline bool
-known_bugs_hidden(void)
-{
-    return getenv("TERN_FUZZ_ALL") == NULL;
-}
-
 /* Two cut points 0 <= *cut1 <= *cut2 <= len, from a hash of the input's
  * first 64 bytes. */
 static inline void
