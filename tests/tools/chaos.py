@@ -452,17 +452,13 @@ def make_bad_config(env, rng, variant):
     return out
 
 
-def write_config(env, text, rng=None):
+def write_config(env, text):
+    # Always whole (rename): a half-written file can be a valid one with
+    # fewer listeners, and tern would rightly take it.
     tmp = env.conf + ".tmp"
     with open(tmp, "w", encoding="latin-1") as f:
         f.write(text)
-    if rng is not None and rng.random() < 0.1:
-        # Now and then written in place, so a reload may read a half-written file.
-        with open(env.conf, "w", encoding="latin-1") as f:
-            f.write(text)
-        os.unlink(tmp)
-    else:
-        os.replace(tmp, env.conf)
+    os.replace(tmp, env.conf)
 
 
 # ---------------------------------------------------------------------------
@@ -1430,9 +1426,9 @@ class Campaign:
                 text = make_config(self.env, rng.randrange(12))
                 kind = "valid"
             else:
-                text = make_bad_config(self.env, rng, rng.randrange(12))
+                text = self.checked_bad_config(rng)
                 kind = "invalid"
-            write_config(self.env, text, rng)
+            write_config(self.env, text)
             self.tally(f"reload_{kind}")
             if rng.random() < 0.2:
                 # The same reload through the admin API.
@@ -1449,6 +1445,24 @@ class Campaign:
             else:
                 self.tern.send_signal(signal.SIGHUP)
             time.sleep(rng.choice([0, 0.05, 0.3]))
+
+    def checked_bad_config(self, rng):
+        """A broken configuration that `tern -t` refuses. Some breakages
+        (a truncation at a line's end, a duplicated list item) leave a
+        valid file with fewer listeners, which a reload rightly applies;
+        those are swapped for one that is surely wrong."""
+        text = make_bad_config(self.env, rng, rng.randrange(12))
+        path = os.path.join(self.dir, "candidate.yaml")
+        with open(path, "w", encoding="latin-1") as f:
+            f.write(text)
+        r = subprocess.run([self.tern_bin, "-t", "-c", path], capture_output=True, timeout=120)
+        err = r.stderr.decode("utf-8", "replace")
+        if self.sanitizer_report(err) or r.returncode not in (0, 1):
+            self.find("config-check", -1, f"tern -t exited {r.returncode}: {err[-3000:]}", text.encode("latin-1"))
+        if r.returncode == 0:
+            self.tally("bad_config_valid")
+            text = make_config(self.env, 0) + "bogus_key: 1\n"
+        return text
 
     def op_sigusr1(self, n, rng):
         with self.sig_lock:
