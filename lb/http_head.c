@@ -399,7 +399,8 @@ build_response_head(struct http_sess *s, const struct http1_response *r, struct 
 }
 
 /* Parses response heads in sin. Returns 1 when the final head was handled,
- * 0 when more bytes are needed, -1 when the session ended. */
+ * 0 when more bytes are needed, -1 when an error answer was queued, -2 when
+ * the session is freed (s must not be touched). */
 int
 http_response_head(struct http_sess *s)
 {
@@ -424,7 +425,7 @@ http_response_head(struct http_sess *s)
                     r->error ? r->error : "?");
             if (s->x->any_resp_sent) {
                 http_sess_close(s);
-                return -1;
+                return -2;
             }
             http_send_error(s, 502);
             return -1;

@@ -949,6 +949,12 @@ static bool
 backend_lost(struct http_sess *s, bool error)
 {
     if (s->state == ST_TUNNEL) {
+        if (error) {
+            /* A reset (or a write after the backend's close): nothing more
+             * can reach it, and bytes left for it would be retried forever. */
+            sess_close(s);
+            return true;
+        }
         s->x->b_eof = true;
         return false;
     }
@@ -1166,6 +1172,8 @@ sess_run(struct http_sess *s)
         }
         if (s->state == ST_FORWARD && !s->x->resp_head_done && lb_buf_len(&s->x->sin)) {
             int r = http_response_head(s);
+            if (r == -2)
+                return; /* freed */
             if (r < 0) {
                 if (s->state == ST_LINGER)
                     continue;

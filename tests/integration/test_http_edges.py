@@ -431,3 +431,72 @@ def test_http10_request_reaches_the_backend_with_one_host(backends, tern, host):
     assert body.count(b"\r\nhost:") == 1, body
     if host:
         assert host.lower().rstrip(b"\r\n") in body, body
+
+
+def test_broken_head_after_an_interim_response_is_cut_cleanly(tern):
+    """100 Continue passed on, then a head that does not parse: the client's
+    connection is cut (it has seen a response already). tern freed the
+    session there and then read it again (ASan: use after free)."""
+
+    def handle(c, n, head, data):
+        c.sendall(b"HTTP/1.1 100 Continue\r\n\r\ngarbage\r\n\r\n")
+        time.sleep(0.3)
+        c.close()
+        return None
+
+    b = RawBackend(handle)
+    port = free_port()
+    t = tern(simple_config(port, [b]), [port])
+    for _ in range(3):
+        out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"garbage" not in out
+        assert out == b"" or out.startswith((b"HTTP/1.1 100 ", b"HTTP/1.1 502 ")), out
+    time.sleep(scaled(0.5))
+    assert t.proc.poll() is None, t.log()
+    b.stop()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_websocket_backend_gone_while_the_client_sends(tern, reset):
+    """The backend switches to a tunnel and leaves (FIN or reset) while the
+    client goes on sending: the tunnel ends. tern used to retry the write
+    forever, and the worker served no one else."""
+
+    def handle(c, n, head, data):
+        if b"Upgrade" not in head:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            return data
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\n")
+        if reset:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()
+        return None
+
+    b = RawBackend(handle)
+    port = free_port()
+    # One worker: a spinning one would leave nobody to answer the next GET.
+    t = tern(simple_config(port, [b]).replace("workers: 2", "workers: 1"), [port])
+    c = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    c.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 101 ")
+    time.sleep(0.2)
+    try:
+        for _ in range(20):
+            c.sendall(b"x" * 1000)
+            time.sleep(0.02)
+    except OSError:
+        pass
+    # The worker still serves others, and the tunnel's client is let go.
+    r, data, conn = get(port, "/")
+    conn.close()
+    assert r.status == 200 and data == b"ok\n"
+    c.settimeout(scaled(5))
+    try:
+        while c.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    c.close()
+    assert t.proc.poll() is None
+    b.stop()
