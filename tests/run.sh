@@ -10,8 +10,8 @@
 #
 # TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests.
 # TERN_FUZZ_SECONDS bounds each fuzz run (default: 30 s for fuzz_http1, 15 s
-# for fuzz_conf and fuzz_vrrp, 10 s for each other target, about two minutes
-# in all).
+# for fuzz_conf and fuzz_vrrp, 10 s for each other target; two run at once,
+# about 75 s in all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -169,6 +169,8 @@ echo "== fuzz"
 if command -v clang >/dev/null; then
     if CC=clang build_tree build-fuzz --buildtype=debug -Dfuzz=true \
         -Db_sanitize=address,undefined -Db_lundef=false; then
+        # Two targets at a time, one per core: nothing timed runs meanwhile.
+        names=() works=()
         for f in build-fuzz/tests/fuzz_*; do
             [ -f "$f" ] && [ -x "$f" ] || continue
             name=$(basename "$f")
@@ -181,8 +183,20 @@ if command -v clang >/dev/null; then
             dict=()
             [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
             work=$(mktemp -d)
-            if TMPDIR="$work" "$f" -max_total_time="${TERN_FUZZ_SECONDS:-$secs}" -timeout=5 -rss_limit_mb=2048 \
-                "${dict[@]}" -artifact_prefix="$work/" "$work" "$corpus" >"$work/log" 2>&1; then
+            while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+            (
+                TMPDIR="$work" "$f" -max_total_time="${TERN_FUZZ_SECONDS:-$secs}" -timeout=5 \
+                    -rss_limit_mb=2048 "${dict[@]}" -artifact_prefix="$work/" "$work" "$corpus" \
+                    >"$work/log" 2>&1
+                echo $? >"$work/rc"
+            ) &
+            names+=("$name")
+            works+=("$work")
+        done
+        wait
+        for i in "${!names[@]}"; do
+            name=${names[$i]} work=${works[$i]}
+            if [ "$(cat "$work/rc" 2>/dev/null)" = 0 ]; then
                 passed=$((passed + 1))
                 echo "fuzz $name: $(grep -oE '#[0-9]+[[:space:]]+DONE.*' "$work/log" | tail -1)"
             else
