@@ -96,7 +96,25 @@ pytest_pass() { # binary, outfile
 tally_pytest() { # label, outfile
     local label=$1 out line
     out=$(cat "$2")
-    echo "$out" | tail -40
+    # A failure's traceback is in pytest's ERRORS and FAILURES sections,
+    # long before the last lines: print them whole (up to a bound), so
+    # that a CI log alone says what went wrong.
+    local tb n
+    tb=$(awk '/^=+ (ERRORS|FAILURES) =+$/ { on = 1 }
+              on && /^=+ / && !/^=+ (ERRORS|FAILURES) =+$/ { on = 0 }
+              on' <<<"$out")
+    if [ -n "$tb" ]; then
+        n=$(wc -l <<<"$tb")
+        head -600 <<<"$tb"
+        [ "$n" -le 600 ] || echo "[... $((n - 600)) more lines of the $label pass's failures cut ...]"
+    fi
+    local summary
+    summary=$(sed -En '/^=+ short test summary info =+$/,$p' <<<"$out")
+    if [ -n "$tb" ] && [ -n "$summary" ]; then
+        tail -40 <<<"$summary"
+    else
+        echo "$out" | tail -40
+    fi
     line=$(grep -E '^[0-9]+ (passed|failed|skipped|error)|^=+ .*(passed|failed|skipped|error).* =+$|no tests ran' <<<"$out" | tail -1)
     local p f s e
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
