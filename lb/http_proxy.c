@@ -622,7 +622,7 @@ read_into(struct lb_worker *w, int fd, struct ssl_st *ssl, struct lb_buf *b, boo
     if (ssl)
         return tls_read_into(w, ssl, b, room, ready, want);
     for (;;) {
-        ssize_t n = read(fd, b->data + b->tail, room);
+        ssize_t n = recv(fd, b->data + b->tail, room, 0);
         if (n > 0) {
             b->tail += (uint32_t)n;
             return n;
@@ -708,9 +708,10 @@ write_out_more(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb,
     if (!n)
         return 0;
     for (;;) {
-        ssize_t k = more ? sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)n},
-                                   MSG_MORE | MSG_NOSIGNAL)
-                         : writev(fd, iov, n);
+        ssize_t k =
+            n == 1 ? send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | (more ? MSG_MORE : 0))
+                   : sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)n},
+                             MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (k >= 0) {
             size_t left = (size_t)k;
             uint32_t h = hb->data ? hb->tail - hb->head : 0;
