@@ -143,6 +143,24 @@ helper(const char *cmd, char **envp, int out, int st)
     _exit(0);
 }
 
+/* Whether fd became readable before deadline (an error counts as readable:
+ * the read() that follows reports it). */
+static bool
+readable_by(int fd, double deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        double left = deadline - mono();
+        int r;
+
+        if (left <= 0)
+            return false;
+        r = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return true;
+    }
+}
+
 static bool
 read_all(int fd, void *buf, size_t len)
 {
@@ -183,6 +201,14 @@ scale_exec_run(const char *cmd, char *const *env, uint64_t timeout_ms, char **ou
     fds[1] = -1;
     close(st[1]);
     st[1] = -1;
+    /* The helper is a fork of a threaded process: should it never get as far
+     * as starting the program, the run still ends at its deadline. */
+    if (!readable_by(st[0], deadline)) {
+        kill(helper_pid, SIGKILL);
+        snprintf(err, errlen, "timed out after %llu ms before the program started, killed",
+                 (unsigned long long)timeout_ms);
+        goto out;
+    }
     if (!read_all(st[0], &pid, sizeof(pid))) {
         snprintf(err, errlen, "cannot start /bin/sh");
         goto out;
