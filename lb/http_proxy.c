@@ -19,7 +19,8 @@
  * they fit: both are replayed when a reused backend connection turns out to
  * be closed, and the head names the request in the access log.
  *
- * TLS (lb/tls.h) sits under read_into() and write_out() on either side. The
+ * TLS (lb/tls.h) sits under http_read_into() and http_write_out() (lb/http_io.c)
+ * on either side. The
  * readiness flags keep their meaning ("the last attempt did not block"), but
  * the event that sets them again is whatever TLS asked for (c_rdw etc.): a
  * read may wait for the socket to be writable. A flag is only cleared when
@@ -30,10 +31,12 @@
  * under the connect timeout.
  *
  * lb/http_head.c parses, routes and rewrites the request and response heads;
- * everything else is here: the session's state machine, life cycle and
- * timeouts, the backend side (picking a server, connecting, retries, the
- * queue, reusing idle connections), body framing, socket and TLS I/O, error
- * answers and the access log. lb/http_proxy_int.h has what both files share.
+ * lb/http_io.c does the socket and TLS I/O, lb/http_log.c the access log and
+ * the counters of a finished request; everything else is here: the
+ * session's state machine, life cycle and timeouts, the backend side
+ * (picking a server, connecting, retries, the queue, reusing idle
+ * connections), body framing and error answers. lb/http_proxy_int.h has
+ * what these files share.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -109,90 +112,6 @@ err_response(int status)
     default:
         return err_text[0];
     }
-}
-
-/* ---- access log and counters ---- */
-
-static void
-log_request(struct http_sess *s, const char *term)
-{
-    struct lb_pool *p = s->x->pool >= 0 ? &s->gen->snap->pools[s->x->pool] : NULL;
-    struct lb_server *srv = (p && s->x->srv >= 0) ? &p->servers[s->x->srv] : NULL;
-    int cls = s->x->status / 100;
-
-    if (cls < 1 || cls > 5)
-        cls = 0;
-    struct lb_listener_stats *ls = lb_lstats(s->l);
-    lb_stat_add(&ls->requests, 1);
-    lb_stat_add(&ls->responses[cls], 1);
-    if (!srv && p && s->x->status)
-        atomic_fetch_add_explicit(&p->local_responses[cls], 1, memory_order_relaxed);
-    if (srv) {
-        atomic_fetch_add_explicit(&srv->st.responses[cls], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->st.bytes_in, s->x->bytes_in, memory_order_relaxed);
-        atomic_fetch_add_explicit(&srv->st.bytes_out, s->x->bytes_out, memory_order_relaxed);
-        if (s->x->status) {
-            lb_server_observe(srv, lb_now_us(s->w->loop) - s->x->t_start);
-            if (s->x->status >= 500 && s->x->t_resp)
-                atomic_fetch_add_explicit(&srv->consecutive_failures, 1, memory_order_relaxed);
-            else if (s->x->t_resp)
-                atomic_store_explicit(&srv->consecutive_failures, 0, memory_order_relaxed);
-        }
-    }
-    if (!lb_accesslog_enabled())
-        return;
-
-    struct sockaddr_storage ss = {0};
-    char client[64];
-    if (s->peer_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        in->sin_port = htons(s->peer_port);
-        memcpy(&in->sin_addr, s->peer, 4);
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(s->peer_port);
-        memcpy(&in6->sin6_addr, s->peer, 16);
-    }
-    lb_addr_ipport(&ss, client, sizeof(client));
-
-    /* The request line is the first line of the rewritten head in sout. */
-    const char *m = "-", *path = "-";
-    size_t mlen = 1, plen = 1;
-    if (s->x->sout.data && s->x->sout_len) {
-        const char *h = s->x->sout.data, *e = h + s->x->sout_len;
-        const char *sp1 = memchr(h, ' ', (size_t)(e - h));
-        const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(e - sp1 - 1)) : NULL;
-        if (sp1 && sp2) {
-            m = h;
-            mlen = (size_t)(sp1 - h);
-            path = sp1 + 1;
-            plen = (size_t)(sp2 - sp1 - 1);
-        }
-    }
-    uint64_t now = lb_now_us(s->w->loop);
-    struct lb_access a = {
-        .client = client,
-        .listener = lcf(s)->name,
-        .pool = p ? p->cf->name : NULL,
-        .server = srv ? srv->name : NULL,
-        .method = m,
-        .method_len = mlen,
-        .path = path,
-        .path_len = plen,
-        .minor_version = s->x->minor >= 0 ? s->x->minor : 1,
-        .status = s->x->status,
-        .bytes_in = s->x->bytes_in,
-        .bytes_out = s->x->bytes_out,
-        .t_connect_us = s->x->t_connect ? s->x->t_connect - s->x->t_start : UINT64_MAX,
-        .t_response_us = s->x->t_resp ? s->x->t_resp - s->x->t_start : UINT64_MAX,
-        .t_total_us = now - s->x->t_start,
-        .termination = term,
-        .tls_version = s->ssl ? lb_tls_version(s->ssl) : NULL,
-        .tls_cipher = s->ssl ? lb_tls_cipher(s->ssl) : NULL,
-    };
-    lb_accesslog_write(s->w, &a);
 }
 
 /* ---- backend connection ---- */
@@ -476,7 +395,7 @@ send_error(struct http_sess *s, int status)
     lb_buf_append(&s->w->bufs, &s->x->cout, txt, strlen(txt));
     s->x->bytes_out += strlen(txt);
     if (s->x->pool >= 0 || s->x->minor >= 0 || status != 408)
-        log_request(s, status >= 500 ? "backend" : "client");
+        http_log_request(s, status >= 500 ? "backend" : "client");
     /* Lingering close: keep reading (and discarding) what the client still
      * sends for a moment, so that closing with unread bytes does not reset
      * the connection before the client has read the answer. */
@@ -569,178 +488,6 @@ approve_response(struct http_sess *s)
     return 0;
 }
 
-/* ---- socket I/O ---- */
-
-/* TLS hands out one record per call: read until the buffer is full or
- * nothing is left inside the connection. What stays inside keeps *ready set.
- * An EOF or error after some bytes is seen again by the next call. */
-static ssize_t
-tls_read_into(struct lb_worker *w, struct ssl_st *ssl, struct lb_buf *b, size_t room, bool *ready,
-              uint8_t *want)
-{
-    ssize_t total = 0;
-    while (room) {
-        int wt = EV_READ;
-        ssize_t n = lb_tls_read(ssl, b->data + b->tail, room, &wt);
-        if (n > 0) {
-            b->tail += (uint32_t)n;
-            room -= (size_t)n;
-            total += n;
-            /* Nothing left inside TLS: another call would be a read(2)
-             * that most likely blocks; *ready stays set, as after a short
-             * plain read. */
-            if (!lb_tls_pending(ssl))
-                return total;
-            continue;
-        }
-        if (n == -1) {
-            *ready = false;
-            *want = (uint8_t)wt;
-            if (!total)
-                lb_buf_release(&w->bufs, b, false);
-            return total ? total : -1;
-        }
-        return total ? total : n;
-    }
-    return total;
-}
-
-/* Returns bytes read, 0 on EOF, -1 when it would block (ready cleared, *want
- * set to the event to wait for), -2 on error (for TLS: also a cut without
- * close_notify). */
-static ssize_t
-read_into(struct lb_worker *w, int fd, struct ssl_st *ssl, struct lb_buf *b, bool *ready,
-          uint8_t *want)
-{
-    if (lb_buf_alloc(&w->bufs, b) < 0)
-        return -2;
-    if (LB_BUF_SIZE - b->tail < 4096)
-        lb_buf_compact(b);
-    size_t room = LB_BUF_SIZE - b->tail;
-    if (!room)
-        return -1;
-    if (ssl)
-        return tls_read_into(w, ssl, b, room, ready, want);
-    for (;;) {
-        ssize_t n = recv(fd, b->data + b->tail, room, 0);
-        if (n > 0) {
-            b->tail += (uint32_t)n;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *ready = false;
-            lb_buf_release(&w->bufs, b, false);
-            return -1;
-        }
-        return -2;
-    }
-}
-
-/* No writev in TLS: the head, then the body, each in as many records as the
- * socket takes. A body that fits behind its head is moved there first, so a
- * small response is one record and one write(2). That keeps OpenSSL's retry
- * rule after "would block": the next call starts with the same bytes (maybe
- * moved, maybe more of them), since the head is only ever appended to while
- * it is pending and a body is written only once its head is out. */
-static ssize_t
-tls_write_out(struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd, bool *ready,
-              uint8_t *want)
-{
-    ssize_t total = 0, k = 0;
-    int wt = EV_WRITE;
-
-    if (*fwd && hb->data && hb->tail > hb->head && *fwd <= LB_BUF_SIZE - hb->tail) {
-        memcpy(hb->data + hb->tail, bb->data + bb->head, *fwd);
-        hb->tail += (uint32_t)*fwd;
-        lb_buf_consume(bb, (uint32_t)*fwd);
-        *fwd = 0;
-    }
-    while (hb->data && hb->tail > hb->head) {
-        k = lb_tls_write(ssl, hb->data + hb->head, hb->tail - hb->head, &wt);
-        if (k < 0)
-            goto stop;
-        hb->head += (uint32_t)k;
-        total += k;
-    }
-    while (*fwd) {
-        k = lb_tls_write(ssl, bb->data + bb->head, *fwd, &wt);
-        if (k < 0)
-            goto stop;
-        lb_buf_consume(bb, (uint32_t)k);
-        *fwd -= (uint64_t)k;
-        total += k;
-    }
-    return total;
-stop:
-    if (k == -2)
-        return -2;
-    *ready = false;
-    *want = (uint8_t)wt;
-    return total ? total : -1;
-}
-
-/* Writes head bytes [hb->head, hb->tail) then up to *fwd approved bytes of
- * body from the front of bb; more: the rest follows at once (MSG_MORE).
- * Returns bytes written, -1 when it would block (ready cleared, *want set),
- * -2 on error. */
-static ssize_t
-write_out_more(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
-               bool *ready, uint8_t *want, bool more)
-{
-    if (ssl)
-        return tls_write_out(ssl, hb, bb, fwd, ready, want);
-    struct iovec iov[2];
-    int n = 0;
-    if (hb->data && hb->tail > hb->head) {
-        iov[n].iov_base = hb->data + hb->head;
-        iov[n].iov_len = hb->tail - hb->head;
-        n++;
-    }
-    if (*fwd) {
-        iov[n].iov_base = bb->data + bb->head;
-        iov[n].iov_len = *fwd;
-        n++;
-    }
-    if (!n)
-        return 0;
-    for (;;) {
-        ssize_t k =
-            n == 1 ? send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | (more ? MSG_MORE : 0))
-                   : sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)n},
-                             MSG_NOSIGNAL | (more ? MSG_MORE : 0));
-        if (k >= 0) {
-            size_t left = (size_t)k;
-            uint32_t h = hb->data ? hb->tail - hb->head : 0;
-            uint32_t take = left < h ? (uint32_t)left : h;
-            hb->head += take;
-            left -= take;
-            if (left) {
-                lb_buf_consume(bb, (uint32_t)left);
-                *fwd -= left;
-            }
-            return k;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *ready = false;
-            return -1;
-        }
-        return -2;
-    }
-}
-
-static ssize_t
-write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb, uint64_t *fwd,
-          bool *ready, uint8_t *want)
-{
-    return write_out_more(fd, ssl, hb, bb, fwd, ready, want, false);
-}
-
 /* Whether the response bytes about to go out are a head (and maybe part of
  * a body) whose small Content-Length rest the backend is sending right now.
  * Origins often write a head and its body separately (nginx: writev, then
@@ -753,15 +500,6 @@ resp_more_soon(const struct http_sess *s)
     const struct http_exch *x = s->x;
     return x->resp_mode == BODY_CL && x->resp_left > 0 && x->resp_left <= 16384 &&
            s->state == ST_FORWARD && x->cout.data && x->cout.tail > x->cout.head;
-}
-
-/* Ends our direction of a connection: close_notify first over TLS. */
-static void
-half_close(int fd, struct ssl_st *ssl)
-{
-    if (ssl)
-        lb_tls_shutdown(ssl);
-    shutdown(fd, SHUT_WR);
 }
 
 /* ---- lifecycle ---- */
@@ -795,9 +533,9 @@ sess_close(struct http_sess *s)
     if (!s->x)
         ; /* idle between requests: nothing to log */
     else if (s->x->pool >= 0 && s->x->status == 0)
-        log_request(s, s->x->any_resp_sent ? "cut" : "aborted");
+        http_log_request(s, s->x->any_resp_sent ? "cut" : "aborted");
     else if (s->x->pool >= 0 && !s->x->resp_done && s->state != ST_LINGER && s->state != ST_TUNNEL)
-        log_request(s, "cut");
+        http_log_request(s, "cut");
     sess_free(s);
 }
 
@@ -825,7 +563,7 @@ finish_request(struct http_sess *s)
 {
     struct lb_worker *w = s->w;
     bool keep_backend = s->x->req_done && !s->x->backend_close && s->x->req_fwd == 0;
-    log_request(s, "");
+    http_log_request(s, "");
     backend_release(s, keep_backend);
     lb_buf_release(&w->bufs, &s->x->sin, true);
     lb_buf_release(&w->bufs, &s->x->sout, true);
@@ -1032,7 +770,7 @@ sess_run(struct http_sess *s)
             }
             if (!s->c_rd)
                 break;
-            ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
+            ssize_t n = http_read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 lb_stat_add(&lb_lstats(s->l)->bytes_in, n);
                 if (!s->head_timer) {
@@ -1050,8 +788,8 @@ sess_run(struct http_sess *s)
         }
 
         if (s->state == ST_LINGER) {
-            ssize_t k = write_out(s->cfd, s->ssl, &s->x->cout, &s->cin, &s->x->resp_fwd, &s->c_wr,
-                                  &s->c_wrw);
+            ssize_t k = http_write_out(s->cfd, s->ssl, &s->x->cout, &s->cin, &s->x->resp_fwd,
+                                       &s->c_wr, &s->c_wrw, false);
             if (k > 0)
                 lb_stat_add(&lb_lstats(s->l)->bytes_out, k);
             if (k == -2) {
@@ -1061,7 +799,7 @@ sess_run(struct http_sess *s)
             if (s->x->cout.head < s->x->cout.tail)
                 break;
             if (!s->c_eof) {
-                half_close(s->cfd, s->ssl);
+                http_half_close(s->cfd, s->ssl);
                 s->c_eof = true; /* from now on: reading until EOF */
                 s->c_rd = true;
                 s->c_rdw = EV_READ; /* raw bytes, never decrypted */
@@ -1111,8 +849,8 @@ sess_run(struct http_sess *s)
             uint64_t fwd = s->x->req_fwd;
             const char *body = s->cin.data + s->cin.head;
             bool keep = s->x->b->reused && fwd && !s->x->body_lost;
-            ssize_t k = write_out(s->x->b->fd, s->x->b->ssl, &s->x->sout, &s->cin, &s->x->req_fwd,
-                                  &s->x->b_wr, &s->x->b_wrw);
+            ssize_t k = http_write_out(s->x->b->fd, s->x->b->ssl, &s->x->sout, &s->cin,
+                                       &s->x->req_fwd, &s->x->b_wr, &s->x->b_wrw, false);
             if (keep)
                 keep_body(s->x, body, fwd - s->x->req_fwd);
             if (k > 0) {
@@ -1121,7 +859,7 @@ sess_run(struct http_sess *s)
                     arm_timer(s, forward_timeout(s));
                 if (s->x->req_fwd == 0 && s->x->sout.head == s->x->sout.tail &&
                     s->state == ST_TUNNEL && s->c_eof)
-                    half_close(s->x->b->fd, s->x->b->ssl);
+                    http_half_close(s->x->b->fd, s->x->b->ssl);
             } else if (k == -2) {
                 if (backend_lost(s, true))
                     return;
@@ -1130,7 +868,7 @@ sess_run(struct http_sess *s)
         }
         /* Read more of the request body, or tunnel bytes, when there is room. */
         if (!s->x->req_done && s->c_rd && !s->c_eof && lb_buf_len(&s->cin) < LB_BUF_SIZE) {
-            ssize_t n = read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
+            ssize_t n = http_read_into(w, s->cfd, s->ssl, &s->cin, &s->c_rd, &s->c_rdw);
             if (n > 0) {
                 lb_stat_add(&lb_lstats(s->l)->bytes_in, n);
                 progress = true;
@@ -1144,14 +882,14 @@ sess_run(struct http_sess *s)
                     return;
                 }
                 if (s->x->b && s->x->req_fwd == 0)
-                    half_close(s->x->b->fd, s->x->b->ssl);
+                    http_half_close(s->x->b->fd, s->x->b->ssl);
                 progress = true;
             }
         }
         /* Response side. */
         if (s->x->b && !s->x->resp_done && s->x->b_rd && !s->x->b_eof) {
             ssize_t n =
-                read_into(w, s->x->b->fd, s->x->b->ssl, &s->x->sin, &s->x->b_rd, &s->x->b_rdw);
+                http_read_into(w, s->x->b->fd, s->x->b->ssl, &s->x->sin, &s->x->b_rd, &s->x->b_rdw);
             if (n > 0) {
                 progress = true;
                 if (s->state == ST_FORWARD)
@@ -1191,7 +929,7 @@ sess_run(struct http_sess *s)
             continue;
         }
         if (s->c_wr && ((s->x->cout.data && s->x->cout.tail > s->x->cout.head) || s->x->resp_fwd)) {
-            ssize_t k = write_out_more(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
+            ssize_t k = http_write_out(s->cfd, s->ssl, &s->x->cout, &s->x->sin, &s->x->resp_fwd,
                                        &s->c_wr, &s->c_wrw, resp_more_soon(s));
             if (k > 0) {
                 s->x->bytes_out += (uint64_t)k;
@@ -1199,7 +937,7 @@ sess_run(struct http_sess *s)
                 progress = true;
                 if (s->state == ST_TUNNEL && s->x->b_eof && !s->x->resp_fwd &&
                     s->x->cout.head == s->x->cout.tail)
-                    half_close(s->cfd, s->ssl);
+                    http_half_close(s->cfd, s->ssl);
             } else if (k == -2) {
                 sess_close(s);
                 return;
@@ -1210,7 +948,7 @@ sess_run(struct http_sess *s)
             bool b_done = s->x->b_eof && !s->x->resp_fwd && lb_buf_len(&s->x->sin) == 0 &&
                           (!s->x->cout.data || s->x->cout.head == s->x->cout.tail);
             if (c_done && b_done) {
-                log_request(s, "");
+                http_log_request(s, "");
                 s->client_close = true;
                 sess_free(s);
                 return;

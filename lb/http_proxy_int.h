@@ -169,4 +169,25 @@ int http_send_error(struct http_sess *s, int status);
 /* Logs the request in progress if it did not end, and frees the session. */
 void http_sess_close(struct http_sess *s);
 
+/* ---- http_io.c ---- */
+
+/* Reads into b: bytes read, 0 on EOF, -1 when it would block (*ready
+ * cleared, *want set to the event to wait for), -2 on error (for TLS: also
+ * a cut without close_notify). */
+ssize_t http_read_into(struct lb_worker *w, int fd, struct ssl_st *ssl, struct lb_buf *b,
+                       bool *ready, uint8_t *want);
+/* Writes head bytes [hb->head, hb->tail) then up to *fwd approved body bytes
+ * from the front of bb; more: the rest follows at once (MSG_MORE). Bytes
+ * written, -1 when it would block (*ready cleared, *want set), -2 on error. */
+ssize_t http_write_out(int fd, struct ssl_st *ssl, struct lb_buf *hb, struct lb_buf *bb,
+                       uint64_t *fwd, bool *ready, uint8_t *want, bool more);
+/* Ends our direction of a connection: close_notify first over TLS. */
+void http_half_close(int fd, struct ssl_st *ssl);
+
+/* ---- http_log.c ---- */
+
+/* Counts the request's end and writes its access log line; term says how
+ * it ended ("" for a complete exchange, "cut", "aborted", ...). */
+void http_log_request(struct http_sess *s, const char *term);
+
 #endif
