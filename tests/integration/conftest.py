@@ -5,6 +5,7 @@ backend.py) and a tern, talks to it over loopback, and stops what it started
 by PID. TERN_TEST_SCALE multiplies every wait (slow machines, sanitizers).
 """
 import os
+import random
 import re
 import signal
 import socket
@@ -27,12 +28,42 @@ def scaled(seconds):
     return seconds * SCALE * (3 if SANITIZED else 1)
 
 
+def _port_range():
+    """Ports for the servers a test starts (tern's listeners, backends):
+    below the kernel's ephemeral range, so that no outgoing connection can
+    take one between free_port() and the bind that follows it, and a half
+    of them per pass, so that the release and sanitizer passes, which run
+    side by side, never hand out the same one."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low < 12000:
+        return None
+    half = (low - 10000) // 2
+    return range(low - half, low) if SANITIZED else range(low - 2 * half, low - half)
+
+
+_PORTS = _port_range()
+_port_at = [random.randrange(len(_PORTS)) if _PORTS else 0]
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port of this pass's range that nothing uses now, handed out in turn
+    so that a port comes back only after the whole range."""
+    for _ in range(len(_PORTS) if _PORTS else 0):
+        port = _PORTS[_port_at[0] % len(_PORTS)]
+        _port_at[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:  # no range below the ephemeral ports
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout, step=0.05):
