@@ -604,7 +604,9 @@ def parse_answers(data, head_req=False):
     """Parses a byte stream as the responses of an HTTP/1.1 connection.
     Returns (responses, problem): responses are (status, headers, body);
     problem is None, "cut" (a response cut short by the close: allowed) or a
-    description of bytes that are not HTTP."""
+    description of bytes that are not HTTP. head_req: whether the requests
+    were HEADs (no body follows a head), or a list with one such flag per
+    request, for a pipeline that mixes HEAD with other methods."""
     out, i = [], 0
     while i < len(data):
         j = data.find(b"\r\n\r\n", i)
@@ -631,7 +633,11 @@ def parse_answers(data, head_req=False):
             return out, None  # a tunnel follows
         te = b",".join(hdrs.get("transfer-encoding", [])).lower()
         cl = hdrs.get("content-length")
-        if head_req or status in (204, 304):
+        if isinstance(head_req, list):
+            head = len(out) < len(head_req) and head_req[len(out)]
+        else:
+            head = head_req
+        if head or status in (204, 304):
             body = b""
         elif te and te.replace(b" ", b"").split(b",")[-1] != b"chunked":
             # Chunked not last: the body ends with the connection (RFC 9112 6.3).
@@ -1025,9 +1031,12 @@ class Campaign:
         self.tally(op)
         getattr(self, "op_" + op)(n, rng)
 
-    def exchange(self, n, port, data, rng, how=None, expect=None, lenient=False, answers=None):
+    def exchange(self, n, port, data, rng, how=None, expect=None, lenient=False, answers=None, heads=None):
         """One connection: sends data (how: all, split, drip, halfclose, rst,
-        rst_mid, close), reads the answer and judges it."""
+        rst_mid, close), reads the answer and judges it. heads: which of the
+        answers requests were HEADs, when known; without it, a pipeline
+        that mixes HEAD and other methods is never seen as answered, and
+        waits for the admin API's 30 s idle close instead."""
         how = how or rng.choice(["all"] * 6 + ["split", "split", "halfclose", "halfclose", "rst", "rst_mid",
                                                "close", "drip"])
         # The admin API keeps an idle connection ADMIN_TIMEOUT_IDLE (30 s).
@@ -1035,11 +1044,11 @@ class Campaign:
         done, settled = None, None
         if port == self.env.admin:
             def settled(d):
-                r, problem = parse_answers(d, b"HEAD " in data)
+                r, problem = parse_answers(d, heads if heads is not None else b"HEAD " in data)
                 return problem is None and len(r) > 0
         if answers:
             def done(d):
-                r, problem = parse_answers(d)
+                r, problem = parse_answers(d, heads or False)
                 return problem is None and len(r) >= answers
         o, ok = self.send_read(n, port, data, rng, how, hang, done, settled)
         if o:
@@ -1401,9 +1410,10 @@ class Campaign:
 
     def op_admin_api(self, n, rng):
         k = 1 if rng.random() < 0.7 else rng.randint(2, 6)  # pipelined calls
-        data = b"".join(self.admin_request(rng) for _ in range(k))
-        self.exchange(n, self.env.admin, data, rng, how=rng.choice(["all", "all", "halfclose", "split", "rst"]),
-                      expect=("any", None, None), answers=k)
+        reqs = [self.admin_request(rng) for _ in range(k)]
+        self.exchange(n, self.env.admin, b"".join(reqs), rng,
+                      how=rng.choice(["all", "all", "halfclose", "split", "rst"]),
+                      expect=("any", None, None), answers=k, heads=[r.startswith(b"HEAD ") for r in reqs])
 
     def op_admin_raw(self, n, rng):
         raw = self.admin_request(rng)
