@@ -76,6 +76,7 @@ worker(void *arg)
     struct lb_jobs_thread *t = arg;
     struct lb_jobs *j = t->j;
 
+    pthread_setname_np(pthread_self(), "tern-job");
     pthread_mutex_lock(&j->mu);
     for (;;) {
         struct lb_job *job;

@@ -283,6 +283,7 @@ load_thread(void *arg)
 {
     struct load_job *job = arg;
 
+    pthread_setname_np(pthread_self(), "tern-load");
     job->nerr = load_file(job->path, &job->conf, &job->errors);
     pthread_mutex_lock(&bg.mu);
     if (!bg.stopped) {

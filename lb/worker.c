@@ -549,6 +549,11 @@ static void *
 worker_main(void *arg)
 {
     struct lb_worker *w = arg;
+    char name[16];
+
+    /* Named for top -H, ps -L and perf: which thread burns the CPU. */
+    snprintf(name, sizeof(name), "tern-w%d", w->id);
+    pthread_setname_np(pthread_self(), name);
     ev_run(w->loop, 0);
     apply_pending(w); /* generations posted too late still own sockets */
     close_listeners(w->gen);

@@ -4,7 +4,7 @@ import re
 import socket
 import subprocess
 
-from conftest import TERN, free_port, scaled
+from conftest import TERN, free_port, scaled, wait_for
 
 
 def run(*args, **kw):
@@ -157,3 +157,33 @@ def test_check_passes_once_the_token_exists_and_changes_no_file(tmp_path):
     # The existing log is neither cut nor written; the missing one is not made.
     assert log.read_text() == "earlier lines\n"
     assert not (tmp_path / "access.log").exists()
+
+
+def thread_names(pid):
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass  # a thread that just ended
+    return sorted(names)
+
+
+def test_threads_are_named(tern):
+    """top -H, ps -L and perf tell the workers apart from the control thread
+    (the process's own name) and a reload's loader."""
+    port = free_port()
+    t = tern(f"""global:
+  workers: 3
+listeners:
+  - {{ name: web, bind: 127.0.0.1:{port}, pool: web }}
+pools:
+  web:
+    servers: []
+""", wait_ports=[port])
+    # The listening sockets open before the worker threads start.
+    workers = lambda: [n for n in thread_names(t.proc.pid) if n.startswith("tern-w")]
+    assert wait_for(lambda: workers() == ["tern-w0", "tern-w1", "tern-w2"], 5), workers()
+    names = thread_names(t.proc.pid)
+    assert "tern" in names, names
