@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from common import (BODY_PATH, BODY_SIZE, HERE, LABEL, PROXIES, REPO, Child, busy_between, cpu_seconds,
+from common import (BODY_PATH, BODY_SIZE, HERE, LABEL, PROXIES, REPO, Child, busy_between, cpu_seconds, cpu_split,
                     cpu_times, cpus_for, fmt_f2, fmt_f3, fmt_int, fmt_us, haproxy_conf, http_get, loadavg,
                     logger, make_workdir, need_tools, nginx_proxy_conf, origin_conf, parse_wrk, pick_ports,
                     print_summary, raise_nofile, resolve_tern, response_complete, rss_kb, run_guarded,
@@ -287,9 +287,10 @@ class Bench:
         argv.append("http://127.0.0.1:%d%s" % (t.http_port, BODY_PATH))
         pids = t.pids()
         opids = self.origin.pids()
-        c0, o0, s0, w0 = cpu_seconds(pids), cpu_seconds(opids), cpu_times(), time.time()
+        (u0, k0), o0, s0, w0 = cpu_split(pids), cpu_seconds(opids), cpu_times(), time.time()
         rc, out, client_cpu = run_measured(argv, self.cpus("client"), duration + 20)
-        c1, o1, s1, w1 = cpu_seconds(pids), cpu_seconds(opids), cpu_times(), time.time()
+        (u1, k1), o1, s1, w1 = cpu_split(pids), cpu_seconds(opids), cpu_times(), time.time()
+        c0, c1 = u0 + k0, u1 + k1
         if direct and self.cpus("origin-direct"):
             set_affinity(self.origin.pids(), self.cpus("origin"))
         r = parse_wrk(out)
@@ -302,6 +303,8 @@ class Bench:
         if not direct:
             r["cpu_s"] = c1 - c0
             r["cpu_us"] = (c1 - c0) / good * 1e6 if good > 0 else None
+            r["user_us"] = (u1 - u0) / good * 1e6 if good > 0 else None
+            r["kernel_us"] = (k1 - k0) / good * 1e6 if good > 0 else None
         r["origin_cpu_s"] = o1 - o0
         r["client_cpu_s"] = client_cpu
         if not direct and good > 0:
@@ -557,6 +560,7 @@ class Bench:
         L.append("")
         if a.pin == "split" and self.ncpu >= 2:
             L.extend(self.ceiling())
+        L.extend(self.split())
         L.append("## Every run")
         L.append("")
         L.extend(self.raw())
@@ -682,6 +686,34 @@ class Bench:
             if h and c0:
                 L.append("- %s: the target, 1.2x HAProxy, is %s req/s; with tern in front CPU 0 "
                          "allows %s." % (test, fmt_int(1.2 * h), fmt_int(1e6 / c0)))
+        L.append("")
+        return L
+
+    def split(self):
+        """The proxy's CPU per request in its own code (utime) and in the
+        kernel's work on its behalf (stime): system calls, and on loopback
+        the TCP receive processing of whatever it sends."""
+        L = ["## Where the proxy's CPU goes", "",
+             "utime and stime of the proxy over the run, per request. The kernel's part is "
+             "the same system calls and segments for every proxy (bench/README.md), so "
+             "tern's stime over HAProxy's utime+stime is the lowest ratio that cutting "
+             "user-space work alone could reach.", "",
+             "| test | proxy | user us/request | kernel us/request | kernel share |",
+             "| --- | --- | ---: | ---: | ---: |"]
+        for test, label in (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"),
+                            ("close", "Connection: close")):
+            for n in ("tern", "haproxy", "nginx"):
+                u, k = self.med(test, n, "user_us"), self.med(test, n, "kernel_us")
+                if u is None or k is None or u + k <= 0:
+                    continue
+                L.append("| %s | %s | %s | %s | %.0f%% |" % (label, LABEL[n], fmt_f2(u), fmt_f2(k),
+                                                            100 * k / (u + k)))
+        L.append("")
+        for test in ("ka50", "ka400"):
+            k, h = self.med(test, "tern", "kernel_us"), self.med(test, "haproxy", "cpu_us")
+            if k and h:
+                L.append("- %s: tern's kernel part alone is %.2fx HAProxy's CPU per request "
+                         "(target 0.75x)." % (test, k / h))
         L.append("")
         return L
 

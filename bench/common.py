@@ -105,6 +105,18 @@ def cpu_seconds(pids):
     return ticks / CLK_TCK
 
 
+def cpu_split(pids):
+    """(utime, stime) of the processes in seconds: the proxy's own code
+    against the kernel's work done on its behalf."""
+    u = k = 0
+    for pid in pids:
+        fields = proc_stat_fields(pid)
+        if fields:
+            u += int(fields[11])
+            k += int(fields[12])
+    return u / CLK_TCK, k / CLK_TCK
+
+
 def rss_kb(pids):
     total = 0
     for pid in pids:
