@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import free_port, raw_exchange, scaled, simple_config, status_of, wait_for
+from conftest import free_port, raw_exchange, scaled, simple_config, status_of, wait_for, wait_port
 from test_http import RawBackend, get, read_body
 
 
@@ -500,3 +500,43 @@ def test_websocket_backend_gone_while_the_client_sends(tern, reset):
     c.close()
     assert t.proc.poll() is None
     b.stop()
+
+
+def test_ipv6_clients_and_servers(backends, tern, tmp_path):
+    """IPv6 end to end on ::1: http and tcp listeners on [::1] in front of a
+    server at [::1]:port. The client's address goes on as X-Forwarded-For:
+    ::1 and Forwarded: for="[::1]" (RFC 7239 brackets and quotes it), and
+    the access log names the client [::1]:port."""
+    with socket.socket(socket.AF_INET6) as s:
+        try:
+            s.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    (b,) = backends(1, extra=("--host", "::1"))
+    hp, tp = free_port(), free_port()
+    log = tmp_path / "access.log"
+    t = tern(f"""global:
+  workers: 1
+  access_log: {log}
+listeners:
+  - {{ name: web, bind: "[::1]:{hp}", mode: http, pool: web }}
+  - {{ name: raw, bind: "[::1]:{tp}", mode: tcp, pool: web }}
+pools:
+  web:
+    servers:
+      - {{ name: b1, address: "[::1]:{b.port}" }}
+""")
+    assert wait_port(hp, host="::1") and wait_port(tp, host="::1"), t.log()
+    req = b"GET /headers HTTP/1.1\r\nHost: v6\r\nConnection: close\r\n\r\n"
+    out = raw_exchange(hp, req, host="::1")
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    assert b"\r\nX-Forwarded-For: ::1\r\n" in out, out
+    assert b'\r\nForwarded: for="[::1]";proto=http\r\n' in out, out
+    out = raw_exchange(tp, req, host="::1")
+    assert out.startswith(b"HTTP/1.1 200 ") and b"X-Forwarded-For" not in out, out
+    t.stop()
+    lines = log.read_text().splitlines()
+    http = [ln for ln in lines if ' web web/b1 "GET /headers HTTP/1.1" 200 ' in ln]
+    assert len(http) == 1 and http[0].split()[1].startswith("[::1]:"), lines
+    tcp = [ln for ln in lines if " raw web/b1 TCP " in ln and ln.split()[1].startswith("[::1]:")]
+    assert tcp, lines
