@@ -85,20 +85,26 @@ echo "== unit tests"
 run_unit build
 [ $asan_ok = 1 ] && run_unit build-asan
 
-# One pytest pass over tests/integration with one binary, its output to a
-# file (so that two passes can run at once).
-pytest_pass() { # binary, outfile
-    local bin=$1
-    TERN_BIN="$ROOT/$bin" TERN_BUILD="$ROOT/$(dirname "$(dirname "$bin")")" \
-        "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/integration >"$2" 2>&1
+# The integration tests run one pytest per file and binary, several at a
+# time (TERN_TEST_JOBS, 3 by default; TERN_TEST_SERIAL=1 runs them one after
+# the other), each writing to its own file. The suite mostly waits
+# (timeouts, intervals, processes starting): one pytest uses about a third
+# of one core on average, so three keep 2 cores busy only in bursts. Every
+# test gets its own ports, temporary files and network namespaces (named by
+# pid), and bounds its timings with scaled(). Taking files from one queue,
+# the runs share the time whatever each file and binary takes; the longest
+# files go first so that none of them starts near the end.
+pytest_file() { # tree, test file, outfile
+    exec env TERN_BIN="$ROOT/$1/lb/tern" TERN_BUILD="$ROOT/$1" \
+        "$PY" -m pytest -q -p no:cacheprovider -rfEs "$2" >"$3" 2>&1
 }
 
+# Adds one pytest run's counts to the totals; prints its failures whole
+# (the last lines alone lose a CI failure's traceback) and its short summary
+# (failures, skips and why).
 tally_pytest() { # label, outfile
     local label=$1 out line
-    out=$(cat "$2")
-    # A failure's traceback is in pytest's ERRORS and FAILURES sections,
-    # long before the last lines: print them whole (up to a bound), so
-    # that a CI log alone says what went wrong.
+    out=$(cat "$2" 2>/dev/null)
     local tb n
     tb=$(awk '/^=+ (ERRORS|FAILURES) =+$/ { on = 1 }
               on && /^=+ / && !/^=+ (ERRORS|FAILURES) =+$/ { on = 0 }
@@ -106,16 +112,16 @@ tally_pytest() { # label, outfile
     if [ -n "$tb" ]; then
         n=$(wc -l <<<"$tb")
         head -600 <<<"$tb"
-        [ "$n" -le 600 ] || echo "[... $((n - 600)) more lines of the $label pass's failures cut ...]"
-    fi
-    local summary
-    summary=$(sed -En '/^=+ short test summary info =+$/,$p' <<<"$out")
-    if [ -n "$tb" ] && [ -n "$summary" ]; then
-        tail -40 <<<"$summary"
-    else
-        echo "$out" | tail -40
+        [ "$n" -le 600 ] || echo "[... $((n - 600)) more lines of $label's failures cut ...]"
     fi
     line=$(grep -E '^[0-9]+ (passed|failed|skipped|error)|^=+ .*(passed|failed|skipped|error).* =+$|no tests ran' <<<"$out" | tail -1)
+    local summary
+    summary=$(sed -En '/^=+ short test summary info =+$/,$p' <<<"$out")
+    if [ -n "$summary" ]; then
+        tail -40 <<<"$summary"
+    elif [ -z "$line" ]; then
+        echo "$out" | tail -40
+    fi
     local p f s e
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
     f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
@@ -124,47 +130,57 @@ tally_pytest() { # label, outfile
     passed=$((passed + p))
     failed=$((failed + f + e))
     skipped=$((skipped + s))
+    tp=$((tp + p)) tf=$((tf + f + e)) ts=$((ts + s))
     [ $((f + e)) -eq 0 ] || failures+=("integration ($label)")
     if [ -z "$line" ]; then
         note_fail "integration ($label): pytest printed no summary"
+        tf=$((tf + 1))
     fi
-    echo "integration $label: $p passed, $((f + e)) failed, $s skipped"
+    # Seconds, for the list of the slowest files.
+    file_secs+=("$(grep -oE ' in [0-9.]+s' <<<"$line" | grep -oE '[0-9.]+' || echo 0) $label")
 }
 
-# The two passes run side by side: the suite mostly waits (timeouts,
-# intervals, processes starting), about a third of one core on average, so
-# together they take little more than the longer one. Every test gets its
-# own ports, temporary files and network namespaces (named by pid), and
-# bounds its timings with scaled(); TERN_TEST_SERIAL=1 runs them one after
-# the other.
 logs=$(mktemp -d)
-asan_pass=0
+trees=(build)
 if [ $asan_ok = 1 ] && [ -z "${TERN_TEST_QUICK:-}" ]; then
-    asan_pass=1
+    trees=(build-asan build)
 fi
-if [ -n "${TERN_TEST_SERIAL:-}" ] || [ $asan_pass = 0 ]; then
-    echo "== integration tests (release)"
-    pytest_pass build/lb/tern "$logs/release"
-    tally_pytest release "$logs/release"
-    if [ $asan_pass = 1 ]; then
-        echo "== integration tests (asan+ubsan)"
-        pytest_pass build-asan/lb/tern "$logs/asan"
-        tally_pytest asan "$logs/asan"
-    fi
-else
-    echo "== integration tests (release and asan+ubsan, side by side)"
-    pytest_pass build/lb/tern "$logs/release" &
-    rel=$!
-    pytest_pass build-asan/lb/tern "$logs/asan" &
-    asn=$!
-    trap 'kill $rel $asn 2>/dev/null' INT TERM
-    wait $rel $asn
-    trap - INT TERM
-    echo "== integration tests (release)"
-    tally_pytest release "$logs/release"
-    echo "== integration tests (asan+ubsan)"
-    tally_pytest asan "$logs/asan"
-fi
+# Known to be long (each over 20 s in one binary or the other), then the
+# others by size.
+files=()
+for f in scale watch2 realvm reload2 chaos watch demo reload dashboard dns vrrp vrrp2 admin tls; do
+    [ -f "tests/integration/test_$f.py" ] && files+=("tests/integration/test_$f.py")
+done
+while read -r f; do
+    case " ${files[*]} " in *" $f "*) ;; *) files+=("$f") ;; esac
+done < <(ls -S tests/integration/test_*.py)
+queue=()
+for f in "${files[@]}"; do
+    for tree in "${trees[@]}"; do
+        queue+=("$tree" "$f" "$logs/$tree.$(basename "$f" .py)")
+    done
+done
+njobs=${TERN_TEST_JOBS:-3}
+[ -z "${TERN_TEST_SERIAL:-}" ] || njobs=1
+echo "== integration tests (${trees[*]}: ${#files[@]} files each, $njobs at a time)"
+export -f pytest_file
+export ROOT PY
+printf '%s\n' "${queue[@]}" | xargs -P "$njobs" -n 3 bash -c 'pytest_file "$@"' _ &
+xp=$!
+trap 'pkill -TERM -P $xp; kill $xp 2>/dev/null' INT TERM
+wait $xp
+trap - INT TERM
+for tree in "${trees[@]}"; do
+    label=release
+    [ "$tree" = build ] || label=asan
+    echo "== integration tests ($label)"
+    tp=0 tf=0 ts=0 file_secs=()
+    for f in "${files[@]}"; do
+        tally_pytest "$label $(basename "$f")" "$logs/$tree.$(basename "$f" .py)"
+    done
+    echo "integration $label: $tp passed, $tf failed, $ts skipped; slowest files: $(printf '%s\n' "${file_secs[@]}" |
+        sort -rn | head -5 | awk '{ printf "%s%s %ss", (NR > 1 ? ", " : ""), $3, int($1) }')"
+done
 rm -rf "$logs"
 
 echo "== format"
