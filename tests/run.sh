@@ -5,10 +5,12 @@
 #     (build-asan/), and a libFuzzer tree with clang (build-fuzz/);
 #  2. runs the C unit tests (cmocka, TAP output) in both trees;
 #  3. runs the integration tests (pytest, real binary, real clients) against
-#     both binaries;
+#     both binaries, one pytest per file and binary, three at a time;
 #  4. runs each fuzz target for a bounded time on its corpus.
 #
-# TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests.
+# TERN_TEST_QUICK=1 skips the sanitizer pass of the integration tests;
+# TERN_TEST_JOBS sets how many of their pytest runs go at once (3), and
+# TERN_TEST_SERIAL=1 runs them one after the other.
 # TERN_FUZZ_SECONDS bounds each fuzz run (default: 30 s for fuzz_http1, 15 s
 # for fuzz_conf and fuzz_vrrp, 10 s for each other target; two run at once,
 # about 75 s in all).
