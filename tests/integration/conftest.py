@@ -4,6 +4,7 @@ Each test writes its YAML inline, starts the backends it needs (tests/tools/
 backend.py) and a tern, talks to it over loopback, and stops what it started
 by PID. TERN_TEST_SCALE multiplies every wait (slow machines, sanitizers).
 """
+import fcntl
 import os
 import random
 import re
@@ -28,12 +29,17 @@ def scaled(seconds):
     return seconds * SCALE * (3 if SANITIZED else 1)
 
 
+PORT_SLOTS = 8
+
+
 def _port_range():
     """Ports for the servers a test starts (tern's listeners, backends):
     below the kernel's ephemeral range, so that no outgoing connection can
-    take one between free_port() and the bind that follows it, and a half
-    of them per pass, so that the release and sanitizer passes, which run
-    side by side, never hand out the same one."""
+    take one between free_port() and the bind that follows it, and a slice
+    of them per pytest process (make test runs several side by side), held
+    by a lock on a file for as long as the process lives, so that two
+    processes never hand out the same port. With every slice taken, the
+    whole range, from a random place."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low = int(f.read().split()[0])
@@ -41,17 +47,27 @@ def _port_range():
         low = 32768
     if low < 12000:
         return None
-    half = (low - 10000) // 2
-    return range(low - half, low) if SANITIZED else range(low - 2 * half, low - half)
+    size = (low - 10000) // PORT_SLOTS
+    for slot in range(PORT_SLOTS):
+        f = open(os.path.join(tempfile.gettempdir(), f"tern-test-ports.{slot}.lock"), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _held.append(f)  # the lock goes with the process
+        return range(10000 + slot * size, 10000 + (slot + 1) * size)
+    return range(10000, low)
 
 
+_held = []
 _PORTS = _port_range()
 _port_at = [random.randrange(len(_PORTS)) if _PORTS else 0]
 
 
 def free_port():
-    """A port of this pass's range that nothing uses now, handed out in turn
-    so that a port comes back only after the whole range."""
+    """A port of this process's range that nothing uses now, handed out in
+    turn so that a port comes back only after the whole range."""
     for _ in range(len(_PORTS) if _PORTS else 0):
         port = _PORTS[_port_at[0] % len(_PORTS)]
         _port_at[0] += 1
