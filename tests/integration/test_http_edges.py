@@ -506,27 +506,43 @@ def test_ipv6_clients_and_servers(backends, tern, tmp_path):
     """IPv6 end to end on ::1: http and tcp listeners on [::1] in front of a
     server at [::1]:port. The client's address goes on as X-Forwarded-For:
     ::1 and Forwarded: for="[::1]" (RFC 7239 brackets and quotes it), and
-    the access log names the client [::1]:port."""
+    the access log names the client [::1]:port. Health checks reach [::1]
+    servers (one without a listener goes down), and the admin API listens on
+    [::1] too."""
     with socket.socket(socket.AF_INET6) as s:
         try:
             s.bind(("::1", 0))
         except OSError:
             pytest.skip("no IPv6 loopback here")
     (b,) = backends(1, extra=("--host", "::1"))
-    hp, tp = free_port(), free_port()
+    hp, tp, ap, dead = free_port(), free_port(), free_port(), free_port()
     log = tmp_path / "access.log"
     t = tern(f"""global:
   workers: 1
   access_log: {log}
+admin:
+  listen: "[::1]:{ap}"
 listeners:
   - {{ name: web, bind: "[::1]:{hp}", mode: http, pool: web }}
   - {{ name: raw, bind: "[::1]:{tp}", mode: tcp, pool: web }}
 pools:
   web:
+    health_check: {{ type: http, path: /healthz, interval: 200ms, fall: 2 }}
     servers:
       - {{ name: b1, address: "[::1]:{b.port}" }}
+      - {{ name: gone, address: "[::1]:{dead}" }}
 """)
-    assert wait_port(hp, host="::1") and wait_port(tp, host="::1"), t.log()
+    assert all(wait_port(p, host="::1") for p in (hp, tp, ap)), t.log()
+
+    def health():
+        c = http.client.HTTPConnection("::1", ap, timeout=scaled(5))
+        try:
+            c.request("GET", "/api/v1/pools/web")
+            return {x["name"]: x["health"] for x in json.loads(c.getresponse().read())["servers"]}
+        finally:
+            c.close()
+
+    assert wait_for(lambda: health() == {"b1": "up", "gone": "down"}, 10), health()
     req = b"GET /headers HTTP/1.1\r\nHost: v6\r\nConnection: close\r\n\r\n"
     out = raw_exchange(hp, req, host="::1")
     assert out.startswith(b"HTTP/1.1 200 "), out
@@ -536,7 +552,7 @@ pools:
     assert out.startswith(b"HTTP/1.1 200 ") and b"X-Forwarded-For" not in out, out
     t.stop()
     lines = log.read_text().splitlines()
-    http = [ln for ln in lines if ' web web/b1 "GET /headers HTTP/1.1" 200 ' in ln]
-    assert len(http) == 1 and http[0].split()[1].startswith("[::1]:"), lines
+    got = [ln for ln in lines if ' web web/b1 "GET /headers HTTP/1.1" 200 ' in ln]
+    assert len(got) == 1 and got[0].split()[1].startswith("[::1]:"), lines
     tcp = [ln for ln in lines if " raw web/b1 TCP " in ln and ln.split()[1].startswith("[::1]:")]
     assert tcp, lines
