@@ -1080,7 +1080,6 @@ class Campaign:
             return read_all(s, hang or self.hang_s, done=done, settled=settled), ok
         finally:
             s.close()
-        return o
 
     def judge(self, n, what, data, o, expect, lenient):
         if o.end == "hang":
