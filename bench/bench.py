@@ -695,9 +695,10 @@ class Bench:
         the TCP receive processing of whatever it sends."""
         L = ["## Where the proxy's CPU goes", "",
              "utime and stime of the proxy over the run, per request. The kernel's part is "
-             "the same system calls and segments for every proxy (bench/README.md), so "
-             "tern's stime over HAProxy's utime+stime is the lowest ratio that cutting "
-             "user-space work alone could reach.", "",
+             "mostly the same work for every proxy: the same system calls and TCP segments "
+             "per request (bench/README.md); a proxy that sleeps more often also makes more "
+             "epoll_wait calls. tern's stime over HAProxy's utime+stime is the lowest ratio "
+             "that cutting user-space work alone could reach.", "",
              "| test | proxy | user us/request | kernel us/request | kernel share |",
              "| --- | --- | ---: | ---: | ---: |"]
         for test, label in (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"),
