@@ -660,6 +660,9 @@ class Bench:
                         tgt, res))
         return out
 
+    # The wrk tests that the summary sections go through, with their labels.
+    WRK_TESTS = (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"), ("close", "Connection: close"))
+
     def ceiling(self):
         """How close each proxy ran to the rate that CPU 0 alone allows: the
         CPU that wrk and the origin spent per request with that proxy in
@@ -672,8 +675,7 @@ class Bench:
              "| test | proxy | req/s | wrk + origin CPU us/request | CPU 0 ceiling, req/s | "
              "share of ceiling |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for test, label in (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"),
-                            ("close", "Connection: close")):
+        for test, label in self.WRK_TESTS:
             for n in ("tern", "haproxy", "nginx"):
                 rps, c0 = self.med(test, n, "rps"), self.med(test, n, "cpu0_us")
                 if rps is None or not c0:
@@ -701,8 +703,7 @@ class Bench:
              "that cutting user-space work alone could reach.", "",
              "| test | proxy | user us/request | kernel us/request | kernel share |",
              "| --- | --- | ---: | ---: | ---: |"]
-        for test, label in (("ka50", "keep-alive 50"), ("ka400", "keep-alive 400"),
-                            ("close", "Connection: close")):
+        for test, label in self.WRK_TESTS:
             for n in ("tern", "haproxy", "nginx"):
                 u, k = self.med(test, n, "user_us"), self.med(test, n, "kernel_us")
                 if u is None or k is None or u + k <= 0:

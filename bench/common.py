@@ -95,19 +95,10 @@ def group_pids(pgid):
     return out
 
 
-def cpu_seconds(pids):
-    """utime+stime of the processes (each figure covers all of its threads)."""
-    ticks = 0
-    for pid in pids:
-        fields = proc_stat_fields(pid)
-        if fields:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
-
-
 def cpu_split(pids):
-    """(utime, stime) of the processes in seconds: the proxy's own code
-    against the kernel's work done on its behalf."""
+    """(utime, stime) of the processes in seconds, each covering all of a
+    process's threads: the proxy's own code against the kernel's work done
+    on its behalf."""
     u = k = 0
     for pid in pids:
         fields = proc_stat_fields(pid)
@@ -115,6 +106,11 @@ def cpu_split(pids):
             u += int(fields[11])
             k += int(fields[12])
     return u / CLK_TCK, k / CLK_TCK
+
+
+def cpu_seconds(pids):
+    """utime+stime of the processes."""
+    return sum(cpu_split(pids))
 
 
 def rss_kb(pids):

@@ -12,7 +12,7 @@
  *
  * Buffers: cin holds client bytes, sin backend bytes. A rewritten request head
  * goes to sout and a rewritten response head to cout; body bytes are written
- * straight from cin / sin (writev of head and body), only after the framing
+ * straight from cin / sin (one sendmsg of head and body), only after the framing
  * code has approved them (req_fwd / resp_fwd), so nothing past the end of a
  * message ever reaches the other side. sout keeps the whole request head
  * until the request ends, with a copy of the body bytes sent behind it while
@@ -20,15 +20,14 @@
  * be closed, and the head names the request in the access log.
  *
  * TLS (lb/tls.h) sits under http_read_into() and http_write_out() (lb/http_io.c)
- * on either side. The
- * readiness flags keep their meaning ("the last attempt did not block"), but
- * the event that sets them again is whatever TLS asked for (c_rdw etc.): a
- * read may wait for the socket to be writable. A flag is only cleared when
- * TLS says it would block, never because the socket looked idle, so
- * plaintext already decrypted inside the connection (which epoll cannot
- * see) is always read on a later pass. The client handshake runs first, in
- * ST_HEAD, under the header timeout; a server handshake runs in ST_CONNECT,
- * under the connect timeout.
+ * on either side. The readiness flags keep their meaning ("the last attempt
+ * did not block"), but the event that sets them again is whatever TLS asked
+ * for (c_rdw etc.): a read may wait for the socket to be writable. A flag is
+ * only cleared when TLS says it would block, never because the socket looked
+ * idle, so plaintext already decrypted inside the connection (which epoll
+ * cannot see) is always read on a later pass. The client handshake runs
+ * first, in ST_HEAD, under the header timeout; a server handshake runs in
+ * ST_CONNECT, under the connect timeout.
  *
  * lb/http_head.c parses, routes and rewrites the request and response heads;
  * lb/http_io.c does the socket and TLS I/O, lb/http_log.c the access log and
@@ -45,7 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "lb/accesslog.h"
