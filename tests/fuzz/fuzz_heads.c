@@ -210,6 +210,14 @@ fuzz_response(struct http_sess *s, const char *buf, size_t len, uint8_t sel)
     const char *h = out + ((sel & SEL_BEHIND) ? 25 : 0);
     size_t hl = dst.tail - (size_t)(h - out);
     ssize_t n = http1_parse_response(h, hl, LB_BUF_SIZE, &o);
+    if (n == HTTP1_ERROR && r.nheaders + 1 > HTTP1_MAX_HEADERS &&
+        strcmp(o.error, "too many header fields") == 0) {
+        /* The proxy adds a Connection field: past the parser's own count
+         * limit this check cannot read the head back (a client with a
+         * larger limit can), as with requests above. */
+        free(out);
+        return;
+    }
     check(n == (ssize_t)hl);
     check(o.status == r.status && o.minor_version == 1 && same(o.reason, r.reason));
     check(o.f.content_length == r.f.content_length && o.f.chunked == r.f.chunked);
